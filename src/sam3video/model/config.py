@@ -1,0 +1,201 @@
+"""One typed configuration for the whole SAM 3 video model.
+
+`Sam3VideoConfig` groups the sizes of every component (vision trunk, necks, text encoder,
+detector heads, tracker) plus the video heuristics. Two presets exist:
+
+- ``full``: the official sizes; a model built from it loads Meta's ``sam3.pt`` strictly.
+- ``tiny``: the same architecture and state-dict key names with small sizes and a 224 px
+  input, fast on a CPU. Used by the default test suite and by parity fixtures.
+
+Everything derived from these numbers (grid size, low-resolution mask size, ...) is exposed
+as a property so that it is never stored twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision trunk (``detector.backbone.vision_backbone.trunk``)."""
+
+    patch_size: int = 14
+    embed_dim: int = 1024
+    depth: int = 32
+    num_heads: int = 16
+    mlp_ratio: float = 4.625
+    window_size: int = 24
+    global_att_blocks: tuple[int, ...] = (7, 15, 23, 31)
+    pretrain_img_size: int = 336  # absolute pos-embed grid = pretrain_img_size // patch_size
+    rope_theta: float = 10000.0
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def pretrain_grid(self) -> int:
+        return self.pretrain_img_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """CLIP-style causal text encoder (``detector.backbone.language_backbone``)."""
+
+    width: int = 1024
+    layers: int = 24
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    context_length: int = 32
+    vocab_size: int = 49408
+    proj_dim: int = 512  # ``encoder.text_projection`` (width, proj_dim); stored but unused
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Geometry encoder, fusion encoder, decoder, scoring and segmentation head."""
+
+    d_model: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    geo_layers: int = 3
+    geo_roi_size: int = 7
+    geo_use_img_cross_attn: bool = True
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    num_queries: int = 200
+    presence_token: bool = True
+    box_rpb_heads: int = 8  # equals num_heads; the bias is one value per attention head
+    scoring_mlp_dim: int = 2048
+    dot_prod_clamp: float = 12.0
+    pixel_decoder_stages: int = 3  # conv_layers/norms stored; only two are used (see spec §10)
+    group_norm_groups: int = 8
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """SAM 3 memory tracker (``tracker.``)."""
+
+    mem_dim: int = 64
+    num_maskmem: int = 7
+    mask_in_chans: int = 16  # prompt encoder mask_downscaling width
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    memory_attention_layers: int = 4
+    memory_attention_heads: int = 1
+    memory_attention_ffn_dim: int = 2048
+    rope_theta: float = 10000.0
+    fuser_layers: int = 2
+    max_cond_frames_in_attn: int = 4
+    max_obj_ptrs_in_encoder: int = 16
+    max_point_num_in_prompt_enc: int = 16
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    use_memory_selection: bool = True
+    memory_selection_threshold: float = 0.01
+
+
+@dataclass(frozen=True)
+class Sam3VideoConfig:
+    """Whole video model: image size, components and the name of the preset."""
+
+    name: str = "full"
+    image_size: int = 1008
+    vit: ViTConfig = field(default_factory=ViTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    @property
+    def d_model(self) -> int:
+        """Width shared by the necks, the detector heads and the tracker."""
+        return self.detector.d_model
+
+    @property
+    def feat_size(self) -> int:
+        """Side of the backbone token grid (72 for the full model)."""
+        return self.image_size // self.vit.patch_size
+
+    @property
+    def low_res_mask_size(self) -> int:
+        """Side of the detector/tracker mask logits (288 for the full model)."""
+        return self.feat_size * 4
+
+    @property
+    def input_mask_size(self) -> int:
+        """Side that mask prompts and memory-encoder inputs are resized to (1152)."""
+        return self.low_res_mask_size * 4
+
+    def replace(self, **changes) -> Sam3VideoConfig:
+        return replace(self, **changes)
+
+
+def full_config() -> Sam3VideoConfig:
+    """The official SAM 3 sizes (861M parameters)."""
+    return Sam3VideoConfig()
+
+
+def tiny_config() -> Sam3VideoConfig:
+    """Same architecture and key names, small sizes; a forward takes milliseconds on CPU."""
+    return Sam3VideoConfig(
+        name="tiny",
+        image_size=224,  # 16x16 token grid, 2x2 windows of 8x8
+        vit=ViTConfig(
+            embed_dim=64,
+            depth=4,
+            num_heads=2,
+            window_size=8,
+            global_att_blocks=(1, 3),
+            pretrain_img_size=112,  # 8x8 pos-embed grid, tiled 2x to cover 16x16
+        ),
+        text=TextConfig(width=64, layers=2, heads=2, proj_dim=32),
+        detector=DetectorConfig(
+            d_model=32,
+            num_heads=4,
+            ffn_dim=64,
+            geo_layers=2,
+            encoder_layers=2,
+            decoder_layers=2,
+            num_queries=16,
+            box_rpb_heads=4,
+            scoring_mlp_dim=64,
+        ),
+        tracker=TrackerConfig(
+            mem_dim=16,
+            mask_in_chans=4,
+            decoder_heads=4,
+            decoder_mlp_dim=64,
+            memory_attention_layers=2,
+            memory_attention_ffn_dim=64,
+        ),
+    )
+
+
+PRESETS = {"full": full_config, "tiny": tiny_config}
+
+
+def get_config(config: str | Sam3VideoConfig) -> Sam3VideoConfig:
+    """Return a preset by name (``"full"`` or ``"tiny"``) or pass a config through."""
+    if isinstance(config, Sam3VideoConfig):
+        return config
+    if config not in PRESETS:
+        from sam3video.errors import ConfigError
+
+        raise ConfigError(
+            f"config: expected one of {sorted(PRESETS)} or a Sam3VideoConfig, got {config!r}"
+        )
+    return PRESETS[config]()

@@ -1,0 +1,110 @@
+"""Shared setup for the fixture generators. Runs ONLY inside the reference venv.
+
+Build the venv with ``bash ../shared/reference/setup_reference_env.sh`` (default location
+``~/.cache/sam3-reference-venv``), then run a generator from the repository root, e.g.::
+
+    ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_detector.py
+
+What this module does:
+- makes the official ``sam3`` package run without CUDA (``device="cuda"`` literals, ``.cuda()``,
+  ``pin_memory`` and ``torch.cuda`` queries are rerouted to the CPU);
+- puts this project's ``src/`` on ``sys.path`` so that the generators draw the synthetic
+  weights with the very function the tests use (`sam3video.model.weights.synthetic_tensor`);
+- offers `load_synthetic` (synthetic weights into an official module) and `save_fixture`.
+
+Nothing here is imported by the product or by the tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED = ROOT.parent / "shared"
+BPE_PATH = ROOT / "src" / "sam3video" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+sys.path.insert(0, str(ROOT / "src"))
+
+from sam3video.model.weights import synthetic_tensor  # noqa: E402
+
+
+def _cpu(device):
+    if device is None:
+        return device
+    return "cpu" if str(device).startswith("cuda") else device
+
+
+class CudaToCpu(TorchFunctionMode):
+    """Reroute ``device="cuda..."`` keyword arguments of torch functions to the CPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if "device" in kwargs:
+            kwargs["device"] = _cpu(kwargs["device"])
+        return func(*args, **kwargs)
+
+
+_orig_to = torch.Tensor.to
+
+
+def _to(self, *args, **kwargs):
+    args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else a for a in args)
+    if "device" in kwargs:
+        kwargs["device"] = _cpu(kwargs["device"])
+    return _orig_to(self, *args, **kwargs)
+
+
+def patch_torch_for_cpu() -> None:
+    """Idempotent global patches; also enter ``CudaToCpu()`` around official code."""
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    torch.Tensor.to = _to
+    torch.Tensor.pin_memory = lambda self, *a, **k: self
+    torch.cuda.current_device = lambda: 0
+    torch.cuda.is_available = lambda: False
+
+
+patch_torch_for_cpu()
+_MODE = CudaToCpu()
+_MODE.__enter__()  # stays active for the whole generator process
+
+
+def load_synthetic(module: torch.nn.Module, prefix: str, seed: int = 0) -> list[str]:
+    """Fill an OFFICIAL module with synthetic weights drawn under the official key names.
+
+    ``prefix`` is the module's official prefix in the whole video model (e.g.
+    ``"detector.geometry_encoder."``), so values equal those of the whole model. Computed
+    buffers (``freqs_cis``) keep the module's own values. Returns the keys left as they were.
+    """
+    state = module.state_dict()
+    kept = []
+    new = {}
+    for key, value in state.items():
+        try:
+            new[key] = synthetic_tensor(prefix + key, value.shape, seed).to(value.dtype)
+        except KeyError:
+            new[key] = value
+            kept.append(key)
+    module.load_state_dict(new, strict=True)
+    return kept
+
+
+def save_fixture(name: str, tensors: dict, meta: dict | None = None) -> Path:
+    """Write ``tests/fixtures/<name>.pt`` (tensors as float32/int/bool CPU, plus metadata)."""
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    path = FIXTURES / f"{name}.pt"
+    clean = {}
+    for k, v in tensors.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+            if v.is_floating_point() and v.dtype != torch.float32:
+                v = v.float()
+            v = v.contiguous().clone()
+        clean[k] = v
+    torch.save({"tensors": clean, "meta": meta or {}}, path)
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size / 1024:.1f} KiB)")
+    return path
