@@ -162,7 +162,7 @@ def tiny_config() -> Sam3VideoConfig:
             global_att_blocks=(1, 3),
             pretrain_img_size=112,  # 8x8 pos-embed grid, tiled 2x to cover 16x16
         ),
-        text=TextConfig(width=64, layers=2, heads=2, proj_dim=32),
+        text=TextConfig(width=64, layers=2, heads=2),  # proj_dim stays 512: official ignores it
         detector=DetectorConfig(
             d_model=32,
             num_heads=4,
@@ -176,7 +176,6 @@ def tiny_config() -> Sam3VideoConfig:
         ),
         tracker=TrackerConfig(
             mem_dim=16,
-            mask_in_chans=4,
             decoder_heads=4,
             decoder_mlp_dim=64,
             memory_attention_layers=2,

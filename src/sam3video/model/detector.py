@@ -1,0 +1,210 @@
+"""SAM 3's concept detector: image + text/box/point prompt -> scored boxes and masks.
+
+The official module tree (``detector.*`` keys) is kept exactly:
+
+- ``backbone``: `VisionLanguageBackbone` with ``vision_backbone`` (ViT trunk + dual neck) and
+  ``language_backbone`` (text encoder + resizer).
+- ``geometry_encoder``: boxes/points + CLS token -> prompt tokens.
+- ``transformer``: ``encoder`` (fusion of image and prompt) and ``decoder`` (queries).
+- ``dot_prod_scoring`` and ``segmentation_head``.
+
+One backbone pass serves the detector and the tracker: `VisionLanguageBackbone.forward_image`
+returns both feature pyramids. Text features are computed separately (once per prompt) so
+a video session can reuse them on every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sam3video.model.decoder import TransformerDecoder
+from sam3video.model.encoder import TransformerEncoderFusion
+from sam3video.model.geometry_encoder import SequenceGeometryEncoder
+from sam3video.model.neck import DualViTDetNeck
+from sam3video.model.ops import box_cxcywh_to_xyxy
+from sam3video.model.scoring import DotProductScoring
+from sam3video.model.segmentation_head import UniversalSegmentationHead
+from sam3video.model.text_encoder import TextEncoder
+
+
+class VisionLanguageBackbone(nn.Module):
+    """Official ``SAM3VLBackbone``: ``vision_backbone`` and ``language_backbone``."""
+
+    def __init__(self, vision_backbone: DualViTDetNeck, language_backbone: TextEncoder) -> None:
+        super().__init__()
+        self.vision_backbone = vision_backbone
+        self.language_backbone = language_backbone
+
+    def forward_image(
+        self, images: Tensor, need_detector: bool = True, need_tracker: bool = True
+    ):
+        """``images (B, 3, S, S)`` normalised -> the neck output (both pyramids, 3 levels)."""
+        return self.vision_backbone(images, need_detector=need_detector, need_tracker=need_tracker)
+
+    def forward_text(self, texts: list[str], device: torch.device | None = None):
+        """``texts`` -> ``(features (N, 32, C), pad_mask (N, 32) True = padding)``."""
+        return self.language_backbone(texts, device=device)
+
+
+class TransformerWrapper(nn.Module):
+    """Official ``TransformerWrapper``: holds ``encoder`` and ``decoder``, no weights of its own."""
+
+    def __init__(self, encoder: TransformerEncoderFusion, decoder: TransformerDecoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+
+@dataclass
+class GeometryPrompt:
+    """Visual prompt for a batch of B find-queries; coordinates normalised to [0, 1].
+
+    boxes: (B, Nb, 4) cx, cy, w, h; box_labels: (B, Nb) 1 = positive, 0 = negative;
+    box_mask: (B, Nb) True = padding. Points likewise with (B, Np, 2) x, y.
+    """
+
+    boxes: Tensor | None = None
+    box_labels: Tensor | None = None
+    box_mask: Tensor | None = None
+    points: Tensor | None = None
+    point_labels: Tensor | None = None
+    point_mask: Tensor | None = None
+
+
+@dataclass
+class DetectorOutput:
+    """Raw detector outputs for B find-queries and Q object queries.
+
+    pred_logits: (B, Q) class logits; with ``joint_scores`` the presence-weighted joint logit
+        (the video model's convention), else the raw dot-product logit.
+    presence_logit: (B, 1) last decoder layer's presence logit (not clamped, as official).
+    pred_boxes: (B, Q, 4) normalised cx, cy, w, h; pred_boxes_xyxy: (B, Q, 4) normalised.
+    pred_masks: (B, Q, 4h, 4w) mask logits at the low resolution (288 for the full model).
+    queries: (B, Q, C) last decoder layer's normalised query states.
+    """
+
+    pred_logits: Tensor
+    presence_logit: Tensor
+    pred_boxes: Tensor
+    pred_boxes_xyxy: Tensor
+    pred_masks: Tensor
+    queries: Tensor
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """log(x / (1 - x)) with x clamped to [0, 1] and both terms to >= eps (official rule)."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class Sam3Detector(nn.Module):
+    """Official ``Sam3Image`` as the video model builds it (``detector.`` keys)."""
+
+    def __init__(
+        self,
+        backbone: VisionLanguageBackbone,
+        geometry_encoder: SequenceGeometryEncoder,
+        transformer: TransformerWrapper,
+        dot_prod_scoring: DotProductScoring,
+        segmentation_head: UniversalSegmentationHead,
+        joint_scores: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.geometry_encoder = geometry_encoder
+        self.transformer = transformer
+        self.dot_prod_scoring = dot_prod_scoring
+        self.segmentation_head = segmentation_head
+        self.joint_scores = joint_scores
+
+    def encode_prompt(
+        self,
+        img_feat: Tensor,
+        img_pos: Tensor,
+        text_feats: Tensor,
+        text_mask: Tensor,
+        geometry: GeometryPrompt | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Prompt tokens = [text (32), geometry (>= 1: always the CLS token)].
+
+        img_feat, img_pos: (B, C, h, w) top detector level, one per find-query.
+        text_feats: (B, 32, C), text_mask: (B, 32). Returns ``prompt (B, L, C)``, ``mask (B, L)``.
+        """
+        g = geometry or GeometryPrompt()
+        geo, geo_mask = self.geometry_encoder(
+            img_feat,
+            img_pos,
+            boxes=g.boxes,
+            box_labels=g.box_labels,
+            box_mask=g.box_mask,
+            points=g.points,
+            point_labels=g.point_labels,
+            point_mask=g.point_mask,
+        )
+        prompt = torch.cat([text_feats.to(geo.dtype), geo], dim=1)
+        return prompt, torch.cat([text_mask, geo_mask], dim=1)
+
+    def forward_grounding(
+        self,
+        feats: list[Tensor],
+        pos: list[Tensor],
+        text_feats: Tensor,
+        text_mask: Tensor,
+        geometry: GeometryPrompt | None = None,
+    ) -> DetectorOutput:
+        """Detect the prompted concept on pre-computed backbone features.
+
+        feats, pos: the detector pyramid [(B, C, 4h, 4w), (B, C, 2h, 2w), (B, C, h, w)] and
+        its sine encodings, already indexed per find-query (B = number of prompts).
+        text_feats (B, 32, C), text_mask (B, 32): the text row of each prompt.
+        """
+        img, img_pos = feats[-1], pos[-1]
+        b, c, h, w = img.shape
+        prompt, prompt_mask = self.encode_prompt(img, img_pos, text_feats, text_mask, geometry)
+        img_seq = img.flatten(2).transpose(1, 2)
+        pos_seq = img_pos.flatten(2).transpose(1, 2)
+        memory = self.transformer.encoder(img_seq, pos_seq, prompt, prompt_mask)
+        dec = self.transformer.decoder(memory, pos_seq, prompt, prompt_mask)
+        hs_last = dec.hs[-1]
+        logits = self.dot_prod_scoring(hs_last, prompt, prompt_mask).squeeze(-1)
+        presence = dec.presence_logits[-1]
+        if self.joint_scores:
+            # Video convention: logit of sigmoid(class) * sigmoid(presence), clamped.
+            joint = logits.sigmoid() * presence.sigmoid()
+            logits = inverse_sigmoid(joint).clamp(-10.0, 10.0)
+        masks, _ = self.segmentation_head(
+            feats, memory, prompt, prompt_mask, hs_last, semantic=False
+        ) if _supports_semantic_flag(self.segmentation_head) else self.segmentation_head(
+            feats, memory, prompt, prompt_mask, hs_last
+        )
+        boxes = dec.pred_boxes
+        return DetectorOutput(
+            pred_logits=logits,
+            presence_logit=presence,
+            pred_boxes=boxes,
+            pred_boxes_xyxy=box_cxcywh_to_xyxy(boxes),
+            pred_masks=masks,
+            queries=hs_last,
+        )
+
+    def forward(
+        self,
+        images: Tensor,
+        texts: list[str],
+        geometry: GeometryPrompt | None = None,
+    ) -> DetectorOutput:
+        """Convenience: one image per prompt. ``images (B, 3, S, S)``, ``texts`` of length B."""
+        neck = self.backbone.forward_image(images, need_detector=True, need_tracker=False)
+        text_feats, text_mask = self.backbone.forward_text(texts, device=images.device)
+        return self.forward_grounding(
+            neck.detector_feats, neck.detector_pos, text_feats, text_mask, geometry
+        )
+
+
+def _supports_semantic_flag(head: nn.Module) -> bool:
+    import inspect
+
+    return "semantic" in inspect.signature(head.forward).parameters

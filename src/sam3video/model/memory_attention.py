@@ -1,0 +1,182 @@
+"""The tracker's memory attention (``tracker.transformer.encoder``).
+
+Pre-norm layers condition the current frame's tokens on the memory bank: RoPE self-attention
+over the frame, RoPE cross-attention to the memory tokens (spatial memories of past frames
+followed by object-pointer tokens, which are not rotated), and a ReLU FFN.
+
+2-D axial RoPE is computed with real cos/sin (MPS has no complex dtype) in float32. For token
+``n`` of a ``W x W`` grid (row-major), ``x = n mod W`` and ``y = n div W``. Each head's channel
+pairs ``(2j, 2j+1)`` rotate: the first ``head_dim / 4`` pairs by ``x * f_j``, the next
+``head_dim / 4`` by ``y * f_j``, with ``f_j = theta ** (-4j / head_dim)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sam3video.errors import InvalidInputError
+from sam3video.model.two_way_transformer import Attention
+
+
+def axial_rope_tables(
+    head_dim: int,
+    end_x: int,
+    end_y: int,
+    theta: float = 10000.0,
+    device: torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``cos, sin`` of the axial RoPE angles, each ``(end_x * end_y, head_dim // 2)`` float32."""
+    freqs = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float() / head_dim)
+    )
+    t = torch.arange(end_x * end_y, dtype=torch.float32, device=device)
+    t_x = t % end_x
+    t_y = torch.div(t, end_x, rounding_mode="floor")
+    angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs of ``x (B, heads, L, D)`` by the angles of ``cos``/``sin (L, D/2)``.
+
+    Computed in float32; the result has ``x``'s dtype.
+    """
+    xf = x.float().unflatten(-1, (-1, 2))
+    real, imag = xf[..., 0], xf[..., 1]
+    out = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+class RoPEAttention(Attention):
+    """`Attention` with 2-D RoPE on queries and keys (keys may span several frames)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        num_k_exclude_rope: int = 0,
+    ) -> Tensor:
+        """``q (B, Lq, C)``, ``k``/``v (B, Lk, kv_in_dim)``, ``cos``/``sin (Lq, head_dim/2)``.
+
+        The first ``Lk - num_k_exclude_rope`` keys are rotated with the table tiled over
+        frames (each memory frame reuses the query grid's positions); the rest (object
+        pointers) are not rotated. Returns ``(B, Lq, C)``.
+        """
+        q = self._heads(self.q_proj(q))
+        k = self._heads(self.k_proj(k))
+        v = self._heads(self.v_proj(v))
+
+        q = apply_rope(q, cos, sin)
+        num_k_rope = k.shape[-2] - num_k_exclude_rope
+        if num_k_rope > 0:
+            reps = num_k_rope // q.shape[-2]
+            k_rot = apply_rope(k[:, :, :num_k_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
+            k = torch.cat([k_rot, k[:, :, num_k_rope:]], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(self._merge(out))
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memory, ReLU FFN."""
+
+    def __init__(self, d_model: int, kv_in_dim: int, num_heads: int, dim_feedforward: int) -> None:
+        super().__init__()
+        self.self_attn = RoPEAttention(d_model, num_heads)
+        self.cross_attn_image = RoPEAttention(d_model, num_heads, kv_in_dim=kv_in_dim)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        num_k_exclude_rope: int,
+    ) -> Tensor:
+        """``tgt (B, HW, C)``, ``memory``/``memory_pos (B, L, kv_in_dim)`` -> ``(B, HW, C)``."""
+        x = self.norm1(tgt)
+        tgt = tgt + self.self_attn(x, x, x, cos, sin)
+        # Positions enter only on the memory keys (not on the queries).
+        x = self.norm2(tgt)
+        tgt = tgt + self.cross_attn_image(
+            x, memory + memory_pos, memory, cos, sin, num_k_exclude_rope
+        )
+        x = self.norm3(tgt)
+        return tgt + self.linear2(F.relu(self.linear1(x)))
+
+
+class MemoryAttention(nn.Module):
+    """Stack of `MemoryAttentionLayer` plus a final LayerNorm (keys ``layers.{i}``, ``norm``).
+
+    ``feat_size`` is the side of the (square) current-frame grid, used when the query length
+    is ``feat_size**2``; other square lengths ``n`` use a ``sqrt(n)`` grid.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        kv_in_dim: int,
+        num_layers: int,
+        num_heads: int = 1,
+        ffn_dim: int = 2048,
+        feat_size: int = 72,
+        rope_theta: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.feat_size = feat_size
+        self.rope_theta = rope_theta
+        self.layers = nn.ModuleList(
+            MemoryAttentionLayer(d_model, kv_in_dim, num_heads, ffn_dim) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        num_obj_ptr_tokens: int = 0,
+    ) -> Tensor:
+        """Condition the current frame on the memory bank.
+
+        ``src``/``src_pos (B, HW, C)``: current-frame tokens (row-major grid) and their sine
+        encoding; ``memory``/``memory_pos (B, L, kv_in_dim)``: ``F`` spatial memories of
+        ``HW`` tokens each, then ``num_obj_ptr_tokens`` pointer tokens. Returns ``(B, HW, C)``.
+        """
+        b, n, _ = src.shape
+        num_spatial = memory.shape[1] - num_obj_ptr_tokens
+        if memory.shape[0] != b or memory_pos.shape != memory.shape:
+            raise InvalidInputError(
+                f"memory/memory_pos: expected equal shapes with batch {b}, got "
+                f"{tuple(memory.shape)} and {tuple(memory_pos.shape)}"
+            )
+        if not 0 <= num_obj_ptr_tokens <= memory.shape[1] or num_spatial % n != 0:
+            raise InvalidInputError(
+                f"num_obj_ptr_tokens: expected memory length ({memory.shape[1]}) minus it to be "
+                f"a multiple of the {n} query tokens, got {num_obj_ptr_tokens}"
+            )
+        side = self.feat_size if n == self.feat_size**2 else math.isqrt(n)
+        if side * side != n:
+            raise InvalidInputError(f"src: expected a square token grid, got {n} tokens")
+        head_dim = self.d_model // self.num_heads
+        cos, sin = axial_rope_tables(head_dim, side, side, self.rope_theta, device=src.device)
+
+        out = src + 0.1 * src_pos  # the only use of the frame's own positional encoding
+        for layer in self.layers:
+            out = layer(out, memory, memory_pos, cos, sin, num_obj_ptr_tokens)
+        return self.norm(out)
