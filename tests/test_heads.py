@@ -299,3 +299,33 @@ def test_invalid_inputs_raise(tr):
     seg = build("seg")
     with pytest.raises(InvalidInputError, match="backbone_fpn"):
         seg([img], img, prompt, mask, img[:, :4])
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_full_size_decoder_scoring_and_masks_run():
+    """Full sizes with synthetic weights: shapes, finiteness and float32 boxes (no reference)."""
+    cfg = full_config()
+    mods = {}
+    for name in ("decoder", "scoring", "seg"):
+        mods[name] = build(name, cfg)
+        mods[name].load_state_dict(synthetic_state_dict(mods[name], prefix=PREFIX[name]))
+        mods[name].eval()
+    g, c, q = cfg.feat_size, cfg.d_model, cfg.detector.num_queries
+    gen = torch.Generator().manual_seed(0)
+    memory = torch.randn(1, g * g, c, generator=gen)
+    pos = torch.randn(1, g * g, c, generator=gen)
+    prompt = torch.randn(1, 33, c, generator=gen)
+    mask = torch.ones(1, 33, dtype=torch.bool)
+    mask[:, :4] = False
+    mask[:, 32] = False
+    out = mods["decoder"](memory, pos, prompt, mask)
+    assert out.hs.shape == (cfg.detector.decoder_layers, 1, q, c)
+    assert out.pred_boxes.shape == (1, q, 4) and out.pred_boxes.dtype == torch.float32
+    scores = mods["scoring"](out.hs, prompt, mask)
+    assert scores.shape == (cfg.detector.decoder_layers, 1, q, 1)
+    fpn = [torch.randn(1, c, s * g, s * g, generator=gen) for s in (4, 2)]
+    fpn.append(memory.new_zeros(1, c, g, g))
+    masks, sem = mods["seg"](fpn, memory, prompt, mask, out.hs[-1], semantic=False)
+    assert masks.shape == (1, q, 4 * g, 4 * g) and sem is None
+    assert all(torch.isfinite(t).all() for t in (out.hs, out.pred_boxes, scores, masks))

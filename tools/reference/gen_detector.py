@@ -44,11 +44,11 @@ import official_builders as ob
 import torch
 import torch.nn.functional as F
 from _common import load_synthetic, save_fixture, synthetic_tensor
-
 from sam3.model.data_misc import FindStage
 from sam3.model.geometry_encoders import Prompt
 from sam3.model.model_misc import inverse_sigmoid
 from sam3.perflib.nms import nms_masks
+
 from sam3video.model.config import full_config, tiny_config
 
 VIDEO = _common.SHARED / "data" / "videos" / "bikes.mp4"
@@ -142,7 +142,9 @@ def seq_to_batch(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).contiguous()
 
 
-def run_case(detector, image, backbone, text: str | None, text_id: int, prompt: Prompt) -> tuple[dict, dict]:
+def run_case(
+    detector, image, backbone, text: str | None, text_id: int, prompt: Prompt
+) -> tuple[dict, dict]:
     """Run one grounding case; return (tensors, meta) for the fixture."""
     texts = text_batch(text)
     text_outputs = encode_text(detector, texts)
@@ -238,8 +240,11 @@ def gen_tiny() -> None:
         backbone = detector.backbone.forward_image(image)
         sam2 = backbone["sam2_backbone_out"]
 
+        # The float input is stored through its uint8 source (4x smaller); the recipe below
+        # rebuilds it bit for bit (elementwise float32 ops).
+        assert torch.equal((image_u8.float() / 255 - 0.5) / 0.5, image)
         backbone_tensors = {
-            "image": image,  # (1, 3, S, S) float32, the exact input
+            "image_u8": image_u8,  # (1, 3, S, S) uint8; image = (image_u8.float()/255-0.5)/0.5
             "trunk_out": trunk_out,  # (1, E, G, G)
         }
         for i, (f, p) in enumerate(zip(backbone["backbone_fpn"], backbone["vision_pos_enc"])):
@@ -251,9 +256,13 @@ def gen_tiny() -> None:
             backbone_tensors,
             {
                 **common_meta,
-                "state_dict": state_rows(detector.backbone.vision_backbone, PREFIX + "backbone.vision_backbone."),
-                "notes": "fpn_i = detector neck `convs` levels after scalp=1 (the 0.5x level is"
-                " dropped); pos_2 = PositionEmbeddingSine(d_model) of the G x G level",
+                "state_dict": state_rows(
+                    detector.backbone.vision_backbone, PREFIX + "backbone.vision_backbone."
+                ),
+                "image_float32_sha256": hashlib.sha256(image.numpy().tobytes()).hexdigest(),
+                "notes": "image = (image_u8.float() / 255 - 0.5) / 0.5 is the exact float32 input;"
+                " fpn_i = detector neck `convs` levels after scalp=1 (the 0.5x level is dropped);"
+                " pos_2 = PositionEmbeddingSine(d_model) of the G x G level",
             },
         )
         save_fixture(
@@ -291,7 +300,8 @@ def gen_tiny() -> None:
                 meta["state_dict"] = state_rows(detector, PREFIX)
             save_fixture(name, tensors, {**common_meta, **meta})
             print(
-                f"  {name}: prompt {tuple(tensors['prompt'].shape)}, valid {meta['n_valid_prompt_tokens']},"
+                f"  {name}: prompt {tuple(tensors['prompt'].shape)},"
+                f" valid {meta['n_valid_prompt_tokens']},"
                 f" presence {tensors['presence_logit_dec'].item():+.3f},"
                 f" max prob {tensors['pred_logits'].sigmoid().max().item():.3f},"
                 f" >0.5: {meta['n_prob_above_0.5']}, kept {meta['nms_kept_queries']}"
@@ -364,7 +374,9 @@ def gen_full() -> None:
         t_text = time.perf_counter() - t0 - t_backbone
         out = grounding(detector, image, backbone, text_outputs, 0, make_prompt())
         t_total = time.perf_counter() - t0
-        print(f"full forward: backbone {t_backbone:.1f} s, text {t_text:.1f} s, total {t_total:.1f} s")
+        print(
+            f"full forward: backbone {t_backbone:.1f} s, text {t_text:.1f} s, total {t_total:.1f} s"
+        )
 
         logits = out["pred_logits"][0, :, 0]
         masks = out["pred_masks"][0]  # (200, 288, 288)

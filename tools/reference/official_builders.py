@@ -36,10 +36,6 @@ from __future__ import annotations
 
 import _common  # noqa: F401  (CPU patches, src/ on sys.path)
 import torch
-from torch import nn
-
-from sam3video.model.config import Sam3VideoConfig
-
 from sam3.model.decoder import (
     TransformerDecoder,
     TransformerDecoderLayer,
@@ -64,6 +60,9 @@ from sam3.model.vl_combiner import SAM3VLBackbone
 from sam3.sam.mask_decoder import MaskDecoder
 from sam3.sam.prompt_encoder import PromptEncoder
 from sam3.sam.transformer import RoPEAttention, TwoWayTransformer
+from torch import nn
+
+from sam3video.model.config import Sam3VideoConfig
 
 # Video heuristics of ``build_sam3_video_model(apply_temporal_disambiguation=True)``. They are
 # constructor arguments without weights; listed once so the video builder stays readable.
@@ -201,7 +200,9 @@ def build_official_text_encoder(
     return text.eval()
 
 
-def build_official_geometry_encoder(cfg: Sam3VideoConfig, device: str = "cpu") -> SequenceGeometryEncoder:
+def build_official_geometry_encoder(
+    cfg: Sam3VideoConfig, device: str = "cpu"
+) -> SequenceGeometryEncoder:
     d = cfg.detector
     with _on_device(device):
         layer = TransformerEncoderLayer(

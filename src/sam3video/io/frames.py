@@ -741,19 +741,68 @@ def _rotate(frame: np.ndarray, quarter_turns: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k=quarter_turns))
 
 
-class _PyAVDecoder:
-    """PyAV decoding positioned by frame index; frames are identified by their timestamps."""
+class _Decoder:
+    """A decoder positioned by frame index. Subclasses feed `_name` with the timestamp match
+    of each output frame; this class turns it into a frame index.
+
+    A frame is identified by its timestamp; a frame without a usable timestamp (none, or one
+    that contradicts the output order) that follows an identified frame is the next frame,
+    since decoders output frames in presentation order. After a seek, frames before the first
+    identified one are skipped (they may be broken leading pictures of an open GOP).
+    """
+
+    def __init__(self, info: _VideoInfo) -> None:
+        self._info = info
+        self._last: int | None = None  # index of the last identified frame of this run
+        self.next_index: int | None = None  # index of the next frame out, when known
+
+    def _started_from_beginning(self) -> None:
+        self._last = -1
+        self.next_index = 0
+
+    def _name(self, match: int | None) -> int | None:
+        index = match
+        last = self._last
+        if last is not None and (index is None or index <= last):
+            index = last + 1 if last + 1 < self._info.num_frames else None
+        if index is not None:
+            self._last = index
+            self.next_index = index + 1
+        return index
+
+    def _stopped(self, reason: str) -> _DecoderStopped:
+        self._last = None
+        self.next_index = None
+        return _DecoderStopped(reason)
+
+    def seek(self, index: int) -> None:
+        """Position the decoder so that keyframe ``index`` (or an earlier frame) comes next."""
+        raise NotImplementedError
+
+    def next_frame(self) -> tuple[int | None, Any]:
+        """(index or None for a frame to skip, a handle for `to_rgb`) of the next frame out;
+        raises `_DecoderStopped` at the end of the stream or on a decoding error."""
+        raise NotImplementedError
+
+    def to_rgb(self, handle: Any) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of the frame just returned by `next_frame`, rotated upright."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _PyAVDecoder(_Decoder):
+    """PyAV decoding; frames are identified by their timestamps."""
 
     def __init__(self, path: Path, info: _VideoInfo) -> None:
+        super().__init__(info)
         self._path = path
-        self._info = info
         self._container: Any = None
         self._stream: Any = None
         self._packets: Iterator[Any] = iter(())
         self._pending: deque[Any] = deque()
         self._min_pts: int | None = None
-        self._rank = 0
-        self.next_index: int | None = None
         self._restart()
 
     def close(self) -> None:
@@ -761,7 +810,7 @@ class _PyAVDecoder:
             self._container.close()
             self._container = None
         self._pending.clear()
-        self.next_index = None
+        self._last = self.next_index = None
 
     def _restart(self) -> None:
         self.close()
@@ -770,8 +819,7 @@ class _PyAVDecoder:
         self._stream.thread_type = "AUTO"
         self._packets = self._container.demux(self._stream)
         self._min_pts = None
-        self._rank = 0
-        self.next_index = 0
+        self._started_from_beginning()
 
     def seek(self, index: int) -> None:
         """Position the decoder so that frame ``index`` (a keyframe) comes out next."""
@@ -795,48 +843,37 @@ class _PyAVDecoder:
         self._packets = itertools.chain([first], packets)
         self._pending.clear()
         self._min_pts = target  # frames before the keyframe may be broken leading pictures
+        self._last = None
         self.next_index = index
 
     def next_frame(self) -> tuple[int | None, Any]:
-        """The next decoded frame and its index (None for frames to skip)."""
+        """The next decoded frame and its index (None for a frame to skip)."""
         while not self._pending:
             try:
                 packet = next(self._packets, None)
                 if packet is not None:
                     self._pending.extend(self._stream.decode(packet))
             except av.error.FFmpegError as error:
-                self.next_index = None
-                raise _DecoderStopped(str(error)) from None
+                raise self._stopped(str(error)) from None
             if packet is None:
-                self.next_index = None
-                raise _DecoderStopped("end of stream")
+                raise self._stopped("end of stream")
         frame = self._pending.popleft()
-        if self._info.pts is None:
-            index: int | None = self._rank
-            self._rank += 1
-        elif frame.pts is None or (self._min_pts is not None and frame.pts < self._min_pts):
-            index = None
-        else:
-            index = self._info.index_of(frame.pts)
-        if index is not None:
-            self.next_index = index + 1
-        return index, frame
+        if frame.pts is not None and self._min_pts is not None and frame.pts < self._min_pts:
+            return None, frame
+        return self._name(self._info.index_of(frame.pts)), frame
 
     def to_rgb(self, frame: Any) -> np.ndarray:
         return _rotate(frame.to_ndarray(format="rgb24"), self._info.rotation)
 
 
-class _Cv2Decoder:
-    """OpenCV decoding positioned by frame index; frames are identified by their timestamps."""
+class _Cv2Decoder(_Decoder):
+    """OpenCV decoding; frames are identified by CAP_PROP_POS_MSEC."""
 
     def __init__(self, path: Path, info: _VideoInfo) -> None:
+        super().__init__(info)
         self._path = path
-        self._info = info
         self._cap: Any = None
-        self._held = False  # the frame grabbed last has not been handed out yet
-        self._held_index: int | None = None
-        self._rank = 0
-        self.next_index: int | None = None
+        self._held: tuple[int | None] | None = None  # a grabbed frame not handed out yet
         self._times: np.ndarray | None = None  # frame times as CAP_PROP_POS_MSEC reports them
         if info.pts is not None:
             ticks = (info.pts - info.start_time).astype(np.float64)
@@ -849,17 +886,18 @@ class _Cv2Decoder:
         if self._times is not None and fps > 0:
             slots = np.round(self._times * fps / 1000.0)
             self._can_seek = bool(np.array_equal(slots - slots[0], np.arange(len(slots))))
-        # Calibrate the timestamps on the first frame and hold it for the first read.
+        # Calibrate the times on the first frame (it is frame 0) and hold it for the first read.
         self._grab_or_stop()
         if self._times is not None:
             self._offset_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) - float(self._times[0])
-        self._held, self._held_index = True, self._identify()
+        self._held = (self._name(0),)
+        self.next_index = 0
 
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-        self.next_index = None
+        self._last = self.next_index = None
 
     def _restart(self) -> None:
         self.close()
@@ -868,19 +906,16 @@ class _Cv2Decoder:
             raise DecodeError(f"OpenCV cannot open video {str(self._path)!r}")
         cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)  # the rotation is applied as in PyAV
         self._cap = cap
-        self._held = False
-        self._rank = 0
-        self.next_index = 0
+        self._held = None
+        self._started_from_beginning()
 
     def _grab_or_stop(self) -> None:
         if not self._cap.grab():
-            self.next_index = None
-            raise _DecoderStopped("OpenCV could not read another frame")
+            raise self._stopped("OpenCV could not read another frame")
 
-    def _identify(self) -> int | None:
-        if self._times is None:  # no timestamps: count frames from the start
-            self._rank += 1
-            return self._rank - 1
+    def _match(self) -> int | None:
+        if self._times is None:
+            return None
         ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) - self._offset_ms
         k = int(np.searchsorted(self._times, ms - 1e-3))
         return k if k < len(self._times) and abs(self._times[k] - ms) <= 1e-3 else None
@@ -891,27 +926,24 @@ class _Cv2Decoder:
             self._restart()
             return
         self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        if not self._cap.grab() or self._identify() != index:
+        if not self._cap.grab() or self._match() != index:
             self._restart()  # OpenCV landed elsewhere: decode from the start instead
             return
-        self._held, self._held_index = True, index
+        self._last = None
+        self._held = (self._name(index),)
         self.next_index = index
 
     def next_frame(self) -> tuple[int | None, None]:
-        if self._held:
-            self._held, index = False, self._held_index
-        else:
-            self._grab_or_stop()
-            index = self._identify()
-        if index is not None:
-            self.next_index = index + 1
-        return index, None
+        if self._held is not None:
+            (index,), self._held = self._held, None
+            return index, None
+        self._grab_or_stop()
+        return self._name(self._match()), None
 
     def to_rgb(self, _: None) -> np.ndarray:
         ok, bgr = self._cap.retrieve()
         if not ok:
-            self.next_index = None
-            raise _DecoderStopped("OpenCV could not convert the frame")
+            raise self._stopped("OpenCV could not convert the frame")
         return _rotate(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._info.rotation)
 
 
@@ -924,7 +956,7 @@ class _VideoSource(FrameSource):
         self._info = info
         self._loader = loader
         decoder_class = _PyAVDecoder if loader == "pyav" else _Cv2Decoder
-        self._decoder: _PyAVDecoder | _Cv2Decoder | None = decoder_class(path, info)
+        self._decoder: _Decoder | None = decoder_class(path, info)
         super().__init__(
             path, info.num_frames, info.height, info.width, info.fps, cache_size, prefetch
         )
@@ -955,15 +987,14 @@ class _VideoSource(FrameSource):
                 decoder.seek(seek_point)  # retry once from the keyframe
                 fresh = True
 
-    def _decode_until(self, decoder: Any, target: int, keep_from: int) -> np.ndarray:
+    def _decode_until(self, decoder: _Decoder, target: int, keep_from: int) -> np.ndarray:
         while True:
             index, handle = decoder.next_frame()
             self._decoded += 1
             if index is None:
                 continue
             if index > target:
-                decoder.next_index = None
-                raise _DecoderStopped(f"the decoder skipped from before frame {target} to {index}")
+                raise decoder._stopped(f"the decoder skipped from before frame {target} to {index}")
             if index >= keep_from and (index == target or index not in self._cache):
                 frame = decoder.to_rgb(handle)
                 if frame.shape != (self._height, self._width, 3):

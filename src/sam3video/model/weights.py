@@ -43,6 +43,7 @@ def _is_norm(key: str) -> bool:
     name = leaf[-2] if len(leaf) >= 2 else ""
     return (
         "norm" in name
+        or ".norms." in key  # GroupNorm lists (pixel decoder)
         or name.startswith("ln_")
         or name in {"ln_pre", "ln_final", "ln_post", "layer_norm"}
         # LayerNorm2d inside Sequential containers (mask downsamplers, upscaling)
@@ -75,6 +76,10 @@ def _special(seed: int, key: str, shape: tuple[int, ...]) -> torch.Tensor | None
     if key.endswith("fuser.layers.0.gamma") or key.endswith("fuser.layers.1.gamma"):
         # ConvNeXt layer scale: small, as in training (init 1e-6 grows to ~0.1-1).
         return 0.1 + 0.05 * _normal(seed, key, shape)
+    if key.endswith("out_proj.weight"):
+        # Attention output projections scaled down: with unit gain the full-size fusion encoder
+        # accumulates a component common to all tokens and the decoder's queries collapse.
+        return 0.3 * _normal(seed, key, shape) / math.sqrt(shape[-1])
     if key.endswith(".gamma"):
         return 0.1 + 0.05 * _normal(seed, key, shape)
     if key.endswith("reference_points.weight"):

@@ -1,0 +1,165 @@
+"""Test media: synthetic videos and frame folders whose frames carry their own index.
+
+Each synthetic frame draws its index as a 16-bit code of 8x8 black/white blocks in its top two
+block rows (robust to lossy codecs), over a background that changes from frame to frame, so a
+decoded frame tells which frame it is (`read_code`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VIDEOS = SHARED / "data" / "videos"
+
+_BLOCK = 8
+_BITS = 16
+_DARK, _LIGHT = 20, 235
+
+
+def coded_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """uint8 (H, W, 3) RGB frame showing ``index`` as a block code; needs W >= 64, H >= 24."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (x * 3 + index * 5) % 256
+    frame[..., 1] = (y * 4 + index * 3) % 256
+    frame[..., 2] = ((x + y) * 2 + index * 7) % 256
+    per_row = width // _BLOCK
+    for bit in range(_BITS):
+        row, col = divmod(bit, per_row)
+        value = _LIGHT if (index >> bit) & 1 else _DARK
+        frame[row * _BLOCK : (row + 1) * _BLOCK, col * _BLOCK : (col + 1) * _BLOCK] = value
+    return frame
+
+
+def read_code(frame: np.ndarray) -> int:
+    """The index drawn by `coded_frame` (read from block centres)."""
+    per_row = frame.shape[1] // _BLOCK
+    index = 0
+    for bit in range(_BITS):
+        row, col = divmod(bit, per_row)
+        block = frame[row * _BLOCK + 2 : (row + 1) * _BLOCK - 2, col * _BLOCK + 2 : (col + 1) * _BLOCK - 2]
+        if block.mean() > 127:
+            index |= 1 << bit
+    return index
+
+
+def write_video(
+    path: Path,
+    num_frames: int,
+    *,
+    codec: str = "libx264",
+    height: int = 48,
+    width: int = 64,
+    fps: int = 25,
+    gop: int = 12,
+    b_frames: int = 2,
+    faststart: bool = False,
+    rotation: int | None = None,
+) -> Path:
+    """Encode ``num_frames`` coded frames with PyAV."""
+    container = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
+    options: dict[str, str] = {}
+    if codec == "libx264":
+        options = {"preset": "ultrafast" if b_frames == 0 else "veryfast", "crf": "18"}
+    stream = container.add_stream(codec, rate=fps, options=options)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.codec_context.gop_size = gop
+    if codec in ("libx264", "mpeg4", "mpeg2video"):
+        stream.codec_context.max_b_frames = b_frames
+    if codec == "mpeg4":
+        stream.codec_context.qmax = 4  # keep the code blocks crisp
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
+    for i in range(num_frames):
+        frame = av.VideoFrame.from_ndarray(coded_frame(i, height, width), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def write_audio_only(path: Path) -> Path:
+    container = av.open(str(path), "w")
+    stream = container.add_stream("flac", rate=8000)
+    samples = np.zeros((1, 800), np.int16)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = 8000
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def write_images(folder: Path, names: list[str], height: int = 48, width: int = 64) -> list[np.ndarray]:
+    """Write ``coded_frame(k)`` as ``names[k]``; returns the frames."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for k, name in enumerate(names):
+        frame = coded_frame(k, height, width)
+        Image.fromarray(frame).save(folder / name, quality=95)
+        frames.append(frame)
+    return frames
+
+
+def decode_all(path: Path) -> list[np.ndarray]:
+    """Reference decode: every frame of ``path`` with plain PyAV, until the end or an error."""
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                for frame in stream.decode(packet):
+                    frames.append(frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError:
+            pass
+    return frames
+
+
+def reference_digests(path: Path, loader: str, keep: set[int] = frozenset()) -> tuple[list[str], dict[int, np.ndarray]]:
+    """Oracle: md5 of every frame read sequentially with plain OpenCV (the official loop) or
+    plain PyAV, and the frames whose index is in ``keep``."""
+    import hashlib
+
+    import cv2
+
+    digests: list[str] = []
+    kept: dict[int, np.ndarray] = {}
+
+    def add(frame: np.ndarray) -> None:
+        if len(digests) in keep:
+            kept[len(digests)] = frame
+        digests.append(hashlib.md5(np.ascontiguousarray(frame).tobytes()).hexdigest())
+
+    if loader == "cv2":
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            add(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        capture.release()
+    else:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            try:
+                for packet in container.demux(stream):
+                    for frame in stream.decode(packet):
+                        add(frame.to_ndarray(format="rgb24"))
+            except av.error.FFmpegError:
+                pass
+    return digests, kept
+
+
+def digest(frame: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.md5(np.ascontiguousarray(frame).tobytes()).hexdigest()
