@@ -42,7 +42,8 @@ def read_code(frame: np.ndarray) -> int:
     index = 0
     for bit in range(_BITS):
         row, col = divmod(bit, per_row)
-        block = frame[row * _BLOCK + 2 : (row + 1) * _BLOCK - 2, col * _BLOCK + 2 : (col + 1) * _BLOCK - 2]
+        top, left = row * _BLOCK, col * _BLOCK
+        block = frame[top + 2 : top + _BLOCK - 2, left + 2 : left + _BLOCK - 2]
         if block.mean() > 127:
             index |= 1 << bit
     return index
@@ -99,7 +100,9 @@ def write_audio_only(path: Path) -> Path:
     return path
 
 
-def write_images(folder: Path, names: list[str], height: int = 48, width: int = 64) -> list[np.ndarray]:
+def write_images(
+    folder: Path, names: list[str], height: int = 48, width: int = 64
+) -> list[np.ndarray]:
     """Write ``coded_frame(k)`` as ``names[k]``; returns the frames."""
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
@@ -124,7 +127,9 @@ def decode_all(path: Path) -> list[np.ndarray]:
     return frames
 
 
-def reference_digests(path: Path, loader: str, keep: set[int] = frozenset()) -> tuple[list[str], dict[int, np.ndarray]]:
+def reference_digests(
+    path: Path, loader: str, keep: frozenset[int] = frozenset()
+) -> tuple[list[str], dict[int, np.ndarray]]:
     """Oracle: md5 of every frame read sequentially with plain OpenCV (the official loop) or
     plain PyAV, and the frames whose index is in ``keep``."""
     import hashlib

@@ -1,0 +1,304 @@
+"""Parity fixture for the tracker's top level and tracking state, from the OFFICIAL predictor.
+
+Run from the repository root with the reference venv::
+
+    ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_tracker.py
+
+What it does:
+
+1. Cuts ``NUM_FRAMES`` frames (every ``FRAME_STEP``-th) of ``shared/data/videos/bikes.mp4``,
+   downscaled to ``VIDEO_W x VIDEO_H``, into a temporary JPEG folder, and loads it with SAM 3's
+   own loader (``io_utils.load_resource_as_video_frames``: PIL resize to 224, float16,
+   mean = std = 0.5). The 224x224 uint8 images are saved; the float16 frames are recreated
+   from them exactly (checked here).
+2. Builds the official tiny tracker (``Sam3TrackerPredictor``) and the official tiny vision
+   backbone (trunk + tracker neck ``sam2_convs``) with synthetic weights, and plugs the
+   backbone in as the predictor's ``backbone`` through a small adapter, so the predictor
+   computes each frame's tracker features itself (``_get_image_feature``).
+3. Runs pure float32: autocast off, and the two explicit ``.to(torch.bfloat16)`` casts of
+   stored memories neutralised.
+4. Plays the scenarios of ``SCENARIOS`` (clicks, a box, two objects with correction clicks,
+   a mask prompt, more than 16 clicks, object removal) and records every output: video-res
+   masks of each prompt call (bit-packed), and per propagated frame the object ids, the
+   low-res mask logits (float16, stored as int16 bits), the object-score logits (float32)
+   and the video-res binary masks (bit-packed).
+
+Writes ``tests/fixtures/tracker_video.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import _common  # noqa: F401  (CPU patches, src/ on sys.path)
+import cv2
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from _common import SHARED, load_synthetic, save_fixture
+from official_builders import build_official_tracker, build_official_vision_backbone
+from PIL import Image
+
+from sam3video.model.config import tiny_config
+
+CFG = tiny_config()
+VIDEO = SHARED / "data" / "videos" / "bikes.mp4"
+NUM_FRAMES = 10
+FRAME_STEP = 2
+VIDEO_W, VIDEO_H = 320, 136
+
+# Coordinates are pixels of the VIDEO_W x VIDEO_H frames; the official calls receive them
+# as relative coordinates (x / W, y / H), as SAM 3's video predictor passes them.
+SCENARIOS: dict[str, list[dict]] = {
+    "a_click": [
+        {"op": "points", "frame": 0, "obj": 1, "points": [[165.0, 40.0]], "labels": [1]},
+        {"op": "propagate", "start": 0, "max": 8, "reverse": False},
+    ],
+    "b_box": [
+        {"op": "box", "frame": 3, "obj": 5, "box": [140.0, 20.0, 230.0, 110.0]},
+        {"op": "propagate", "start": None, "max": None, "reverse": False},
+        {"op": "propagate", "start": None, "max": None, "reverse": True},
+    ],
+    "c_two_objects": [
+        {"op": "points", "frame": 0, "obj": 1, "points": [[165.0, 40.0]], "labels": [1]},
+        {
+            "op": "points",
+            "frame": 0,
+            "obj": 2,
+            "points": [[60.0, 100.0], [30.0, 20.0]],
+            "labels": [1, 0],
+        },
+        {"op": "propagate", "start": 0, "max": 8, "reverse": False},
+        {"op": "points", "frame": 4, "obj": 2, "points": [[70.5, 90.25]], "labels": [1]},
+        {
+            "op": "points",
+            "frame": 4,
+            "obj": 2,
+            "points": [[250.0, 60.0]],
+            "labels": [0],
+            "clear": False,
+        },
+        {"op": "propagate", "start": None, "max": 8, "reverse": False},
+        {"op": "remove", "obj": 1},
+        {"op": "propagate", "start": 2, "max": 4, "reverse": False},
+    ],
+    "d_mask": [
+        {"op": "mask", "frame": 2, "obj": 3, "mask": "ellipse"},
+        {"op": "propagate", "start": None, "max": None, "reverse": False},
+        {"op": "propagate", "start": 2, "max": None, "reverse": True},
+    ],
+    "e_many_clicks": [
+        {"op": "points", "frame": 1, "obj": 7, "points": "grid18", "labels": "alternate18"},
+        {"op": "propagate", "start": None, "max": 3, "reverse": False},
+    ],
+}
+
+
+def ellipse_mask() -> np.ndarray:
+    """A soft-edged ellipse (float in [0, 1]) at video resolution."""
+    yy, xx = np.mgrid[0:VIDEO_H, 0:VIDEO_W].astype(np.float32)
+    r = ((xx - 200.0) / 60.0) ** 2 + ((yy - 70.0) / 35.0) ** 2
+    return np.clip(1.5 - r, 0.0, 1.0).astype(np.float32)
+
+
+def grid_points(n: int) -> list[list[float]]:
+    g = torch.Generator().manual_seed(18)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([VIDEO_W - 1.0, VIDEO_H - 1.0])
+    return xy.tolist()
+
+
+def resolve(op: dict) -> dict:
+    op = dict(op)
+    if op.get("points") == "grid18":
+        op["points"] = grid_points(18)
+    if op.get("labels") == "alternate18":
+        op["labels"] = [1 - (i % 3 == 2) for i in range(18)]
+    return op
+
+
+# --------------------------------------------------------------------------------------------
+# Pure float32: drop explicit bfloat16 casts (the official code stores memories as bf16).
+_to_with_device_fix = torch.Tensor.to
+
+
+def _to_without_bf16(self, *args, **kwargs):
+    if kwargs.get("dtype") is torch.bfloat16:
+        kwargs.pop("dtype")
+    args = tuple(a for a in args if a is not torch.bfloat16)
+    if not args and not kwargs:
+        return self
+    return _to_with_device_fix(self, *args, **kwargs)
+
+
+torch.Tensor.to = _to_without_bf16
+
+
+class TrackerNeckAdapter:
+    """Gives the official predictor a ``backbone.forward_image`` from the tiny vision neck."""
+
+    def __init__(self, neck: torch.nn.Module) -> None:
+        self.neck = neck
+
+    def forward_image(self, image: torch.Tensor) -> dict:
+        _, _, feats, pos = self.neck(image)
+        feats, pos = feats[:-1], pos[:-1]  # SAM3VLBackbone(scalp=1) drops the last level
+        return {
+            "sam2_backbone_out": {
+                "vision_features": feats[-1],
+                "vision_pos_enc": pos,
+                "backbone_fpn": feats,
+            }
+        }
+
+
+def cut_frames(folder: str) -> None:
+    cap = cv2.VideoCapture(str(VIDEO))
+    written = 0
+    i = 0
+    while written < NUM_FRAMES:
+        ok, frame = cap.read()
+        if not ok:
+            raise SystemExit(f"{VIDEO}: only {i} frames")
+        if i % FRAME_STEP == 0:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            rgb = cv2.resize(rgb, (VIDEO_W, VIDEO_H), interpolation=cv2.INTER_AREA)
+            Image.fromarray(rgb).save(os.path.join(folder, f"{written:05d}.jpg"), quality=95)
+            written += 1
+        i += 1
+    cap.release()
+
+
+def frames_from_uint8(u8: torch.Tensor) -> torch.Tensor:
+    """The loader's float16 frames from its resized uint8 images ``(N, 3, S, S)``."""
+    x = (u8.float() / 255.0).to(torch.float16)
+    half = torch.tensor(0.5, dtype=torch.float16)
+    return (x - half) / half
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """bool ``(..., H, W)`` -> uint8 ``(..., ceil(H*W/8))`` (numpy packbits, big bit order)."""
+    flat = mask.reshape(*mask.shape[:-2], -1).numpy().astype(bool)
+    return torch.from_numpy(np.packbits(flat, axis=-1))
+
+
+def fp16_bits(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(torch.float16).view(torch.int16)
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    tmp = tempfile.mkdtemp(prefix="sam3_tracker_frames_")
+    cut_frames(tmp)
+
+    from sam3.model.io_utils import load_resource_as_video_frames
+
+    images, video_h, video_w = load_resource_as_video_frames(
+        tmp, CFG.image_size, offload_video_to_cpu=True
+    )
+    assert (video_h, video_w) == (VIDEO_H, VIDEO_W), (video_h, video_w)
+    names = sorted(os.listdir(tmp))
+    u8 = torch.stack(
+        [
+            torch.from_numpy(
+                np.array(
+                    TF.resize(
+                        Image.open(os.path.join(tmp, n)).convert("RGB"),
+                        size=(CFG.image_size, CFG.image_size),
+                    )
+                )
+            ).permute(2, 0, 1)
+            for n in names
+        ]
+    )
+    assert torch.equal(frames_from_uint8(u8), images), "cannot recreate the loader's frames"
+
+    tracker = build_official_tracker(CFG)
+    load_synthetic(tracker, "tracker.")
+    tracker.bf16_context.__exit__(None, None, None)  # autocast off (pure float32)
+    neck = build_official_vision_backbone(CFG)
+    kept = load_synthetic(neck, "detector.backbone.vision_backbone.")
+    tracker.backbone = TrackerNeckAdapter(neck)
+    torch.set_grad_enabled(False)
+
+    tensors: dict[str, torch.Tensor] = {"frames_u8": u8, "mask_ellipse": torch.from_numpy(ellipse_mask())}
+    scenarios_meta: dict[str, list[dict]] = {}
+    stats = {}
+    for name, ops in SCENARIOS.items():
+        state = tracker.init_state(
+            video_height=VIDEO_H, video_width=VIDEO_W, num_frames=NUM_FRAMES
+        )
+        state["images"] = images
+        ops = [resolve(op) for op in ops]
+        scenarios_meta[name] = ops
+        for k, op in enumerate(ops):
+            key = f"{name}/{k}"
+            kind = op["op"]
+            if kind in ("points", "box"):
+                kwargs = {}
+                if kind == "points":
+                    pts = torch.tensor(op["points"], dtype=torch.float64)
+                    rel = (pts / torch.tensor([VIDEO_W, VIDEO_H], dtype=torch.float64)).float()
+                    kwargs["points"] = rel
+                    kwargs["labels"] = torch.tensor(op["labels"], dtype=torch.int32)
+                    kwargs["clear_old_points"] = op.get("clear", True)
+                else:
+                    box = torch.tensor(op["box"], dtype=torch.float64)
+                    scale = torch.tensor([VIDEO_W, VIDEO_H] * 2, dtype=torch.float64)
+                    kwargs["box"] = (box / scale).float()
+                _, obj_ids, _, video_res = tracker.add_new_points_or_box(
+                    state, op["frame"], op["obj"], **kwargs
+                )
+                tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
+                tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
+            elif kind == "mask":
+                mask = torch.from_numpy(ellipse_mask())
+                _, obj_ids, _, video_res = tracker.add_new_mask(
+                    state, op["frame"], op["obj"], mask
+                )
+                tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
+                tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
+            elif kind == "remove":
+                obj_ids, _ = tracker.remove_object(state, op["obj"], strict=True)
+                tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
+            elif kind == "propagate":
+                frames = []
+                for f, obj_ids, low, video_res, scores in tracker.propagate_in_video(
+                    state,
+                    start_frame_idx=op["start"],
+                    max_frame_num_to_track=op["max"],
+                    reverse=op["reverse"],
+                    tqdm_disable=True,
+                    propagate_preflight=True,
+                ):
+                    frames.append(f)
+                    fk = f"{key}/{f}"
+                    tensors[f"{fk}/obj_ids"] = torch.tensor(obj_ids)
+                    tensors[f"{fk}/low_res"] = fp16_bits(low)
+                    tensors[f"{fk}/scores"] = scores.float()
+                    tensors[f"{fk}/masks"] = pack_bits(video_res[:, 0] > 0)
+                    stats.setdefault(name, []).append(
+                        (f, [round(s, 3) for s in scores.flatten().tolist()],
+                         [round((video_res[i, 0] > 0).float().mean().item(), 3)
+                          for i in range(video_res.shape[0])])
+                    )
+                tensors[f"{key}/frames"] = torch.tensor(frames)
+            else:
+                raise ValueError(kind)
+    for name, rows in stats.items():
+        print(name)
+        for row in rows:
+            print("   ", row)
+
+    meta = {
+        "video_size": [VIDEO_H, VIDEO_W],
+        "num_frames": NUM_FRAMES,
+        "scenarios": scenarios_meta,
+        "official_tracker_keys": {k: list(v.shape) for k, v in tracker.state_dict().items()},
+        "neck_computed_buffers": kept,
+    }
+    save_fixture("tracker_video", tensors, meta)
+
+
+if __name__ == "__main__":
+    main()
