@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import random
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -31,7 +33,7 @@ LOADERS = ("cv2", "pyav")
 # slots at 15 fps but holds 68 coded frames (the other slots are empty "repeat" chunks).
 SHARED_COUNTS = {"bikes.mp4": 250, "bigbuckbunny.mp4": 132, "tree.avi": 68}
 SHARED_SIZES = {"bikes.mp4": (272, 640), "bigbuckbunny.mp4": (720, 1280), "tree.avi": (240, 320)}
-RANDOM_READS = {"bikes.mp4": 40, "bigbuckbunny.mp4": 6, "tree.avi": 68}
+RANDOM_READS = {"bikes.mp4": 24, "bigbuckbunny.mp4": 4, "tree.avi": 68}
 # bigbuckbunny.mp4 is one 132-frame group of pictures at 720p: read back its first 64 only.
 BACKWARD_FROM = {"bikes.mp4": 250, "bigbuckbunny.mp4": 64, "tree.avi": 68}
 
@@ -86,9 +88,10 @@ def test_shared_forward_backward_random(name: str, loader: str, oracle: dict) ->
         window = 32 // 2
         longest_gop = int(np.diff(np.append(source._info.seek_points, n)).max())
     assert backward == expected[:m]
-    # Stepping back decodes each group of pictures once per window of cached frames, not the
-    # video from the start for every frame (which would cost m * (m + 1) / 2 decodes).
-    assert decoded <= m * (min(longest_gop, m) / window + 2)
+    if loader == "pyav":  # (OpenCV decodes inside its own seeks, out of the counter's sight)
+        # Stepping back decodes each group of pictures once per window of cached frames, not
+        # the video from the start for every frame (which would cost m * (m + 1) / 2 decodes).
+        assert decoded <= m * (min(longest_gop, m) / window + 2)
 
     order = list(range(n))
     random.Random(0).shuffle(order)
@@ -251,6 +254,17 @@ def test_image_modes_become_rgb(tmp_path: Path) -> None:
         assert source[0].shape == (10, 12, 3) and (source[0] == 77).all()
 
 
+def test_default_cache_size_follows_frame_size(tmp_path: Path) -> None:
+    write_images(tmp_path / "small", ["0.png"])
+    with open_frames(tmp_path / "small") as source:
+        assert source.cache_info().capacity == 64  # the cap
+    Image.new("RGB", (4000, 2400)).save(tmp_path / "big.bmp")  # 27.5 MiB per frame
+    with open_frames(tmp_path / "big.bmp") as source:
+        assert source.cache_info().capacity == 9  # 256 MiB // 27.5 MiB
+    with open_frames(tmp_path / "big.bmp", cache_size=2) as source:
+        assert source.cache_info().capacity == 2
+
+
 def test_numpy_integer_index_and_copies(tmp_path: Path) -> None:
     write_images(tmp_path, ["0.png", "1.png"])
     with open_frames(tmp_path) as source:
@@ -284,10 +298,25 @@ def test_prefetch_gives_same_frames_and_stops(tmp_path: Path, loader: str) -> No
     with open_frames(path, loader, cache_size=9, prefetch=True) as source:
         thread = source._prefetcher
         assert thread is not None and thread.alive
+        # The thread decodes ahead of the reader, forward then backward.
+        source[20]
+        assert _eventually(lambda: all(j in source._cache for j in range(21, 24)))
+        source[60]
+        source[59]
+        assert _eventually(lambda: all(j in source._cache for j in range(56, 59)))
         assert [digest(source[i]) for i in range(80)] == reference
         assert [digest(source[i]) for i in range(79, -1, -1)] == reference[::-1]
         assert source.cache_info().peak <= 9
     assert not thread.alive  # close() stops and joins the thread
+
+
+def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
@@ -317,9 +346,9 @@ def test_concurrent_readers(tmp_path: Path, prefetch: bool) -> None:
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 2,400 frames of 128x96: 88 MiB of decoded RGB if the source kept them all.
+    # 2,000 frames of 128x96: 74 MiB of decoded RGB if the source kept them all.
     path = tmp_path_factory.mktemp("long") / "long.mp4"
-    return write_video(path, 2400, height=96, width=128, gop=30, b_frames=0)
+    return write_video(path, 2000, height=96, width=128, gop=30, b_frames=0)
 
 
 @pytest.mark.parametrize("loader", LOADERS)
@@ -327,7 +356,7 @@ def test_memory_is_bounded_on_a_long_video(long_video: Path, loader: str) -> Non
     process = psutil.Process()
     cache_size = 16
     with open_frames(long_video, loader, cache_size=cache_size) as source:
-        assert len(source) == 2400
+        assert len(source) == 2000
         for i in list(range(40)) + list(range(39, -1, -1)):  # warm up decoder buffers
             source[i]
         gc.collect()
@@ -337,8 +366,8 @@ def test_memory_is_bounded_on_a_long_video(long_video: Path, loader: str) -> Non
             if i % 100 == 0:
                 assert read_code(frame) == i
                 peak = max(peak, process.memory_info().rss)
-        if loader == "pyav":
-            for i in range(len(source) - 1, -1, -1):
+        if loader == "pyav":  # and back through the last 500 frames, window by window
+            for i in range(len(source) - 1, len(source) - 501, -1):
                 frame = source[i]
                 if i % 100 == 0:
                     assert read_code(frame) == i

@@ -20,7 +20,9 @@ def test_values_depend_on_key_and_seed_not_on_call_order():
     again = synthetic_tensor(k1, (32, 32))
     assert torch.equal(first, again)
     assert not torch.equal(synthetic_tensor(k1, (32, 32)), synthetic_tensor(k2, (32, 32)))
-    assert not torch.equal(synthetic_tensor(k1, (32, 32), seed=0), synthetic_tensor(k1, (32, 32), seed=1))
+    assert not torch.equal(
+        synthetic_tensor(k1, (32, 32), seed=0), synthetic_tensor(k1, (32, 32), seed=1)
+    )
 
 
 def test_scales_by_role():

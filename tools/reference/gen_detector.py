@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 
@@ -434,6 +435,8 @@ def gen_full() -> None:
             "text": round(t_text, 1),
             "forward_total": round(t_total, 1),
             "threads": torch.get_num_threads(),
+            "loadavg_1m_5m_15m_after": [round(x, 2) for x in os.getloadavg()],
+            "note": "wall times on a shared 2-core machine; compare with care",
         },
         "dtype": "float32, autocast off, CPU",
     }

@@ -47,12 +47,13 @@ VIDEO = SHARED / "data" / "videos" / "bikes.mp4"
 NUM_FRAMES = 10
 FRAME_STEP = 2
 VIDEO_W, VIDEO_H = 320, 136
+FP32_SCENARIOS = {"a_click"}  # low-res logits kept in float32 (others float16)
 
 # Coordinates are pixels of the VIDEO_W x VIDEO_H frames; the official calls receive them
 # as relative coordinates (x / W, y / H), as SAM 3's video predictor passes them.
 SCENARIOS: dict[str, list[dict]] = {
     "a_click": [
-        {"op": "points", "frame": 0, "obj": 1, "points": [[165.0, 40.0]], "labels": [1]},
+        {"op": "points", "frame": 0, "obj": 1, "points": [[35.0, 125.0]], "labels": [1]},
         {"op": "propagate", "start": 0, "max": 8, "reverse": False},
     ],
     "b_box": [
@@ -61,12 +62,12 @@ SCENARIOS: dict[str, list[dict]] = {
         {"op": "propagate", "start": None, "max": None, "reverse": True},
     ],
     "c_two_objects": [
-        {"op": "points", "frame": 0, "obj": 1, "points": [[165.0, 40.0]], "labels": [1]},
+        {"op": "points", "frame": 0, "obj": 1, "points": [[35.0, 125.0]], "labels": [1]},
         {
             "op": "points",
             "frame": 0,
             "obj": 2,
-            "points": [[60.0, 100.0], [30.0, 20.0]],
+            "points": [[250.0, 110.0], [50.0, 20.0]],
             "labels": [1, 0],
         },
         {"op": "propagate", "start": 0, "max": 8, "reverse": False},
@@ -221,13 +222,14 @@ def main() -> None:
     tracker.backbone = TrackerNeckAdapter(neck)
     torch.set_grad_enabled(False)
 
-    tensors: dict[str, torch.Tensor] = {"frames_u8": u8, "mask_ellipse": torch.from_numpy(ellipse_mask())}
+    tensors: dict[str, torch.Tensor] = {
+        "frames_u8": u8,
+        "mask_ellipse": torch.from_numpy(ellipse_mask()),
+    }
     scenarios_meta: dict[str, list[dict]] = {}
     stats = {}
     for name, ops in SCENARIOS.items():
-        state = tracker.init_state(
-            video_height=VIDEO_H, video_width=VIDEO_W, num_frames=NUM_FRAMES
-        )
+        state = tracker.init_state(video_height=VIDEO_H, video_width=VIDEO_W, num_frames=NUM_FRAMES)
         state["images"] = images
         ops = [resolve(op) for op in ops]
         scenarios_meta[name] = ops
@@ -253,9 +255,7 @@ def main() -> None:
                 tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
             elif kind == "mask":
                 mask = torch.from_numpy(ellipse_mask())
-                _, obj_ids, _, video_res = tracker.add_new_mask(
-                    state, op["frame"], op["obj"], mask
-                )
+                _, obj_ids, _, video_res = tracker.add_new_mask(state, op["frame"], op["obj"], mask)
                 tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
                 tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
             elif kind == "remove":
@@ -274,13 +274,20 @@ def main() -> None:
                     frames.append(f)
                     fk = f"{key}/{f}"
                     tensors[f"{fk}/obj_ids"] = torch.tensor(obj_ids)
-                    tensors[f"{fk}/low_res"] = fp16_bits(low)
+                    tensors[f"{fk}/low_res"] = (
+                        low.float() if name in FP32_SCENARIOS else fp16_bits(low)
+                    )
                     tensors[f"{fk}/scores"] = scores.float()
                     tensors[f"{fk}/masks"] = pack_bits(video_res[:, 0] > 0)
                     stats.setdefault(name, []).append(
-                        (f, [round(s, 3) for s in scores.flatten().tolist()],
-                         [round((video_res[i, 0] > 0).float().mean().item(), 3)
-                          for i in range(video_res.shape[0])])
+                        (
+                            f,
+                            [round(s, 3) for s in scores.flatten().tolist()],
+                            [
+                                round((video_res[i, 0] > 0).float().mean().item(), 3)
+                                for i in range(video_res.shape[0])
+                            ],
+                        )
                     )
                 tensors[f"{key}/frames"] = torch.tensor(frames)
             else:
@@ -289,6 +296,19 @@ def main() -> None:
         print(name)
         for row in rows:
             print("   ", row)
+
+    # Hole filling / sprinkle removal (official CPU path: skimage labels, 8-connectivity).
+    from sam3.model.sam3_tracker_utils import fill_holes_in_mask_scores
+
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(3, 1, 37, 50, generator=g)
+    logits = torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1) * 4 + 0.3
+    logits[1] = -logits[1]
+    logits[2, 0, 10:20, 10:30] = 5.0
+    logits[2, 0, 14:16, 15:17] = -5.0  # a 4-pixel hole
+    tensors["fill_holes/input"] = logits
+    for area in (0, 4, 16):
+        tensors[f"fill_holes/output_{area}"] = fill_holes_in_mask_scores(logits.clone(), area)
 
     meta = {
         "video_size": [VIDEO_H, VIDEO_W],

@@ -46,13 +46,20 @@ Videos
     decoded raises `DecodeError` (no video stream: `UnsupportedSourceError`). A frame listed
     in the index that the decoder then fails to produce (damage inside the file) raises
     `DecodeError` naming the frame and the path when it is read; other frames stay readable.
+    Inside a damaged group of pictures the decoder conceals errors from what it decoded
+    before, so such frames may differ between a seek and a read from the start.
 
 Access, caching and memory
   * Nothing but the probe above is decoded until a frame is asked for. Decoded frames go to a
     bounded LRU cache of ``cache_size`` frames (default: as many as fit in 256 MiB, between
     4 and 64), so memory is bounded whatever the length of the video.
   * Reading forward continues the running decoder (one decode per frame). A jump seeks to the
-    nearest keyframe at or before the frame and decodes forward from there. Reading backward
+    nearest keyframe at or before the frame and decodes forward from there. A seek must land
+    on the keyframe packet a sequential read finds under that timestamp (same byte position),
+    else the decoder restarts from the beginning. OpenCV's own seek (by frame number = time x
+    fps) is used only for constant-rate files whose index needed no full decode; otherwise
+    the cv2 loader restarts from the beginning when it must go back (slower, still exact;
+    prefer "pyav" for variable-frame-rate files read out of order). Reading backward
     (a step back of less than a window) decodes the part of the group of pictures that ends
     at the frame once and caches a window of up to ``cache_size // 2`` frames
     (``cache_size // 3`` with prefetch), so stepping back through a video costs about
@@ -73,6 +80,7 @@ Access, caching and memory
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -208,6 +216,11 @@ class _FrameCache:
                 self.hits += 1
             return frame
 
+    def peek(self, index: int) -> np.ndarray | None:
+        """Return the frame without touching its recency or the counters."""
+        with self._lock:
+            return self._frames.get(index)
+
     def __contains__(self, index: int) -> bool:
         with self._lock:
             return index in self._frames
@@ -311,7 +324,7 @@ class FrameSource:
                 keep_from = max(0, i - self._window + 1)  # stepping back: cache a window
             with self._decode_lock:
                 self._check_open()
-                frame = self._peek(i)
+                frame = self._cache.peek(i)
                 if frame is None:
                     frame = self._load(i, keep_from)
         if self._prefetcher is not None:
@@ -374,11 +387,6 @@ class FrameSource:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidInputError(f"frame source {str(self._path)!r} is closed")
-
-    def _peek(self, index: int) -> np.ndarray | None:
-        # A cache lookup that counts neither a hit nor a miss.
-        with self._cache._lock:
-            return self._cache._frames.get(index)
 
     def _prefetch(self, index: int, direction: int) -> None:
         """Decode ``index`` ahead of the reader (called by the prefetch thread)."""
@@ -549,6 +557,9 @@ class _VideoInfo:
     # no usable timestamps (frames are then identified by their rank from the start).
     pts: np.ndarray | None
     seek_points: np.ndarray  # sorted frame indices of keyframes; always holds 0
+    # Byte position of each keyframe packet (by timestamp) in a sequential read: a seek must
+    # land on the same packet, else the container's index disagrees with its data (damage).
+    key_positions: dict[int, int]
     verified_by: str  # "container", "tail-decode" or "full-decode": how the count was checked
 
     def seek_point(self, index: int) -> int:
@@ -619,6 +630,7 @@ def _build_video_info(path: Path) -> _VideoInfo:
         # Demux once, without decoding: one frame per non-empty, non-discarded packet.
         stamps: list[int | None] = []
         key_stamps: set[int] = set()
+        key_positions: dict[int, int] = {}
         demux_failed = False
         try:
             for packet in container.demux(stream):
@@ -628,6 +640,8 @@ def _build_video_info(path: Path) -> _VideoInfo:
                 stamps.append(ts)
                 if packet.is_keyframe and ts is not None:
                     key_stamps.add(ts)
+                    if packet.pos is not None and packet.pos >= 0:
+                        key_positions[ts] = packet.pos
         except av.error.FFmpegError:
             demux_failed = True  # a damaged container: the decode scan below decides
     finally:
@@ -648,7 +662,7 @@ def _build_video_info(path: Path) -> _VideoInfo:
         pass  # the container's count and the demuxed packets agree
     elif usable and not demux_failed and declared == 0:
         verified_by = "tail-decode"
-        if not _tail_matches(path, stream_index, pts, key_stamps):
+        if not _tail_matches(path, stream_index, pts, key_stamps, key_positions):
             usable = False
     else:
         usable = False
@@ -677,20 +691,33 @@ def _build_video_info(path: Path) -> _VideoInfo:
         start_time=int(start_time),
         pts=pts,
         seek_points=seek_points.astype(np.int64),
+        key_positions=key_positions,
         verified_by=verified_by,
     )
 
 
-def _decode_frames(path: Path, stream_index: int, seek_pts: int | None = None) -> Iterator[Any]:
+def _decode_frames(
+    path: Path,
+    stream_index: int,
+    seek_pts: int | None = None,
+    key_positions: dict[int, int] | None = None,
+) -> Iterator[Any]:
     """Decoded frames from the start (or from the keyframe at or before ``seek_pts``) until the
-    end of the stream or the first packet the decoder rejects."""
+    end of the stream or the first packet the decoder rejects. A seek that does not land on a
+    known keyframe packet yields nothing."""
     container = _open_container(path)
     try:
         stream = container.streams[stream_index]
         stream.thread_type = "AUTO"
         if seek_pts is not None:
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
-        for packet in container.demux(stream):
+        packets = container.demux(stream)
+        if seek_pts is not None:
+            first = next(packets, None)
+            if first is None or not _landed_well(first, seek_pts, key_positions or {}):
+                return
+            packets = itertools.chain([first], packets)
+        for packet in packets:
             try:
                 frames = stream.decode(packet)
             except av.error.FFmpegError:
@@ -703,21 +730,37 @@ def _decode_frames(path: Path, stream_index: int, seek_pts: int | None = None) -
 
 
 def _decode_first_frame(path: Path, stream_index: int) -> tuple[int | None, int, tuple[int, int]]:
-    for frame in _decode_frames(path, stream_index):
-        return frame.pts, int(frame.rotation or 0), (frame.height, frame.width)
+    with contextlib.closing(_decode_frames(path, stream_index)) as frames:
+        for frame in frames:
+            return frame.pts, int(frame.rotation or 0), (frame.height, frame.width)
     raise DecodeError(f"video {str(path)!r}: its first frame cannot be decoded")
 
 
-def _tail_matches(path: Path, stream_index: int, pts: np.ndarray, key_stamps: set[int]) -> bool:
+def _landed_well(packet: Any, target: int, key_positions: dict[int, int]) -> bool:
+    """Whether the first packet after a seek to ``target`` is a keyframe at or before it, and
+    the same packet that a sequential read finds under that timestamp."""
+    ts = _packet_ts(packet)
+    if not packet.is_keyframe or ts is None or ts > target:
+        return False
+    expected = key_positions.get(ts)
+    return expected is None or packet.pos is None or packet.pos < 0 or packet.pos == expected
+
+
+def _tail_matches(
+    path: Path,
+    stream_index: int,
+    pts: np.ndarray,
+    key_stamps: set[int],
+    key_positions: dict[int, int],
+) -> bool:
     """Decode from the last keyframe to the end; True when exactly the listed frames come out."""
     keys = [i for i in range(len(pts)) if int(pts[i]) in key_stamps]
     start = keys[-1] if keys else 0
     first = int(pts[start])
-    seen = [
-        f.pts
-        for f in _decode_frames(path, stream_index, seek_pts=first if start > 0 else None)
-        if f.pts is not None and f.pts >= first
-    ]
+    frames = _decode_frames(
+        path, stream_index, seek_pts=first if start > 0 else None, key_positions=key_positions
+    )
+    seen = [f.pts for f in frames if f.pts is not None and f.pts >= first]
     return seen == [int(p) for p in pts[start:]]
 
 
@@ -775,8 +818,14 @@ class _Decoder:
         self.next_index = None
         return _DecoderStopped(reason)
 
+    @property
+    def can_seek(self) -> bool:
+        """False when `seek` always restarts from the beginning."""
+        raise NotImplementedError
+
     def seek(self, index: int) -> None:
-        """Position the decoder so that keyframe ``index`` (or an earlier frame) comes next."""
+        """Position the decoder so that frame ``index`` is the next identified frame out
+        (decoding from the keyframe before it, or from the start of the file)."""
         raise NotImplementedError
 
     def next_frame(self) -> tuple[int | None, Any]:
@@ -821,8 +870,11 @@ class _PyAVDecoder(_Decoder):
         self._min_pts = None
         self._started_from_beginning()
 
+    @property
+    def can_seek(self) -> bool:
+        return self._info.pts is not None
+
     def seek(self, index: int) -> None:
-        """Position the decoder so that frame ``index`` (a keyframe) comes out next."""
         info = self._info
         if index == 0 or info.pts is None or self._container is None:
             self._restart()
@@ -836,13 +888,14 @@ class _PyAVDecoder(_Decoder):
         except av.error.FFmpegError:
             self._restart()
             return
-        ts = None if first is None else _packet_ts(first)
-        if first is None or not first.is_keyframe or ts is None or ts > target:
-            self._restart()  # the demuxer did not land on a keyframe at or before the target
+        if first is None or not _landed_well(first, target, info.key_positions):
+            self._restart()  # the seek did not land where a sequential read would be
             return
         self._packets = itertools.chain([first], packets)
         self._pending.clear()
-        self._min_pts = target  # frames before the keyframe may be broken leading pictures
+        # Skip what comes before the frame; that includes the keyframe's leading pictures of an
+        # open GOP, which reference frames before the keyframe and may come out broken.
+        self._min_pts = target
         self._last = None
         self.next_index = index
 
@@ -881,9 +934,11 @@ class _Cv2Decoder(_Decoder):
         self._offset_ms = 0.0
         self._restart()
         fps = self._cap.get(cv2.CAP_PROP_FPS)
-        # OpenCV seeks by frame number = time x fps, which is only exact for constant-rate files.
+        # OpenCV seeks by frame number = time x fps, which is only exact for constant-rate files;
+        # and its landing cannot be checked against byte positions, so files whose index had
+        # to be rebuilt by decoding (damaged, truncated, variable-rate) are read from the start.
         self._can_seek = False
-        if self._times is not None and fps > 0:
+        if self._times is not None and fps > 0 and info.verified_by != "full-decode":
             slots = np.round(self._times * fps / 1000.0)
             self._can_seek = bool(np.array_equal(slots - slots[0], np.arange(len(slots))))
         # Calibrate the times on the first frame (it is frame 0) and hold it for the first read.
@@ -920,18 +975,27 @@ class _Cv2Decoder(_Decoder):
         k = int(np.searchsorted(self._times, ms - 1e-3))
         return k if k < len(self._times) and abs(self._times[k] - ms) <= 1e-3 else None
 
+    @property
+    def can_seek(self) -> bool:
+        return self._can_seek
+
     def seek(self, index: int) -> None:
-        """Position the decoder so that frame ``index`` comes out next."""
+        # OpenCV seeks itself: it decodes from a keyframe before ``index`` up to ``index``.
         if index == 0 or not self._can_seek or self._cap is None:
             self._restart()
             return
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        if not self._cap.grab() or self._match() != index:
-            self._restart()  # OpenCV landed elsewhere: decode from the start instead
-            return
-        self._last = None
-        self._held = (self._name(index),)
-        self.next_index = index
+        # Land on the frame, or just before it when its time is unknown (OpenCV reports 0 ms
+        # for frames flushed out at the end of some streams); then decode forward.
+        for landing in range(index, max(index - 3, 0), -1):
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, landing)
+            if not self._cap.grab():
+                break
+            if self._match() == landing:
+                self._last = None
+                self._held = (self._name(landing),)
+                self.next_index = landing
+                return
+        self._restart()  # OpenCV landed elsewhere: decode from the start instead
 
     def next_frame(self) -> tuple[int | None, None]:
         if self._held is not None:
@@ -969,22 +1033,26 @@ class _VideoSource(FrameSource):
     def _load(self, target: int, keep_from: int) -> np.ndarray:
         decoder = self._decoder
         assert decoder is not None
-        seek_point = self._info.seek_point(target)
+        start = keep_from  # the first frame to convert: skip the cached head of the window
+        while start < target and start in self._cache:
+            start += 1
+        # Decoding has to start at the keyframe before ``start`` (or at frame 0 for a decoder
+        # that cannot seek), unless the running decoder is already between that and ``start``.
+        keyframe = self._info.seek_point(start) if decoder.can_seek else 0
         position = decoder.next_index
-        # Continue the running decoder unless it is past the frame or a later keyframe is nearer.
-        fresh = position is None or position > target or seek_point > position
+        fresh = position is None or position > start or keyframe > position
         if fresh:
-            decoder.seek(seek_point)
+            decoder.seek(start)
         while True:
             try:
-                return self._decode_until(decoder, target, keep_from)
+                return self._decode_until(decoder, target, start)
             except _DecoderStopped as stop:
                 if fresh:
                     raise DecodeError(
                         f"frame {target} of video {str(self._path)!r} cannot be decoded "
                         f"({self._loader} loader): {stop}"
                     ) from None
-                decoder.seek(seek_point)  # retry once from the keyframe
+                decoder.seek(start)  # retry once from a fresh position
                 fresh = True
 
     def _decode_until(self, decoder: _Decoder, target: int, keep_from: int) -> np.ndarray:

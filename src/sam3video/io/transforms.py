@@ -14,8 +14,8 @@ Decisions
   - On CPU: ``F.interpolate(uint8, mode="bilinear", antialias=True, align_corners=False)``,
     PyTorch's uint8 kernel written to match PIL (fast, and its output is uint8 like PIL's).
   - Elsewhere (CUDA, MPS): the same filter in float32, as two separable passes (horizontal,
-    then vertical) each rounded to uint8 levels, which is how PIL computes it. Where a device
-    lacks the antialiased kernel, the resize falls back to the CPU.
+    then vertical) each rounded half up to uint8 levels, which is how PIL computes it. Where
+    a device lacks the antialiased kernel, the resize falls back to the CPU.
   Either way the result is within one grey level (1/255 before normalisation) of
   ``PIL.Image.resize(..., BILINEAR)`` at every pixel, identical on most pixels.
 * Normalisation is computed in float32 and cast to ``dtype`` last.
@@ -131,9 +131,10 @@ def _resize_uint8_kernel(pixels: Tensor, size: int) -> Tensor:
 
 
 def _resize_two_pass(pixels: Tensor, size: int) -> Tensor:
-    # PIL resamples horizontally, then vertically, rounding to uint8 after each pass.
+    # PIL resamples horizontally, then vertically, rounding half up to uint8 after each pass
+    # (torch.round would round half to even, and upscaling by simple ratios hits halves often).
     x = pixels.float()
     for out_size in ((x.shape[-2], size), (size, size)):
         x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False, antialias=True)
-        x = x.round_().clamp_(0, 255)
+        x = x.add_(0.5).floor_().clamp_(0, 255)
     return x

@@ -122,8 +122,10 @@ def build_detector(cfg: Sam3VideoConfig, bpe_path: str | os.PathLike | None = No
 
 
 def build_tracker(cfg: Sam3VideoConfig) -> nn.Module:
-    """The tracker of ``cfg``. Arrives with the tracker issue; empty until then."""
-    return nn.Module()
+    """The tracker of ``cfg`` (`sam3video.model.tracker.Sam3Tracker`)."""
+    from sam3video.model.tracker import build_tracker as _build_tracker
+
+    return _build_tracker(cfg)
 
 
 def build_model_skeleton(
@@ -160,7 +162,8 @@ class LoadReport:
                 parts.append(f"{len(items)} {name} key(s): {shown}")
         if self.mismatched:
             shown = ", ".join(
-                f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in self.mismatched[:limit]
+                f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})"
+                for k, a, b in self.mismatched[:limit]
             )
             more = ", ..." if len(self.mismatched) > limit else ""
             parts.append(f"{len(self.mismatched)} shape mismatch(es): {shown}{more}")
@@ -197,7 +200,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_checked(
-    model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True, source: str = "checkpoint"
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    strict: bool = True,
+    source: str = "checkpoint",
 ) -> LoadReport:
     """Assign ``state`` into ``model`` (which may live on ``meta``), checking keys and shapes.
 

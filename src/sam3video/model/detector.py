@@ -38,9 +38,7 @@ class VisionLanguageBackbone(nn.Module):
         self.vision_backbone = vision_backbone
         self.language_backbone = language_backbone
 
-    def forward_image(
-        self, images: Tensor, need_detector: bool = True, need_tracker: bool = True
-    ):
+    def forward_image(self, images: Tensor, need_detector: bool = True, need_tracker: bool = True):
         """``images (B, 3, S, S)`` normalised -> the neck output (both pyramids, 3 levels)."""
         return self.vision_backbone(images, need_detector=need_detector, need_tracker=need_tracker)
 
@@ -175,10 +173,10 @@ class Sam3Detector(nn.Module):
             # Video convention: logit of sigmoid(class) * sigmoid(presence), clamped.
             joint = logits.sigmoid() * presence.sigmoid()
             logits = inverse_sigmoid(joint).clamp(-10.0, 10.0)
-        masks, _ = self.segmentation_head(
-            feats, memory, prompt, prompt_mask, hs_last, semantic=False
-        ) if _supports_semantic_flag(self.segmentation_head) else self.segmentation_head(
-            feats, memory, prompt, prompt_mask, hs_last
+        masks, _ = (
+            self.segmentation_head(feats, memory, prompt, prompt_mask, hs_last, semantic=False)
+            if _supports_semantic_flag(self.segmentation_head)
+            else self.segmentation_head(feats, memory, prompt, prompt_mask, hs_last)
         )
         boxes = dec.pred_boxes
         return DetectorOutput(

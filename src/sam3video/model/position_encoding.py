@@ -77,7 +77,8 @@ class PositionEmbeddingSine(nn.Module):
                 f"x: expected a (B, C, H, W) feature map, got shape {tuple(x.shape)}"
             )
         b, _, h, w = x.shape
-        key = (h, w, x.device, x.dtype)
+        # Tables made under inference_mode cannot be used outside it: keep them apart.
+        key = (h, w, x.device, x.dtype, torch.is_inference_mode_enabled())
         table = self._cache.get(key)
         if table is None:
             table = self._table(h, w, x.device).to(x.dtype)

@@ -712,7 +712,7 @@ class Sam3Tracker(nn.Module):
         mask = mask + self.sigmoid_bias_for_mem_enc
         feats, _ = self.maskmem_backbone(vision, mask)
         absent = 1 - (object_score_logits > 0).to(feats.dtype)  # (B, 1)
-        return feats + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+        return feats + 0 * absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
 
     # ------------------------------------------------------------------------ one step
 

@@ -46,18 +46,28 @@ def axial_rope_table(
     return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: Tensor, freqs_cis: Tensor) -> Tensor:
-    """Rotate ``x (..., L, D)`` by ``freqs_cis (L, D // 2)`` complex, in float32.
+def rope_tables(freqs_cis: Tensor) -> tuple[Tensor, Tensor]:
+    """Real float32 ``(L, D)`` tables ``(cos, sin)`` of a complex ``(L, D // 2)`` RoPE table.
 
-    Channel pairs ``(2m, 2m+1)`` are treated as complex numbers. The product is written
-    with real cos/sin (views of the table) because complex kernels are slow or missing on
-    some backends (MPS). The result has ``x``'s dtype.
+    Each value is repeated for both channels of its pair; ``sin`` carries the sign of the
+    complex product (``-sin`` on even channels, ``+sin`` on odd ones), see `apply_rope`.
     """
-    table = torch.view_as_real(freqs_cis)  # (L, D/2, 2) float32
-    cos, sin = table[..., 0], table[..., 1]
-    re, im = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    table = torch.view_as_real(freqs_cis)  # (L, D/2, 2): real and imaginary parts
+    cos = table[..., 0].repeat_interleave(2, dim=-1)
+    sin = torch.stack((-table[..., 1], table[..., 1]), dim=-1).flatten(-2)
+    return cos, sin
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs ``(2m, 2m+1)`` of ``x (..., L, D)`` by `rope_tables` ``(L, D)``.
+
+    The complex product ``(a + ib)(c + is)`` written with real tensors (complex kernels are
+    missing on some backends, e.g. MPS): ``out = x * cos + (b, a) * (-s, s)`` pairwise.
+    Computed in float32; the result has ``x``'s dtype.
+    """
+    xf = x.float()
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) per pair; a new tensor
+    return swapped.mul_(sin).addcmul_(xf, cos).to(x.dtype)
 
 
 class PatchEmbed(nn.Module):
@@ -127,8 +137,9 @@ class Attention(nn.Module):
         b, length, c = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, head_dim)
-        q = apply_rope(q, self.freqs_cis)
-        k = apply_rope(k, self.freqs_cis)
+        cos, sin = rope_tables(self.freqs_cis)  # (L, head_dim) each, cheap next to q and k
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, length, c))
 

@@ -80,6 +80,10 @@ def _special(seed: int, key: str, shape: tuple[int, ...]) -> torch.Tensor | None
         # Attention output projections scaled down: with unit gain the full-size fusion encoder
         # accumulates a component common to all tokens and the decoder's queries collapse.
         return 0.3 * _normal(seed, key, shape) / math.sqrt(shape[-1])
+    if key.endswith("dot_prod_scoring.prompt_proj.weight"):
+        # Gain 3 spreads the class logits so that some queries pass the 0.5 detection
+        # threshold: the video logic (births, NMS, association) then has work to do.
+        return 3.0 * _normal(seed, key, shape) / math.sqrt(shape[-1])
     if key.endswith(".gamma"):
         return 0.1 + 0.05 * _normal(seed, key, shape)
     if key.endswith("reference_points.weight"):

@@ -1,0 +1,794 @@
+"""Tracking state: many objects of one video tracked together by the SAM 3 memory tracker.
+
+`TrackingState` is the equivalent of the official ``Sam3TrackerPredictor`` inference state
+and its methods (prompts, consolidation, propagation, removal), in one object:
+
+- **Prompts** are given in ORIGINAL-FRAME PIXELS: clicks ``[x, y]`` (labels 1 positive,
+  0 negative), boxes ``[x0, y0, x1, y1]``, masks ``(H, W)`` at the video resolution. They are
+  converted to the model's ``image_size`` square as the official code does (relative
+  coordinates ``x / W``, ``y / H``, times ``image_size``). A box enters as two corner points
+  (labels 2 and 3) placed before any clicks. A frame holds at most ``max_points`` clicks
+  (the first half and the last half are kept, as officially).
+- **Prompt frames become conditioning frames.** A prompt is decoded without memory (as on an
+  image); a refinement click on a frame already segmented for that object feeds the previous
+  low-res logits (clamped to +-32) back as a mask prompt. Outputs of prompts wait in a
+  per-object buffer until `preflight` (run by `propagate`) merges them for all objects
+  (objects without an output on that frame keep their stored output, else nothing), and
+  encodes the frame's memory from the binarized masks with pixel-wise non-overlap.
+- **Propagation** (`propagate`, a generator) tracks all objects as one batch per frame,
+  forward or backward from a start frame, reusing the stored outputs on conditioning frames.
+  The backbone runs once per frame for all objects: frame features come from the
+  ``get_features(frame_idx) -> (feats, pos)`` callable given at construction (the tracker
+  neck's 3 levels, batch 1); only the current frame's are cached.
+
+Each prompt call and each propagated frame returns a `TrackerFrameOutput` (object ids, low-res
+mask logits, object-score logits, video-resolution logits and binary masks). The state does
+not keep per-frame outputs for the caller: store what you need from the yielded values.
+
+Bounded memory
+--------------
+With ``bounded_memory=True`` (default) the state keeps a frame's tracked output (spatial
+memory, object pointer, scores, low-res logits) only while the memory attention can still
+read it. Conditioning (prompted) frames are always kept. A tracked frame ``t`` is kept when:
+
+(a) it is one of the ``max_obj_ptrs_in_encoder`` (16) nearest *qualifying* tracked frames on
+    either side of a conditioning frame (qualifying: memory-selection score above
+    ``memory_selection_threshold``, the only frames ``frame_filter`` collects), or
+(b) it is one of the 16 most recent qualifying frames behind the last propagated frame in
+    the direction of propagation, or is that last frame itself (the adjacent frame that the
+    next step always reads).
+
+Everything else is dropped, so the state size does not grow with the number of frames. Why
+this is exact for the usual flows: memory selection scans outward from the adjacent frame and
+stops after 15 qualifying frames (pointers and the 6 spatial memories are among them). While
+propagating in one direction, frames beyond the 16 most recent qualifying ones are never
+reached again (rule b). A new pass that starts at a conditioning frame, in either direction,
+first scans the frames on the far side of that conditioning frame (rule a). Not exact: a pass
+started at an arbitrary frame far from both, or a refinement click on a frame whose output
+was dropped (no previous logits are fed back there, and other objects have no stored output on
+it). ``bounded_memory=False`` keeps everything, like the official state.
+
+Differences from the official predictor (0.1.4), on purpose
+-------------------------------------------------------------
+- Consolidating a frame on which an object has no output at all uses the ``no_obj_ptr``
+  pointer for it (what the official empty-mask pointer evaluates to); the official code
+  raises a TypeError there.
+- Typed errors (`InvalidInputError`, `FrameIndexError`, `UnknownIdError`) are raised before
+  any change of state; removing an unknown object is an error.
+- Prompts are always decoded without memory (the official default ``use_prev_mem_frame=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sam3video.errors import FrameIndexError, InvalidInputError, UnknownIdError
+from sam3video.model.tracker import (
+    NO_OBJ_SCORE,
+    FrameFeatures,
+    FrameMemory,
+    Sam3Tracker,
+    memory_score,
+)
+from sam3video.video.postprocess import apply_non_overlapping_constraints
+
+FeatureFn = Callable[[int], tuple[Sequence[Tensor], Sequence[Tensor]]]
+
+PREV_LOGITS_CLAMP = 32.0
+
+
+class TrackerFrameOutput(NamedTuple):
+    """Masks of all objects of a state on one frame (``B`` objects, in ``obj_ids`` order).
+
+    ``low_res_masks (B, 1, 4h, 4w)`` logits, ``object_score_logits (B, 1)``,
+    ``video_res_logits (B, 1, H, W)`` (bilinear resize of the low-res logits, or the prompt
+    mask itself on a mask-prompted frame), ``masks (B, 1, H, W)`` bool (``logits > 0``).
+    """
+
+    frame_idx: int
+    obj_ids: list[int]
+    low_res_masks: Tensor
+    object_score_logits: Tensor
+    video_res_logits: Tensor
+    masks: Tensor
+
+
+@dataclass
+class _PromptOutput:
+    """A prompt's decoding for one object, before merging (batch 1)."""
+
+    pred_masks: Tensor | None  # (1, 1, 4h, 4w); None for a mask prompt
+    video_res_masks: Tensor | None  # (1, 1, H, W) +-1024, mask prompts only
+    obj_ptr: Tensor  # (1, C)
+    object_score_logits: Tensor  # (1, 1)
+    iou_score: Tensor  # (1,)
+
+
+@dataclass
+class _ObjectPrompts:
+    """Prompts of one object, per frame, and its not yet merged outputs."""
+
+    points: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)  # model coords
+    mask_frames: set[int] = field(default_factory=set)
+    pending: dict[int, _PromptOutput] = field(default_factory=dict)
+
+    def frames(self) -> set[int]:
+        return set(self.points) | self.mask_frames
+
+
+class TrackingState:
+    """Prompts, memories and propagation for the objects of one video (see module doc).
+
+    tracker: the neural model (eval mode). get_features: ``frame_idx -> (feats, pos)``, the 3
+    tracker-neck levels of that frame, each ``(1, C, s, s)``. num_frames, video_size
+    ``(H, W)``: the video. max_points: clicks per object and frame kept for the prompt
+    encoder (16). clear_non_cond_mem_around_input / clear_non_cond_mem_for_multi_obj:
+    official switches (True / False). bounded_memory: see module doc. storage_dtype: dtype
+    of stored spatial memories (None: the model's; the official GPU code stores bfloat16).
+    """
+
+    def __init__(
+        self,
+        tracker: Sam3Tracker,
+        get_features: FeatureFn,
+        num_frames: int,
+        video_size: tuple[int, int],
+        *,
+        max_points: int = 16,
+        clear_non_cond_mem_around_input: bool = True,
+        clear_non_cond_mem_for_multi_obj: bool = False,
+        bounded_memory: bool = True,
+        storage_dtype: torch.dtype | None = None,
+    ) -> None:
+        if int(num_frames) < 1:
+            raise InvalidInputError(f"num_frames: expected >= 1, got {num_frames}")
+        h, w = (int(s) for s in video_size)
+        if h < 1 or w < 1:
+            raise InvalidInputError(f"video_size: expected (H, W) >= 1, got {tuple(video_size)}")
+        self.tracker = tracker
+        self.get_features = get_features
+        self.num_frames = int(num_frames)
+        self.video_size = (h, w)
+        self.max_points = max_points
+        self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
+        self.clear_non_cond_mem_for_multi_obj = clear_non_cond_mem_for_multi_obj
+        self.bounded_memory = bounded_memory
+        self.storage_dtype = storage_dtype
+        self.reset()
+
+    # ------------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forget every object, prompt and memory."""
+        self._obj_ids: list[int] = []
+        self._objects: list[_ObjectPrompts] = []
+        self._cached_features: tuple[int, FrameFeatures] | None = None
+        self._reset_tracking()
+
+    def _reset_tracking(self) -> None:
+        for obj in getattr(self, "_objects", []):
+            obj.points.clear()
+            obj.mask_frames.clear()
+            obj.pending.clear()
+        self._cond: dict[int, FrameMemory] = {}
+        self._non_cond: dict[int, FrameMemory] = {}
+        # Tracked frames that objects' own lookups no longer see (the official per-object
+        # clearing around a prompt frame, which leaves the batched memories untouched).
+        self._hidden: set[int] = set()
+        self._last: tuple[int, bool] | None = None  # last propagated frame, reverse
+        self.tracking_has_started = False
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self._obj_ids)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self._obj_ids)
+
+    @property
+    def cond_frames(self) -> list[int]:
+        """Conditioning (prompted, merged) frames, in the order they were added."""
+        return list(self._cond)
+
+    @property
+    def stored_frames(self) -> list[int]:
+        """Tracked (non-conditioning) frames whose outputs are held, ascending."""
+        return sorted(self._non_cond)
+
+    def memory_footprint(self) -> dict[str, int]:
+        """Frames, tensors and bytes held (stored outputs, pending prompts, cached features)."""
+        entries = list(self._cond.values()) + list(self._non_cond.values())
+        tensors: list[Tensor] = []
+        for e in entries:
+            tensors += [e.maskmem_features, e.obj_ptr, e.object_score_logits]
+            tensors += [e.iou_score, e.pred_masks]
+        for obj in self._objects:
+            for p in obj.pending.values():
+                tensors += [p.pred_masks, p.video_res_masks, p.obj_ptr]
+                tensors += [p.object_score_logits, p.iou_score]
+            for coords, labels in obj.points.values():
+                tensors += [coords, labels]
+        if self._cached_features is not None:
+            feats = self._cached_features[1]
+            tensors += [*feats.high_res, feats.vision, feats.vision_pos]
+        tensors = [t for t in tensors if t is not None]
+        return {
+            "frames": len(entries),
+            "tensors": len(tensors),
+            "bytes": sum(t.numel() * t.element_size() for t in tensors),
+        }
+
+    # ------------------------------------------------------------------------ helpers
+
+    @property
+    def _device(self) -> torch.device:
+        return self.tracker.no_obj_ptr.device
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.tracker.no_obj_ptr.dtype
+
+    def _check_frame(self, frame_idx: object) -> int:
+        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+            raise FrameIndexError(
+                f"frame_idx: expected an int in [0, {self.num_frames}), got {frame_idx!r}"
+            )
+        if not 0 <= int(frame_idx) < self.num_frames:
+            raise FrameIndexError(
+                f"frame_idx: expected an int in [0, {self.num_frames}), got {frame_idx}"
+            )
+        return int(frame_idx)
+
+    def _obj_index(self, obj_id: int, create: bool) -> int | None:
+        """Index of ``obj_id``; None for a new id that may be created (checked, not created)."""
+        if obj_id in self._obj_ids:
+            return self._obj_ids.index(obj_id)
+        if not create:
+            raise UnknownIdError(
+                f"obj_id: unknown object id {obj_id!r}; known ids: {self._obj_ids}"
+            )
+        if self.tracking_has_started:
+            raise InvalidInputError(
+                f"obj_id: cannot add the new object {obj_id!r} after tracking has started "
+                f"(known ids: {self._obj_ids}); use a new TrackingState or reset()"
+            )
+        return None
+
+    def _add_object(self, obj_id: int) -> int:
+        self._obj_ids.append(obj_id)
+        self._objects.append(_ObjectPrompts())
+        return len(self._obj_ids) - 1
+
+    def _features(self, frame_idx: int) -> FrameFeatures:
+        """The frame's prepared features (batch 1); only the latest frame is cached."""
+        if self._cached_features is not None and self._cached_features[0] == frame_idx:
+            return self._cached_features[1]
+        feats, pos = self.get_features(frame_idx)
+        device, dtype = self._device, self._dtype
+        feats = [f.to(device=device, dtype=dtype) for f in feats]
+        pos = [p.to(device=device, dtype=dtype) for p in pos]
+        with torch.inference_mode():
+            prepared = self.tracker.prepare_features(feats, pos)
+        self._cached_features = (frame_idx, prepared)
+        return prepared
+
+    def _stored_output(self, obj_idx: int, frame_idx: int) -> FrameMemory | None:
+        """The object's merged or tracked output on a frame, as its own lookups see it."""
+        out = self._cond.get(frame_idx)
+        if out is None and frame_idx not in self._hidden:
+            out = self._non_cond.get(frame_idx)
+        return None if out is None else out.select([obj_idx])
+
+    def _clear_around(self, frame_idx: int) -> None:
+        """Hide tracked frames within ``num_maskmem`` frames of a prompt frame from the
+        objects' own lookups (official single-object behaviour)."""
+        r = self.tracker.memory_temporal_stride * self.tracker.num_maskmem
+        for t in range(frame_idx - r, frame_idx + r + 1):
+            if t in self._non_cond:
+                self._hidden.add(t)
+
+    def _clears_around_input(self) -> bool:
+        return self.clear_non_cond_mem_around_input and (
+            self.clear_non_cond_mem_for_multi_obj or self.num_objects <= 1
+        )
+
+    def _to_model_coords(self, xy: Tensor) -> Tensor:
+        """Pixels ``(..., 2)`` of the video frame -> pixels of the model's square (float32)."""
+        h, w = self.video_size
+        rel = xy.to(torch.float64) / torch.tensor([w, h], dtype=torch.float64)
+        return rel.float() * self.tracker.image_size
+
+    # ------------------------------------------------------------------------ validation
+
+    def _points_tensor(self, points: object, name: str) -> Tensor:
+        try:
+            t = torch.as_tensor(np.asarray(points, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{name}: expected numbers, got {points!r}") from exc
+        return t
+
+    def _validate_points(self, points: object, labels: object) -> tuple[Tensor, Tensor] | None:
+        if points is None and labels is None:
+            return None
+        if (points is None) != (labels is None):
+            raise InvalidInputError(
+                "points/labels: expected both or neither, got "
+                f"points={'None' if points is None else 'given'}, "
+                f"labels={'None' if labels is None else 'given'}"
+            )
+        xy = self._points_tensor(points, "points")
+        if xy.ndim != 2 or xy.shape[-1] != 2:
+            raise InvalidInputError(
+                f"points: expected shape (N, 2) as [x, y], got {tuple(xy.shape)}"
+            )
+        lab = self._points_tensor(labels, "labels")
+        if lab.ndim != 1 or lab.shape[0] != xy.shape[0]:
+            raise InvalidInputError(
+                f"labels: expected shape ({xy.shape[0]},) (one per point), got {tuple(lab.shape)}"
+            )
+        if xy.shape[0] == 0:
+            raise InvalidInputError("points: expected at least one point, got none")
+        bad = ~((lab == 0) | (lab == 1))
+        if bad.any():
+            raise InvalidInputError(
+                f"labels: expected 0 (negative) or 1 (positive), got {lab[bad][0].item():g}"
+            )
+        self._check_inside(xy, "points")
+        return xy, lab.to(torch.int32)
+
+    def _check_inside(self, xy: Tensor, name: str) -> None:
+        h, w = self.video_size
+        finite = torch.isfinite(xy).all(dim=-1)
+        inside = finite & (xy[..., 0] >= 0) & (xy[..., 0] <= w) & (xy[..., 1] >= 0)
+        inside &= xy[..., 1] <= h
+        if not inside.all():
+            first = xy[~inside][0].tolist()
+            raise InvalidInputError(
+                f"{name}: expected pixel coordinates [x, y] inside the {w}x{h} frame "
+                f"(0 <= x <= {w}, 0 <= y <= {h}), got {first}"
+            )
+
+    def _validate_box(self, box: object) -> Tensor | None:
+        if box is None:
+            return None
+        b = self._points_tensor(box, "box")
+        if b.shape != (4,):
+            raise InvalidInputError(f"box: expected [x0, y0, x1, y1], got shape {tuple(b.shape)}")
+        self._check_inside(b.reshape(2, 2), "box")
+        if not (b[2] > b[0] and b[3] > b[1]):
+            raise InvalidInputError(
+                f"box: expected x1 > x0 and y1 > y0 (a non-empty box), got {b.tolist()}"
+            )
+        return b
+
+    # ------------------------------------------------------------------------ prompts
+
+    @torch.inference_mode()
+    def add_points(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: object | None = None,
+        labels: object | None = None,
+        *,
+        box: object | None = None,
+        clear_old_points: bool = True,
+    ) -> TrackerFrameOutput:
+        """Clicks and/or a box for one object on one frame (a new object or a refinement).
+
+        points ``(N, 2)`` ``[x, y]`` in original-frame pixels, labels ``(N,)`` 1/0; box
+        ``[x0, y0, x1, y1]`` pixels (needs ``clear_old_points=True``). With
+        ``clear_old_points=False`` the clicks are added to the object's earlier clicks on this
+        frame. Returns all objects' masks on this frame (merged as `preflight` will).
+        """
+        frame_idx = self._check_frame(frame_idx)
+        pts = self._validate_points(points, labels)
+        b = self._validate_box(box)
+        if pts is None and b is None:
+            raise InvalidInputError("points/box: expected at least one of them, got neither")
+        if b is not None and not clear_old_points:
+            raise InvalidInputError(
+                "clear_old_points: expected True with a box (a box must come before any "
+                "click), got False"
+            )
+        obj_idx = self._obj_index(obj_id, create=True)
+        if obj_idx is None:
+            obj_idx = self._add_object(obj_id)
+        obj = self._objects[obj_idx]
+
+        coords = torch.zeros(1, 0, 2)
+        labs = torch.zeros(1, 0, dtype=torch.int32)
+        if b is not None:
+            coords = self._to_model_coords(b.reshape(1, 2, 2))
+            labs = torch.tensor([[2, 3]], dtype=torch.int32)
+        if pts is not None:
+            coords = torch.cat([coords, self._to_model_coords(pts[0][None])], dim=1)
+            labs = torch.cat([labs, pts[1][None]], dim=1)
+        coords = coords.to(self._device)
+        labs = labs.to(self._device)
+        if not clear_old_points and frame_idx in obj.points:
+            old_coords, old_labels = obj.points[frame_idx]
+            coords = torch.cat([old_coords, coords], dim=1)
+            labs = torch.cat([old_labels, labs], dim=1)
+        n = coords.shape[1]
+        if n > self.max_points > 0:
+            first = self.max_points // 2
+            last = self.max_points - first
+            coords = torch.cat([coords[:, :first], coords[:, -last:]], dim=1)
+            labs = torch.cat([labs[:, :first], labs[:, -last:]], dim=1)
+        obj.points[frame_idx] = (coords, labs)
+        obj.mask_frames.discard(frame_idx)
+
+        # Earlier logits of this object on this frame are fed back with the clicks.
+        prev_logits = None
+        pending = obj.pending.get(frame_idx)
+        if pending is not None:
+            prev_logits = pending.pred_masks
+        else:
+            stored = self._stored_output(obj_idx, frame_idx)
+            if stored is not None:
+                prev_logits = stored.pred_masks
+        if prev_logits is not None:
+            prev_logits = prev_logits.to(self._device).clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+
+        step = self.tracker.track_step(
+            frame_idx,
+            self._features(frame_idx),
+            self._cond,
+            self._non_cond,
+            self.num_frames,
+            point_coords=coords.to(self._dtype),
+            point_labels=labs,
+            prev_mask_logits=prev_logits,
+            use_memory=False,
+            run_mem_encoder=False,
+        )
+        obj.pending[frame_idx] = _PromptOutput(
+            pred_masks=step.pred_masks,
+            video_res_masks=None,
+            obj_ptr=step.obj_ptr,
+            object_score_logits=step.object_score_logits,
+            iou_score=step.iou_score,
+        )
+        return self._prompt_frame_output(frame_idx)
+
+    def add_box(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        box: object,
+        points: object | None = None,
+        labels: object | None = None,
+    ) -> TrackerFrameOutput:
+        """A box ``[x0, y0, x1, y1]`` (original-frame pixels), optionally with clicks."""
+        return self.add_points(frame_idx, obj_id, points, labels, box=box)
+
+    @torch.inference_mode()
+    def add_mask(self, frame_idx: int, obj_id: int, mask: object) -> TrackerFrameOutput:
+        """A mask ``(H, W)`` at the video resolution (bool or float in [0, 1]) for one object.
+
+        The mask is the object's output on this frame (binarized at 0.5 at video resolution);
+        its soft version resized to ``input_mask_size`` gives the object pointer and, after
+        merging, the frame's memory. Its pixels are removed from other objects' mask prompts
+        on this frame.
+        """
+        frame_idx = self._check_frame(frame_idx)
+        try:
+            m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"mask: expected an (H, W) array, got {type(mask)}") from exc
+        if tuple(m.shape) != self.video_size:
+            raise InvalidInputError(
+                f"mask: expected shape {self.video_size} (the video's H, W), got {tuple(m.shape)}"
+            )
+        if not torch.isfinite(m).all():
+            raise InvalidInputError("mask: expected finite values, got NaN or inf")
+        obj_idx = self._obj_index(obj_id, create=True)
+        if obj_idx is None:
+            obj_idx = self._add_object(obj_id)
+        obj = self._objects[obj_idx]
+
+        m = m.to(self._device)[None, None]
+        side = self.tracker.input_mask_size
+        mask_inputs = m
+        if tuple(m.shape[-2:]) != (side, side):
+            mask_inputs = F.interpolate(
+                m, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+            )
+        binary = m > 0.5  # already at video resolution
+        obj.mask_frames.add(frame_idx)
+        obj.points.pop(frame_idx, None)
+
+        step = self.tracker.track_step(
+            frame_idx,
+            self._features(frame_idx),
+            self._cond,
+            self._non_cond,
+            self.num_frames,
+            mask_inputs=mask_inputs.to(self._dtype),
+            use_memory=False,
+            run_mem_encoder=False,
+        )
+        obj.pending[frame_idx] = _PromptOutput(
+            pred_masks=None,
+            video_res_masks=torch.where(binary, -NO_OBJ_SCORE, NO_OBJ_SCORE),
+            obj_ptr=step.obj_ptr,
+            object_score_logits=step.object_score_logits,
+            iou_score=step.iou_score,
+        )
+        for k, other in enumerate(self._objects):
+            p = other.pending.get(frame_idx)
+            if k != obj_idx and p is not None and p.video_res_masks is not None:
+                p.video_res_masks = torch.where(binary, NO_OBJ_SCORE, p.video_res_masks)
+        return self._prompt_frame_output(frame_idx)
+
+    @torch.inference_mode()
+    def clear_frame_prompts(self, frame_idx: int, obj_id: int) -> TrackerFrameOutput:
+        """Remove one object's prompts on a frame.
+
+        A frame left without any prompt stops being a conditioning frame (its merged output
+        stays as a tracked one); with no conditioning frame left, all memories are cleared.
+        """
+        frame_idx = self._check_frame(frame_idx)
+        obj_idx = self._obj_index(obj_id, create=False)
+        self._clear_frame(frame_idx, obj_idx)
+        return self._prompt_frame_output(frame_idx)
+
+    def _clear_frame(self, frame_idx: int, obj_idx: int) -> None:
+        obj = self._objects[obj_idx]
+        obj.points.pop(frame_idx, None)
+        obj.mask_frames.discard(frame_idx)
+        obj.pending.pop(frame_idx, None)
+        if any(frame_idx in o.frames() for o in self._objects):
+            return
+        out = self._cond.pop(frame_idx, None)
+        if out is not None:
+            self._non_cond[frame_idx] = out  # downgraded to a tracked frame
+            self._hidden.discard(frame_idx)
+        if not self._cond:
+            self._reset_tracking()
+
+    @torch.inference_mode()
+    def remove_object(self, obj_id: int) -> list[int]:
+        """Remove an object everywhere; returns the remaining ids. The last one resets."""
+        obj_idx = self._obj_index(obj_id, create=False)
+        if self.num_objects == 1:
+            self.reset()
+            return []
+        for frame_idx in sorted(self._objects[obj_idx].frames()):
+            self._clear_frame(frame_idx, obj_idx)
+        keep = [k for k in range(self.num_objects) if k != obj_idx]
+        self._obj_ids = [self._obj_ids[k] for k in keep]
+        self._objects = [self._objects[k] for k in keep]
+        for store in (self._cond, self._non_cond):
+            for t, out in store.items():
+                out = out.select(keep)
+                out.eff_iou_score = float(memory_score(out.object_score_logits, out.iou_score))
+                store[t] = out
+        self._hidden.clear()  # the official code rebuilds every per-object view here
+        return self.obj_ids
+
+    # ------------------------------------------------------------------------ merging
+
+    def _merge(
+        self, frame_idx: int, size: tuple[int, int], run_mem_encoder: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """All objects' outputs on a frame: masks ``(B, 1, *size)``, pointers ``(B, C)``,
+        scores ``(B, 1)``, IoUs ``(B, 1)`` and (``run_mem_encoder``) the spatial memory."""
+        b = self.num_objects
+        device, dtype = self._device, self._dtype
+        masks = torch.full((b, 1, *size), NO_OBJ_SCORE, dtype=torch.float32, device=device)
+        ptr = torch.full((b, self.tracker.hidden_dim), NO_OBJ_SCORE, dtype=dtype, device=device)
+        scores = torch.full((b, 1), 10.0, dtype=torch.float32, device=device)
+        ious = torch.zeros(b, 1, dtype=torch.float32, device=device)
+        for k, obj in enumerate(self._objects):  # bookkeeping, at prompt time only
+            out = obj.pending.get(frame_idx)
+            from_video_res = False
+            if out is not None:
+                src = out.video_res_masks if out.video_res_masks is not None else out.pred_masks
+                from_video_res = out.video_res_masks is not None
+            else:
+                out = self._stored_output(k, frame_idx)
+                src = None if out is None else out.pred_masks
+            if out is None:
+                if run_mem_encoder:
+                    # The official empty-mask pointer: no object in an empty mask.
+                    ptr[k] = self.tracker.no_obj_ptr[0]
+                continue
+            src = src.to(device=device, dtype=torch.float32)
+            if tuple(src.shape[-2:]) != tuple(size):
+                src = F.interpolate(
+                    src,
+                    size=size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=from_video_res,
+                )
+            masks[k : k + 1] = src
+            ptr[k : k + 1] = out.obj_ptr.to(device=device, dtype=dtype)
+            scores[k : k + 1] = out.object_score_logits.reshape(1, 1).float()
+            ious[k : k + 1] = out.iou_score.reshape(1, 1).float()
+        maskmem = None
+        if run_mem_encoder:
+            s = self.tracker.image_size
+            high_res = F.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
+            high_res = apply_non_overlapping_constraints(high_res)
+            feats = self._features(frame_idx).expand(b)
+            maskmem = self.tracker.encode_memory(
+                feats.vision, high_res.to(dtype), scores.to(dtype), binarize=True
+            )
+            maskmem = self._stored(maskmem)
+        return masks, ptr, scores, ious, maskmem
+
+    def _stored(self, maskmem: Tensor) -> Tensor:
+        return maskmem if self.storage_dtype is None else maskmem.to(self.storage_dtype)
+
+    def _prompt_frame_output(self, frame_idx: int) -> TrackerFrameOutput:
+        low = self.tracker.low_res_mask_size
+        low_res, _, scores, _, _ = self._merge(frame_idx, (low, low), run_mem_encoder=False)
+        video_res, _, _, _, _ = self._merge(frame_idx, self.video_size, run_mem_encoder=False)
+        return TrackerFrameOutput(
+            frame_idx, self.obj_ids, low_res, scores, video_res, video_res > 0
+        )
+
+    @torch.inference_mode()
+    def preflight(self) -> None:
+        """Merge pending prompt outputs into conditioning frames and encode their memory.
+
+        Called by `propagate`; new object ids are refused from here on.
+        """
+        self.tracking_has_started = True
+        frames: set[int] = set()
+        for obj in self._objects:
+            frames.update(obj.pending)
+        low = self.tracker.low_res_mask_size
+        for frame_idx in frames:
+            masks, ptr, scores, ious, maskmem = self._merge(frame_idx, (low, low), True)
+            self._cond[frame_idx] = FrameMemory(
+                maskmem_features=maskmem,
+                obj_ptr=ptr,
+                object_score_logits=scores,
+                iou_score=ious,
+                pred_masks=masks,
+                eff_iou_score=None,
+            )
+            if self._clears_around_input():
+                self._clear_around(frame_idx)
+        for obj in self._objects:
+            obj.pending.clear()
+        for frame_idx in self._cond:
+            self._non_cond.pop(frame_idx, None)
+            self._hidden.discard(frame_idx)
+        self._trim()
+
+    # ------------------------------------------------------------------------ propagation
+
+    def processing_order(
+        self, start_frame_idx: int | None, max_frame_num_to_track: int | None, reverse: bool
+    ) -> list[int]:
+        """Frames `propagate` visits (official order; reverse from frame 0 visits ``[0]``)."""
+        start = min(self._cond) if start_frame_idx is None else start_frame_idx
+        n = self.num_frames if max_frame_num_to_track is None else max_frame_num_to_track
+        if reverse:
+            end = max(start - n, 0)
+            return list(range(start, end - 1, -1)) if start > 0 else [0]
+        end = min(start + n, self.num_frames - 1)
+        return list(range(start, end + 1))
+
+    def propagate(
+        self,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+        run_mem_encoder: bool = True,
+    ) -> Iterator[TrackerFrameOutput]:
+        """Track all objects frame by frame (a generator; runs `preflight` first).
+
+        start_frame_idx: default the earliest conditioning frame. max_frame_num_to_track:
+        frames after the start (default: to the end). reverse: backward in time.
+        Conditioning frames yield their merged prompt outputs; other frames are tracked as
+        one batch with the memory bank and their output replaces any earlier one.
+        """
+        if start_frame_idx is not None:
+            start_frame_idx = self._check_frame(start_frame_idx)
+        if max_frame_num_to_track is not None and (
+            isinstance(max_frame_num_to_track, bool)
+            or not isinstance(max_frame_num_to_track, (int, np.integer))
+            or max_frame_num_to_track < 0
+        ):
+            raise InvalidInputError(
+                "max_frame_num_to_track: expected None or an int >= 0, got "
+                f"{max_frame_num_to_track!r}"
+            )
+        if not self._cond and not any(obj.pending for obj in self._objects):
+            raise InvalidInputError("propagate: expected at least one prompt, got none")
+        return self._propagate(
+            start_frame_idx, max_frame_num_to_track, bool(reverse), run_mem_encoder
+        )
+
+    @torch.inference_mode()
+    def _propagate(
+        self, start: int | None, max_n: int | None, reverse: bool, run_mem_encoder: bool
+    ) -> Iterator[TrackerFrameOutput]:
+        self.preflight()
+        b = self.num_objects
+        clear = self._clears_around_input()
+        h, w = self.video_size
+        for frame_idx in self.processing_order(start, max_n, reverse):
+            cond = self._cond.get(frame_idx)
+            if cond is not None:
+                pred_masks, scores = cond.pred_masks, cond.object_score_logits
+                if clear:
+                    self._clear_around(frame_idx)
+            else:
+                step = self.tracker.track_step(
+                    frame_idx,
+                    self._features(frame_idx).expand(b),
+                    self._cond,
+                    self._non_cond,
+                    self.num_frames,
+                    reverse=reverse,
+                    use_memory=True,
+                    run_mem_encoder=run_mem_encoder,
+                )
+                memory = step.to_memory()
+                if memory.maskmem_features is not None:
+                    memory.maskmem_features = self._stored(memory.maskmem_features)
+                self._non_cond[frame_idx] = memory
+                self._hidden.discard(frame_idx)
+                pred_masks, scores = step.pred_masks, step.object_score_logits
+            self._last = (frame_idx, reverse)
+            self._trim()
+            pred_masks = pred_masks.to(self._device)
+            video_res = F.interpolate(
+                pred_masks.float(), size=(h, w), mode="bilinear", align_corners=False
+            )
+            yield TrackerFrameOutput(
+                frame_idx, self.obj_ids, pred_masks, scores, video_res, video_res > 0
+            )
+
+    # ------------------------------------------------------------------------ memory bound
+
+    def retained_frames(self) -> set[int]:
+        """Tracked frames the bounded-memory rule keeps (see module doc)."""
+        k = self.tracker.max_obj_ptrs_in_encoder
+        thr = self.tracker.memory_selection_threshold
+        frames = sorted(self._non_cond)
+        if self.tracker.use_memory_selection:
+            qualifying = [
+                t
+                for t in frames
+                if self._non_cond[t].eff_iou_score is not None
+                and self._non_cond[t].eff_iou_score > thr
+            ]
+        else:  # memories are then the nearest frames by distance, whatever their scores
+            qualifying = frames
+        keep: set[int] = set()
+        for c in self._cond:
+            keep.update([t for t in qualifying if t < c][-k:])
+            keep.update([t for t in qualifying if t > c][:k])
+        if self._last is not None:
+            last, reverse = self._last
+            if reverse:
+                keep.update([t for t in qualifying if t >= last][:k])
+            else:
+                keep.update([t for t in qualifying if t <= last][-k:])
+            if last in self._non_cond:
+                keep.add(last)
+        return keep
+
+    def _trim(self) -> None:
+        if not self.bounded_memory:
+            return
+        keep = self.retained_frames()
+        for t in [t for t in self._non_cond if t not in keep]:
+            del self._non_cond[t]
+            self._hidden.discard(t)
