@@ -26,6 +26,7 @@ from sam3video.model.config import full_config, tiny_config
 from sam3video.model.neck import DualViTDetNeck
 from sam3video.model.position_encoding import PositionEmbeddingSine
 from sam3video.model.tracker import (
+    FrameFeatures,
     FrameMemory,
     Sam3Tracker,
     build_tracker,
@@ -334,3 +335,64 @@ def test_frame_memory_select_keeps_order():
     sub = mem.select([2, 0])
     assert sub.obj_ptr.flatten().tolist() == [2.0, 0.0]
     assert sub.iou_score.tolist() == [2.0, 0.0] and sub.pred_masks is None
+
+
+# ---------------------------------------------------------------------------------------------
+# memory bank in isolation (official _prepare_memory_conditioned_features)
+
+
+@lru_cache(maxsize=1)
+def memory_fixture() -> tuple[dict, dict]:
+    data = torch.load(FIXTURES / "tracker_memory_bank.pt", weights_only=True)
+    return data["tensors"], data["meta"]
+
+
+def bank_maskmem(bases: torch.Tensor, t: int) -> torch.Tensor:
+    return bases[t % 3] * (1.0 + 0.02 * t)  # as in the generator
+
+
+@pytest.mark.parametrize(
+    "case", ["fwd_selection", "rev_selection", "fwd_far", "fwd_plain", "rev_plain"]
+)
+@torch.inference_mode()
+def test_memory_conditioned_features_parity(tracker, case):
+    """Selection of prompted/earlier frames, temporal slots, pointer positions, attention.
+
+    Max abs diff <= 1e-4 (float32).
+    """
+    tensors, meta = memory_fixture()
+    spec = next(c for c in meta["cases"] if c["name"] == case)
+    bank = meta["banks"][spec["bank"]]
+    num_frames = 40
+    cond, non_cond = {}, {}
+    for t in range(num_frames):
+        if t in bank["missing"] or t == spec["frame"] or t in bank["cond"]:
+            continue
+        non_cond[t] = FrameMemory(
+            maskmem_features=bank_maskmem(tensors["maskmem_bases"], t),
+            obj_ptr=tensors["obj_ptr"][t],
+            object_score_logits=torch.zeros(2, 1),
+            iou_score=torch.zeros(2),
+            eff_iou_score=None if t in bank["unscored"] else float(tensors["eff"][t]),
+        )
+    for t in bank["cond"]:
+        cond[t] = FrameMemory(
+            maskmem_features=bank_maskmem(tensors["maskmem_bases"], t),
+            obj_ptr=tensors["obj_ptr"][t],
+            object_score_logits=torch.zeros(2, 1),
+            iou_score=torch.zeros(2, 1),
+        )
+    vision = tensors["vision"].expand(2, -1, -1, -1)
+    pos = PositionEmbeddingSine(32)(vision)
+    assert torch.allclose(pos[:1], tensors["vision_pos"], atol=1e-6)
+    dummy = torch.zeros(2, 1, 1, 1)
+    feats = FrameFeatures(high_res=(dummy, dummy), vision=vision, vision_pos=pos)
+    tracker.use_memory_selection = spec["selection"]
+    try:
+        out = tracker.prepare_memory_conditioned_features(
+            spec["frame"], feats, cond, non_cond, num_frames, reverse=spec["reverse"]
+        )
+    finally:
+        tracker.use_memory_selection = True
+    diff = (out - tensors[f"{case}/out"]).abs().max().item()
+    assert diff <= 1e-4, f"{case}: {diff:.3g}"

@@ -23,12 +23,17 @@ What it does:
    low-res mask logits (float16, stored as int16 bits), the object-score logits (float32)
    and the video-res binary masks (bit-packed).
 
-Writes ``tests/fixtures/tracker_video.pt``.
+Writes ``tests/fixtures/tracker_video.pt``, and ``tests/fixtures/tracker_memory_bank.pt``:
+the official ``_prepare_memory_conditioned_features`` (memory selection on and off, forward
+and reverse, more prompted frames than ``max_cond_frames_in_attn``) on a synthetic memory bank
+of 40 frames whose object pointers are large enough for their positions to matter.
+``--only memory`` writes just the second file.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import _common  # noqa: F401  (CPU patches, src/ on sys.path)
@@ -187,8 +192,106 @@ def fp16_bits(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(torch.float16).view(torch.int16)
 
 
+# --------------------------------------------------------------------------------------------
+# Memory bank in isolation (§9): synthetic stored outputs, the official assembly + attention.
+BANK_FRAMES = 40
+BANKS = {
+    # selection on: 5 prompted frames (> max_cond_frames_in_attn = 4), gaps, low scores, and
+    # frames without a score (merged outputs downgraded to tracked ones)
+    "scored": {
+        "cond": [0, 30, 10, 25, 5],
+        "missing": [17, 33],
+        "unscored": [14, 22],
+    },
+    # selection off: prompted frames right before the frame, so that unselected prompted
+    # frames serve as earlier-frame memories and pointers
+    "plain": {"cond": [13, 11, 15, 12, 14, 2], "missing": [9], "unscored": []},
+}
+MEMORY_CASES = [
+    {"name": "fwd_selection", "bank": "scored", "frame": 20, "reverse": False, "selection": True},
+    {"name": "rev_selection", "bank": "scored", "frame": 12, "reverse": True, "selection": True},
+    {"name": "fwd_far", "bank": "scored", "frame": 38, "reverse": False, "selection": True},
+    {"name": "fwd_plain", "bank": "plain", "frame": 16, "reverse": False, "selection": False},
+    {"name": "rev_plain", "bank": "plain", "frame": 7, "reverse": True, "selection": False},
+]
+
+
+def memory_bank_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(9)
+    c, m, f, b = CFG.d_model, CFG.tracker.mem_dim, CFG.feat_size, 2
+    return {
+        "vision": torch.randn(1, c, f, f, generator=g),
+        "maskmem_bases": torch.randn(3, b, m, f, f, generator=g),
+        "obj_ptr": torch.randn(BANK_FRAMES, b, c, generator=g) * 4.0,
+        "eff": torch.rand(BANK_FRAMES, generator=g) * 0.025,
+    }
+
+
+def bank_maskmem(bases: torch.Tensor, t: int) -> torch.Tensor:
+    """Frame ``t``'s spatial memory ``(B, M, h, w)`` (also recomputed by the test)."""
+    return bases[t % 3] * (1.0 + 0.02 * t)
+
+
+def gen_memory_bank(tracker) -> None:
+    from sam3.model.position_encoding import PositionEmbeddingSine
+
+    inputs = memory_bank_inputs()
+    b = inputs["maskmem_bases"].shape[1]
+    vision = inputs["vision"]
+    vision_pos = PositionEmbeddingSine(CFG.d_model, normalize=True)(vision)
+    mem_pos = tracker.maskmem_backbone.position_encoding
+    tensors = dict(inputs, vision_pos=vision_pos)
+    for case in MEMORY_CASES:
+        bank = BANKS[case["bank"]]
+        cond, non_cond = {}, {}
+        for t in range(BANK_FRAMES):
+            if t in bank["missing"] or t == case["frame"]:
+                continue
+            feats = bank_maskmem(inputs["maskmem_bases"], t)
+            out = {
+                "maskmem_features": feats,
+                "maskmem_pos_enc": [mem_pos(feats).to(feats.dtype)],
+                "obj_ptr": inputs["obj_ptr"][t],
+            }
+            if t in bank["cond"]:
+                continue
+            if t not in bank["unscored"]:
+                out["eff_iou_score"] = inputs["eff"][t]
+            non_cond[t] = out
+        for t in bank["cond"]:  # insertion order matters
+            feats = bank_maskmem(inputs["maskmem_bases"], t)
+            cond[t] = {
+                "maskmem_features": feats,
+                "maskmem_pos_enc": [mem_pos(feats).to(feats.dtype)],
+                "obj_ptr": inputs["obj_ptr"][t],
+            }
+        tracker.use_memory_selection = case["selection"]
+        x = vision.expand(b, -1, -1, -1).flatten(2).permute(2, 0, 1)
+        pos = vision_pos.expand(b, -1, -1, -1).flatten(2).permute(2, 0, 1)
+        out = tracker._prepare_memory_conditioned_features(
+            frame_idx=case["frame"],
+            is_init_cond_frame=False,
+            current_vision_feats=[x],
+            current_vision_pos_embeds=[pos],
+            feat_sizes=[(CFG.feat_size, CFG.feat_size)],
+            output_dict={"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond},
+            num_frames=BANK_FRAMES,
+            track_in_reverse=case["reverse"],
+        )
+        tensors[f"{case['name']}/out"] = out
+    tracker.use_memory_selection = CFG.tracker.use_memory_selection
+    save_fixture("tracker_memory_bank", tensors, {"cases": MEMORY_CASES, "banks": BANKS})
+
+
 def main() -> None:
     torch.manual_seed(0)
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "memory":
+        tracker = build_official_tracker(CFG)
+        load_synthetic(tracker, "tracker.")
+        tracker.bf16_context.__exit__(None, None, None)
+        with torch.no_grad():
+            gen_memory_bank(tracker)
+        return
     tmp = tempfile.mkdtemp(prefix="sam3_tracker_frames_")
     cut_frames(tmp)
 
@@ -318,6 +421,7 @@ def main() -> None:
         "neck_computed_buffers": kept,
     }
     save_fixture("tracker_video", tensors, meta)
+    gen_memory_bank(tracker)
 
 
 if __name__ == "__main__":

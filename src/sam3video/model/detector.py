@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sam3video.model.decoder import TransformerDecoder
+from sam3video.model.decoder import TransformerDecoder, inverse_sigmoid
 from sam3video.model.encoder import TransformerEncoderFusion
 from sam3video.model.geometry_encoder import SequenceGeometryEncoder
 from sam3video.model.neck import DualViTDetNeck
@@ -92,12 +92,6 @@ class DetectorOutput:
     queries: Tensor
 
 
-def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
-    """log(x / (1 - x)) with x clamped to [0, 1] and both terms to >= eps (official rule)."""
-    x = x.clamp(0, 1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
 class Sam3Detector(nn.Module):
     """Official ``Sam3Image`` as the video model builds it (``detector.`` keys)."""
 
@@ -160,7 +154,6 @@ class Sam3Detector(nn.Module):
         text_feats (B, 32, C), text_mask (B, 32): the text row of each prompt.
         """
         img, img_pos = feats[-1], pos[-1]
-        b, c, h, w = img.shape
         prompt, prompt_mask = self.encode_prompt(img, img_pos, text_feats, text_mask, geometry)
         img_seq = img.flatten(2).transpose(1, 2)
         pos_seq = img_pos.flatten(2).transpose(1, 2)
@@ -173,10 +166,8 @@ class Sam3Detector(nn.Module):
             # Video convention: logit of sigmoid(class) * sigmoid(presence), clamped.
             joint = logits.sigmoid() * presence.sigmoid()
             logits = inverse_sigmoid(joint).clamp(-10.0, 10.0)
-        masks, _ = (
-            self.segmentation_head(feats, memory, prompt, prompt_mask, hs_last, semantic=False)
-            if _supports_semantic_flag(self.segmentation_head)
-            else self.segmentation_head(feats, memory, prompt, prompt_mask, hs_last)
+        masks, _ = self.segmentation_head(
+            feats, memory, prompt, prompt_mask, hs_last, semantic=False
         )
         boxes = dec.pred_boxes
         return DetectorOutput(
@@ -200,9 +191,3 @@ class Sam3Detector(nn.Module):
         return self.forward_grounding(
             neck.detector_feats, neck.detector_pos, text_feats, text_mask, geometry
         )
-
-
-def _supports_semantic_flag(head: nn.Module) -> bool:
-    import inspect
-
-    return "semantic" in inspect.signature(head.forward).parameters

@@ -648,7 +648,7 @@ class Sam3Tracker(nn.Module):
             ).to(device=device, dtype=dtype)  # (B, P, C)
             max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
             ptr_pos = self.pointer_pos_encoding(
-                [ref.pos for ref in plan.pointers], max_ptrs, device
+                [ref.pos + 1 for ref in plan.pointers], max_ptrs, device
             ).to(dtype)  # (P, M)
             # Each C-wide pointer becomes C/M tokens of width M (channel chunks in order).
             split = c // self.mem_dim
@@ -712,7 +712,7 @@ class Sam3Tracker(nn.Module):
         mask = mask + self.sigmoid_bias_for_mem_enc
         feats, _ = self.maskmem_backbone(vision, mask)
         absent = 1 - (object_score_logits > 0).to(feats.dtype)  # (B, 1)
-        return feats + 0 * absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+        return feats + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
 
     # ------------------------------------------------------------------------ one step
 
