@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _manifest import FIXTURES, official_manifest, read_manifest, state_manifest
 
 from sam3video.errors import CheckpointError, SourceNotFoundError
 from sam3video.model.build import (
@@ -13,8 +14,6 @@ from sam3video.model.build import (
     read_checkpoint,
 )
 from sam3video.model.weights import synthetic_state_dict
-
-from _manifest import FIXTURES, official_manifest, read_manifest, state_manifest
 
 
 def _subset(manifest: dict, prefix: str) -> dict:

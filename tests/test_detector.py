@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _manifest import FIXTURES
 
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.detector import GeometryPrompt
 from sam3video.model.ops import mask_nms
-
-from _manifest import FIXTURES
 
 CASES = ["detector_text", "detector_text_boxes", "detector_boxes", "detector_points"]
 TOL = 1e-3  # issue: max abs diff <= 1e-3 on logits and boxes (measured ~1e-5, see below)
@@ -57,7 +56,6 @@ def test_backbone_pyramids_match_official(neck):
 @pytest.mark.parametrize("case", CASES)
 def test_detector_outputs_match_official(model, neck, case):
     t = _load(case)["tensors"]
-    texts = ["person", "visual"]  # placeholder row 0 is overwritten by the case's tokens below
     with torch.inference_mode():
         feats, mask = model.detector.backbone.language_backbone.encode_tokens(t["tokens"])
         assert _maxdiff(feats, t["language_features"]) <= 1e-5
@@ -72,14 +70,19 @@ def test_detector_outputs_match_official(model, neck, case):
             point_mask=t["point_mask"],
         )
         out = model.detector.forward_grounding(
-            neck.detector_feats, neck.detector_pos, feats[row : row + 1], mask[row : row + 1],
+            neck.detector_feats,
+            neck.detector_pos,
+            feats[row : row + 1],
+            mask[row : row + 1],
             geometry,
         )
         prompt, prompt_mask = model.detector.encode_prompt(
-            neck.detector_feats[-1], neck.detector_pos[-1], feats[row : row + 1],
-            mask[row : row + 1], geometry,
+            neck.detector_feats[-1],
+            neck.detector_pos[-1],
+            feats[row : row + 1],
+            mask[row : row + 1],
+            geometry,
         )
-    del texts
     assert torch.equal(prompt_mask, t["prompt_mask"])
     assert _maxdiff(prompt, t["prompt"]) <= 1e-4
     assert _maxdiff(out.queries, t["queries"]) <= TOL
