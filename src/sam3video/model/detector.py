@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sam3video.errors import InvalidInputError
 from sam3video.model.decoder import TransformerDecoder, inverse_sigmoid
 from sam3video.model.encoder import TransformerEncoderFusion
 from sam3video.model.geometry_encoder import SequenceGeometryEncoder
@@ -70,6 +71,12 @@ class GeometryPrompt:
     points: Tensor | None = None
     point_labels: Tensor | None = None
     point_mask: Tensor | None = None
+
+    def to(self, device: torch.device) -> GeometryPrompt:
+        """The same prompt with every tensor on ``device``."""
+        return GeometryPrompt(
+            **{k: None if v is None else v.to(device) for k, v in vars(self).items()}
+        )
 
 
 @dataclass
@@ -125,7 +132,7 @@ class Sam3Detector(nn.Module):
         img_feat, img_pos: (B, C, h, w) top detector level, one per find-query.
         text_feats: (B, 32, C), text_mask: (B, 32). Returns ``prompt (B, L, C)``, ``mask (B, L)``.
         """
-        g = geometry or GeometryPrompt()
+        g = (geometry or GeometryPrompt()).to(img_feat.device)
         geo, geo_mask = self.geometry_encoder(
             img_feat,
             img_pos,
@@ -191,3 +198,98 @@ class Sam3Detector(nn.Module):
         return self.forward_grounding(
             neck.detector_feats, neck.detector_pos, text_feats, text_mask, geometry
         )
+
+
+# ----------------------------------------------------------------------------- user prompts
+
+
+def validate_text(text: object, field: str = "text") -> str:
+    """A concept prompt: a non-empty string. Longer texts are truncated by the tokenizer to
+    32 tokens (start + 30 BPE tokens + end), exactly as the official tokenizer does."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{field}: expected a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInputError(f"{field}: expected a non-empty text, got {text!r}")
+    return text
+
+
+def _as_float_array(value: object, field: str, width: int) -> Tensor:
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(
+            f"{field}: expected a list of [{', '.join(['number'] * width)}], got {value!r}"
+        ) from exc
+    if t.ndim == 1 and t.numel() == width:
+        t = t[None]
+    if t.ndim != 2 or t.shape[1] != width or t.shape[0] == 0:
+        raise InvalidInputError(
+            f"{field}: expected shape (N, {width}) with N >= 1, got {tuple(t.shape)}"
+        )
+    if not torch.isfinite(t).all():
+        raise InvalidInputError(f"{field}: expected finite numbers, got {t.tolist()}")
+    return t
+
+
+def _labels(labels: object, n: int, field: str) -> Tensor:
+    if labels is None:
+        return torch.ones(n, dtype=torch.long)
+    try:
+        t = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(f"{field}: expected a list of 0/1, got {labels!r}") from exc
+    if t.ndim != 1 or t.numel() != n:
+        raise InvalidInputError(f"{field}: expected {n} label(s), one per prompt, got {labels!r}")
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise InvalidInputError(f"{field}: expected labels 0 or 1, got {labels!r}")
+    t = t.long()
+    if not ((t == 0) | (t == 1)).all():
+        raise InvalidInputError(f"{field}: expected labels 0 or 1, got {t.tolist()}")
+    return t
+
+
+def make_geometry_prompt(
+    boxes: object = None,
+    box_labels: object = None,
+    points: object = None,
+    point_labels: object = None,
+    eps: float = 1e-6,
+) -> GeometryPrompt:
+    """Validate user exemplars and build a one-query `GeometryPrompt`.
+
+    boxes: ``[[cx, cy, w, h], ...]`` normalised to [0, 1], width and height > 0, the box
+    inside the image (corners in [0, 1] up to ``eps``); box_labels: 1 positive, 0 negative
+    (default all positive). points: ``[[x, y], ...]`` normalised; point_labels likewise.
+    Raises `InvalidInputError` naming the field, what was expected and what was given.
+    """
+    g = GeometryPrompt()
+    if boxes is not None:
+        b = _as_float_array(boxes, "bounding_boxes", 4)
+        cx, cy, w, h = b.unbind(1)
+        if ((w <= 0) | (h <= 0)).any():
+            raise InvalidInputError(
+                f"bounding_boxes: expected width and height > 0, got {b.tolist()}"
+            )
+        corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+        if ((b < 0) | (b > 1)).any() or ((corners < -eps) | (corners > 1 + eps)).any():
+            raise InvalidInputError(
+                "bounding_boxes: expected normalised [cx, cy, w, h] boxes inside the image "
+                f"(all values and corners in [0, 1]), got {b.tolist()}"
+            )
+        g.boxes = b.float()[None]
+        g.box_labels = _labels(box_labels, len(b), "bounding_box_labels")[None]
+        g.box_mask = torch.zeros(1, len(b), dtype=torch.bool)
+    elif box_labels is not None:
+        raise InvalidInputError("bounding_box_labels: given without bounding_boxes")
+    if points is not None:
+        p = _as_float_array(points, "points", 2)
+        if ((p < 0) | (p > 1)).any():
+            raise InvalidInputError(
+                f"points: expected normalised [x, y] in [0, 1], got {p.tolist()}"
+            )
+        g.points = p.float()[None]
+        g.point_labels = _labels(point_labels, len(p), "point_labels")[None]
+        g.point_mask = torch.zeros(1, len(p), dtype=torch.bool)
+    elif point_labels is not None:
+        raise InvalidInputError("point_labels: given without points")
+    return g

@@ -517,7 +517,7 @@ class Sam3Tracker(nn.Module):
         if reverse:
             scan, adjacent = range(frame_idx + 1, num_frames, r), frame_idx + 1
         else:
-            scan, adjacent = range(frame_idx - 1, 0, -r), frame_idx - 1
+            scan, adjacent = range(frame_idx - 1, -1, -r), frame_idx - 1
         valid: list[int] = []
         for i in scan:
             score = non_cond_scores.get(i)
@@ -648,7 +648,7 @@ class Sam3Tracker(nn.Module):
             ).to(device=device, dtype=dtype)  # (B, P, C)
             max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
             ptr_pos = self.pointer_pos_encoding(
-                [ref.pos + 1 for ref in plan.pointers], max_ptrs, device
+                [ref.pos for ref in plan.pointers], max_ptrs, device
             ).to(dtype)  # (P, M)
             # Each C-wide pointer becomes C/M tokens of width M (channel chunks in order).
             split = c // self.mem_dim
