@@ -49,6 +49,15 @@ SCORE_ATOL = 1e-4
 MIN_AGREEMENT = 0.995
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and robust on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @lru_cache(maxsize=1)
 def fixture() -> tuple[dict, dict]:
     data = torch.load(FIXTURES / "tracker_video.pt", weights_only=True)
@@ -245,6 +254,9 @@ def test_select_closest_cond_frames():
     assert selected == [8, 11, 12, 2]
     assert unselected == [0, 30]
     assert select_closest_cond_frames(10, [10, 0, 20, 30, 40], 2) == ([0, 10], [20, 30, 40])
+    # equal distances keep the insertion order (stable sort)
+    assert select_closest_cond_frames(10, [14, 6, 9, 11, 20], 3) == ([9, 11, 14], [6, 20])
+    assert select_closest_cond_frames(10, [6, 14, 9, 11, 20], 3) == ([9, 11, 6], [14, 20])
     with pytest.raises(InvalidInputError):
         select_closest_cond_frames(3, [0, 1, 2], 1)
 

@@ -517,7 +517,7 @@ class Sam3Tracker(nn.Module):
         if reverse:
             scan, adjacent = range(frame_idx + 1, num_frames, r), frame_idx + 1
         else:
-            scan, adjacent = range(frame_idx - 1, -1, -r), frame_idx - 1
+            scan, adjacent = range(frame_idx - 1, 0, -r), frame_idx - 1
         valid: list[int] = []
         for i in scan:
             score = non_cond_scores.get(i)
