@@ -21,8 +21,10 @@ from sam3video.model.tracker import build_tracker
 from sam3video.model.weights import synthetic_state_dict
 from sam3video.video.postprocess import (
     apply_non_overlapping_constraints,
+    apply_object_wise_non_overlapping_constraints,
     component_areas,
     fill_holes_in_mask_scores,
+    suppress_object_pw_area_shrinkage,
 )
 from sam3video.video.tracking import TrackingState
 
@@ -363,6 +365,37 @@ def test_bfloat16_memory_storage(tracker):
     assert outs[-1].low_res_masks.dtype == torch.float32
 
 
+def test_deferred_memory_encoding_equals_in_step_encoding(tracker):
+    """propagate(run_mem_encoder=False) + update_memory with the step's own masks (sigmoid)
+    stores the same memories as encoding inside the step."""
+    size = tracker.image_size
+    inline = new_state(tracker)
+    inline.add_points(0, 1, [[35.0, 125.0]], [1])
+    inline.add_points(0, 2, [[250.0, 110.0]], [1])
+    expected = [o.low_res_masks for o in inline.propagate(0, 4)]
+    deferred = new_state(tracker)
+    deferred.add_points(0, 1, [[35.0, 125.0]], [1])
+    deferred.add_points(0, 2, [[250.0, 110.0]], [1])
+    got = []
+    for out in deferred.propagate(0, 4, run_mem_encoder=False):
+        got.append(out.low_res_masks)
+        if out.frame_idx in deferred.stored_frames:
+            assert deferred._non_cond[out.frame_idx].maskmem_features is None
+            high_res = torch.nn.functional.interpolate(
+                out.low_res_masks, size=(size, size), mode="bilinear", align_corners=False
+            )
+            deferred.update_memory(out.frame_idx, high_res, out.object_score_logits)
+    for a, b in zip(expected, got):
+        assert torch.allclose(a, b, atol=1e-5)
+    for t in inline.stored_frames:
+        a = inline._non_cond[t].maskmem_features
+        assert torch.allclose(a, deferred._non_cond[t].maskmem_features, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="high_res_masks"):
+        deferred.update_memory(1, torch.zeros(3, 1, 8, 8), torch.zeros(3, 1))
+    with pytest.raises(InvalidInputError, match="no stored output"):
+        deferred.update_memory(9, torch.zeros(2, 1, 8, 8), torch.zeros(2, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # post-processing
 
@@ -397,3 +430,23 @@ def test_non_overlap_keeps_the_best_object_and_breaks_ties_low():
     out = apply_non_overlapping_constraints(x)
     assert out[:, 0, 0].tolist() == [[-10.0, 3.0, 2.0], [2.0, -10.0, -10.0]]
     assert torch.equal(apply_non_overlapping_constraints(x[:1]), x[:1])
+
+
+def test_area_shrinkage_suppression():
+    a = torch.full((2, 1, 4, 4), -5.0)
+    a[0, 0, :, :2] = 2.0  # object 0: 8 pixels
+    a[1, 0, :, 1:] = 3.0  # object 1: 12 pixels, wins the overlap (column 1)
+    out = suppress_object_pw_area_shrinkage(a)
+    assert torch.equal(out, a)  # object 0 keeps 4/8 >= 0.3 of its area: nothing changes
+    a[1, 0, :, :] = 3.0  # object 1 now covers everything: object 0 keeps 0 %
+    out = suppress_object_pw_area_shrinkage(a)
+    assert (out[0] <= -10).all() and torch.equal(out[1], a[1])
+
+
+def test_object_wise_non_overlap_uses_object_scores():
+    m = torch.full((2, 1, 1, 3), -1.0)
+    m[0, 0, 0, :2] = 5.0
+    m[1, 0, 0, 1:] = 1.0
+    out = apply_object_wise_non_overlapping_constraints(m, torch.tensor([[0.2], [0.9]]))
+    # the overlap (pixel 1) goes to object 1 (higher score) despite its lower logit
+    assert out[:, 0, 0].tolist() == [[5.0, -10.0, -10.0], [-10.0, 1.0, 1.0]]

@@ -627,12 +627,15 @@ def threshold_cases() -> dict:
 
     # Occlusion: IoU exactly 0.7 (0/1) and 0.6 (2/3), an empty mask; with the last-occluded
     # table of the previous frame (3 has no entry: never occluded, or always if removed now).
-    masks = rows([(0, 0, 10), (0, 0, 7), (1, 0, 10), (1, 0, 6), (0, 0, 0), (2, 0, 5), (2, 0, 5)])
-    ids = [0, 1, 2, 3, 4, 5, 6]
-    prev = {0: 5, 1: 3, 2: -1, 4: 2, 5: -1, 6: 7}
+    masks = rows(
+        [(0, 0, 10), (0, 0, 7), (1, 0, 10), (1, 0, 6), (0, 0, 0), (2, 0, 5), (2, 0, 5),
+         (3, 0, 10), (3, 0, 9)]
+    )
+    ids = list(range(9))
+    prev = {0: 5, 1: 3, 2: -1, 3: 8, 4: 2, 5: -1, 6: 7, 7: 4}  # 8: no entry
     for name, (reverse, removed) in {
-        "fwd": (False, set()), "bwd": (True, set()), "fwd_removed": (False, {3, 6}),
-        "bwd_removed": (True, {5}),
+        "fwd": (False, set()), "bwd": (True, set()), "fwd_removed": (False, {8, 6}),
+        "bwd_removed": (True, {8}),
     }.items():
         meta_prev = {
             "obj_ids_all_gpu": np.array(ids, dtype=np.int64),

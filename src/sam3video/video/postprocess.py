@@ -5,6 +5,9 @@
 - `fill_holes_in_mask_scores`: small background holes inside masks become foreground (+0.1)
   and small foreground specks become background (-0.1), by connected components (OpenCV,
   8-connectivity, as ``skimage.measure.label`` in the official CPU path).
+- `suppress_object_pw_area_shrinkage` / `suppress_shrunk_masks` and
+  `apply_object_wise_non_overlapping_constraints`: the SAM 3 video model's object-level
+  variants (memory update and output assembly).
 """
 
 from __future__ import annotations
@@ -82,3 +85,37 @@ def fill_holes_in_mask_scores(
         small = foreground & (component_areas(foreground) <= limit)
         mask = torch.where(small, torch.full_like(mask, -0.1), mask)
     return mask
+
+
+def suppress_shrunk_masks(
+    pred_masks: Tensor, new_pred_masks: Tensor, shrink_threshold: float = 0.3
+) -> Tensor:
+    """Push to <= -10 the objects whose foreground shrank below ``shrink_threshold`` of its
+    area from ``pred_masks`` to ``new_pred_masks`` (both ``(B, 1, H, W)`` logits); the others
+    keep ``pred_masks`` unchanged. An empty object counts as area 1."""
+    area_before = (pred_masks > 0).sum(dim=(-1, -2)).clamp(min=1)
+    area_after = (new_pred_masks > 0).sum(dim=(-1, -2))
+    keep = (area_after / area_before) >= shrink_threshold  # (B, 1)
+    return torch.where(keep[..., None, None], pred_masks, pred_masks.clamp(max=SUPPRESSED_LOGIT))
+
+
+def suppress_object_pw_area_shrinkage(pred_masks: Tensor, shrink_threshold: float = 0.3) -> Tensor:
+    """Objects that would lose most of their pixels under pixel-wise non-overlap are
+    suppressed; the others keep their masks (which may still overlap). ``(B, 1, H, W)``."""
+    return suppress_shrunk_masks(
+        pred_masks, apply_non_overlapping_constraints(pred_masks), shrink_threshold
+    )
+
+
+def apply_object_wise_non_overlapping_constraints(
+    pred_masks: Tensor, obj_scores: Tensor, background_value: float = SUPPRESSED_LOGIT
+) -> Tensor:
+    """Where objects overlap, only the one with the highest ``obj_scores (B, 1)`` keeps its
+    logits; the others are pushed to at most ``background_value``. ``(B, 1, H, W)``."""
+    per_object = torch.where(
+        pred_masks > 0,
+        obj_scores[..., None, None].to(pred_masks.dtype),
+        torch.full_like(pred_masks, background_value),
+    )
+    winners = apply_non_overlapping_constraints(per_object)
+    return torch.where(winners > 0, pred_masks, pred_masks.clamp(max=background_value))

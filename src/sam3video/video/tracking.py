@@ -24,6 +24,8 @@ and its methods (prompts, consolidation, propagation, removal), in one object:
 Each prompt call and each propagated frame returns a `TrackerFrameOutput` (object ids, low-res
 mask logits, object-score logits, video-resolution logits and binary masks). The state does
 not keep per-frame outputs for the caller: store what you need from the yielded values.
+``propagate(run_mem_encoder=False)`` plus `TrackingState.update_memory` support the SAM 3
+video model's deferred memory encoding (masks post-processed across states first).
 
 Bounded memory
 --------------
@@ -33,7 +35,8 @@ read it. Conditioning (prompted) frames are always kept. A tracked frame ``t`` i
 
 (a) it is one of the ``max_obj_ptrs_in_encoder`` (16) nearest *qualifying* tracked frames on
     either side of a conditioning frame (qualifying: memory-selection score above
-    ``memory_selection_threshold``, the only frames ``frame_filter`` collects), or
+    ``memory_selection_threshold``, the only frames ``frame_filter`` collects; every frame
+    qualifies when the tracker does not use memory selection), or
 (b) it is one of the 16 most recent qualifying frames behind the last propagated frame in
     the direction of propagation, or is that last frame itself (the adjacent frame that the
     next step always reads).
@@ -754,6 +757,47 @@ class TrackingState:
             yield TrackerFrameOutput(
                 frame_idx, self.obj_ids, pred_masks, scores, video_res, video_res > 0
             )
+
+    @torch.inference_mode()
+    def update_memory(
+        self,
+        frame_idx: int,
+        high_res_masks: Tensor,
+        object_score_logits: Tensor,
+        binarize: bool = False,
+    ) -> None:
+        """Re-encode a stored frame's spatial memory from given masks (deferred encoding).
+
+        For propagation with ``run_mem_encoder=False``, where the caller post-processes the
+        masks of all objects first (SAM 3 video model). ``high_res_masks (B, 1, S, S)``
+        logits (any size; resized to ``input_mask_size`` inside), ``object_score_logits
+        (B, 1)`` decide the no-object embedding only; ``binarize``: threshold at 0 instead of
+        a sigmoid. The stored masks, pointers and scores are left as they are.
+        """
+        frame_idx = self._check_frame(frame_idx)
+        b = self.num_objects
+        if high_res_masks.ndim != 4 or tuple(high_res_masks.shape[:2]) != (b, 1):
+            raise InvalidInputError(
+                f"high_res_masks: expected ({b}, 1, H, W), got {tuple(high_res_masks.shape)}"
+            )
+        if tuple(object_score_logits.shape) != (b, 1):
+            raise InvalidInputError(
+                f"object_score_logits: expected ({b}, 1), got {tuple(object_score_logits.shape)}"
+            )
+        outs = [self._cond.get(frame_idx), self._non_cond.get(frame_idx)]
+        outs = [o for o in outs if o is not None]
+        if not outs:
+            raise InvalidInputError(f"frame_idx: frame {frame_idx} has no stored output to update")
+        feats = self._features(frame_idx).expand(b)
+        maskmem = self.tracker.encode_memory(
+            feats.vision,
+            high_res_masks.to(device=self._device, dtype=self._dtype),
+            object_score_logits.to(device=self._device, dtype=self._dtype),
+            binarize=binarize,
+        )
+        for out in outs:
+            out.maskmem_features = self._stored(maskmem)
+        self._hidden.discard(frame_idx)  # the official code re-slices this frame per object
 
     # ------------------------------------------------------------------------ memory bound
 
