@@ -17,6 +17,7 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -91,6 +92,22 @@ def tiny_neck() -> DualViTDetNeck:
     return neck.eval()
 
 
+def fixture_frames_u8() -> torch.Tensor:
+    """The loader's resized uint8 images ``(N, 3, 224, 224)``, decoded from lossless PNG."""
+    tensors, _ = fixture()
+    data, ends = tensors["frames_png"].numpy(), tensors["frames_png_ends"].tolist()
+    images = []
+    for start, end in zip([0] + ends[:-1], ends):
+        array = cv2.imdecode(data[start:end], cv2.IMREAD_UNCHANGED)
+        images.append(torch.from_numpy(array).permute(2, 0, 1))
+    return torch.stack(images)
+
+
+def fixture_mask() -> torch.Tensor:
+    tensors, _ = fixture()
+    return tensors["mask_ellipse_u8"].float() / 255.0
+
+
 def loader_frames(u8: torch.Tensor) -> torch.Tensor:
     """SAM 3's stored frames (float16, mean = std = 0.5) from the resized uint8 images."""
     x = (u8.float() / 255.0).to(torch.float16)
@@ -111,8 +128,7 @@ def tracker() -> Sam3Tracker:
 @pytest.fixture(scope="module")
 def frame_features() -> dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]]:
     """Tracker-neck levels of every fixture frame, from OUR tiny backbone (computed once)."""
-    tensors, _ = fixture()
-    frames = loader_frames(tensors["frames_u8"])
+    frames = loader_frames(fixture_frames_u8())
     neck = tiny_neck()
     out = {}
     with torch.inference_mode():
@@ -176,7 +192,7 @@ def play(
         elif kind == "box":
             yield key, op, state.add_box(op["frame"], op["obj"], op["box"])
         elif kind == "mask":
-            yield key, op, state.add_mask(op["frame"], op["obj"], tensors["mask_ellipse"])
+            yield key, op, state.add_mask(op["frame"], op["obj"], fixture_mask())
         elif kind == "remove":
             yield key, op, state.remove_object(op["obj"])
         elif kind == "propagate":

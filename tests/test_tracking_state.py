@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 import torch
-from test_tracker import fixture, loader_frames, tiny_neck, tiny_tracker
+from test_tracker import fixture, fixture_frames_u8, loader_frames, tiny_neck, tiny_tracker
 
 from sam3video.errors import FrameIndexError, InvalidInputError, UnknownIdError
 from sam3video.model.config import tiny_config
@@ -42,8 +42,7 @@ def one_thread():
 
 @lru_cache(maxsize=1)
 def base_features() -> tuple:
-    tensors, _ = fixture()
-    frames = loader_frames(tensors["frames_u8"])
+    frames = loader_frames(fixture_frames_u8())
     neck = tiny_neck()
     out = []
     with torch.inference_mode():

@@ -33,13 +33,12 @@ from types import SimpleNamespace
 
 import _common  # noqa: F401  (CPU patches, src/ on sys.path)
 import numpy as np
+import sam3.perflib.connected_components as _cc
 import torch
 from _common import save_fixture
 from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 from sam3.model.sam3_video_inference import Sam3VideoInferenceWithInstanceInteractivity
 from torch import nn
-
-import sam3.perflib.connected_components as _cc
 
 _official_cc = _cc.connected_components
 
@@ -300,7 +299,8 @@ def boxes_of(binary: torch.Tensor) -> torch.Tensor:
     for i in range(n):
         ys, xs = torch.nonzero(binary[i], as_tuple=True)
         if len(xs):
-            out[i] = torch.tensor([xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h])
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            out[i] = torch.tensor([x0 / w, y0 / h, x1 / w, y1 / h])
     return out
 
 
@@ -357,7 +357,7 @@ def run_scenario(name: str, spec: dict):
     removed_so_far: set[int] = set()
     frames = []
     series: dict[str, list[torch.Tensor]] = {}  # per-frame tensors, concatenated at the end
-    for step, (frame, reverse) in enumerate(order):
+    for frame, reverse in order:
         det_i8, det_scores, det_boxes, det_sources = world.detections(
             frame, spec["det"], spec.get("tie_scores", False)
         )
@@ -562,7 +562,8 @@ def ops_cases():
     )
     # Object-wise non-overlap on bool masks (as _postprocess_output calls it), with tied,
     # zero and negative scores.
-    masks = torch.stack([d[0] > 0 for d in shrink_in]) | (torch.rand(6, size, size, generator=g) < 0.05)
+    noise = torch.rand(6, size, size, generator=g) < 0.05
+    masks = torch.stack([d[0] > 0 for d in shrink_in]) | noise
     for name, scores in {
         "distinct": [0.9, 0.3, 0.7, 0.71, 0.2, 0.5],
         "ties": [0.5, 0.5, 0.8, 0.8, 0.5, 0.1],
@@ -669,6 +670,48 @@ def threshold_cases() -> dict:
     return t
 
 
+def ghost_case() -> dict:
+    """Hotstart acts on every object with unmatched counts, tracked or not: a user-removed
+    object (7) is "removed" again (score -1e4), a tracked one (3) is kept (outside hotstart)
+    but its keep-alive suppression applies when switched on."""
+    out = {}
+    for name, heur in {
+        "default": DEFAULTS,
+        "suppress": dict(DEFAULTS, suppress_unmatched_only_within_hotstart=False),
+    }.items():
+        model = build_model(heur)
+        meta = model._initialize_metadata()
+        meta["obj_ids_per_gpu"][0] = np.array([3], dtype=np.int64)
+        meta["obj_ids_all_gpu"] = np.array([3], dtype=np.int64)
+        meta["num_obj_per_gpu"][0] = 1
+        meta["max_obj_id"] = 7
+        meta["obj_id_to_score"] = {3: np.float32(0.9)}
+        r0 = meta["rank0_metadata"]
+        r0["obj_first_frame_idx"].update({3: 0, 7: 10})
+        r0["unmatched_frame_inds"][7] = [10, 11, 12, 13, 14, 15, 16, 17]
+        r0["unmatched_frame_inds"][3] = [1]
+        r0["trk_keep_alive"].update({3: 1, 7: 5})
+        trk = rows([(0, 0, 6)])
+        plan, meta_new = model.run_tracker_update_planning_phase(
+            frame_idx=18, num_frames=30, reverse=False,
+            det_out={"mask": torch.zeros(0, 4, 10), "scores": torch.zeros(0),
+                     "bbox": torch.zeros(0, 4)},
+            tracker_low_res_masks_global=trk.clone(),
+            tracker_obj_scores_global=torch.tensor([2.0]),
+            tracker_metadata_prev=meta,
+            tracker_states_local=[{"obj_ids": [3], "output_dict": {
+                "cond_frame_outputs": {}, "non_cond_frame_outputs": {}}}],
+        )
+        meta_new["obj_id_to_tracker_score_frame_wise"][18].update(
+            {3: float(torch.tensor(2.0).sigmoid())}
+        )
+        out[name] = {
+            "removed": sorted(ints(plan["obj_ids_newly_removed"])),
+            "meta": snapshot(meta_new, 18),
+        }
+    return out
+
+
 # Two files of similar size (each well under 1 MB).
 FILES = {
     "planner_scenarios_a": ["default", "cap", "image"],
@@ -689,7 +732,7 @@ def main() -> None:
             print(name, cov)
             meta["scenarios"][name] = {"heuristics": heur, "frames": frames, "coverage": cov}
         save_fixture(file, tensors, meta)
-    save_fixture("planner_ops", ops_cases(), {})
+    save_fixture("planner_ops", ops_cases(), {"ghost": ghost_case()})
 
 
 if __name__ == "__main__":

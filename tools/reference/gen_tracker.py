@@ -9,8 +9,8 @@ What it does:
 1. Cuts ``NUM_FRAMES`` frames (every ``FRAME_STEP``-th) of ``shared/data/videos/bikes.mp4``,
    downscaled to ``VIDEO_W x VIDEO_H``, into a temporary JPEG folder, and loads it with SAM 3's
    own loader (``io_utils.load_resource_as_video_frames``: PIL resize to 224, float16,
-   mean = std = 0.5). The 224x224 uint8 images are saved; the float16 frames are recreated
-   from them exactly (checked here).
+   mean = std = 0.5). The 224x224 uint8 images are saved (lossless PNG); the float16 frames
+   are recreated from them exactly (checked here).
 2. Builds the official tiny tracker (``Sam3TrackerPredictor``) and the official tiny vision
    backbone (trunk + tracker neck ``sam2_convs``) with synthetic weights, and plugs the
    backbone in as the predictor's ``backbone`` through a small adapter, so the predictor
@@ -101,11 +101,27 @@ SCENARIOS: dict[str, list[dict]] = {
 }
 
 
-def ellipse_mask() -> np.ndarray:
-    """A soft-edged ellipse (float in [0, 1]) at video resolution."""
+def ellipse_mask_u8() -> np.ndarray:
+    """A soft-edged ellipse at video resolution, in 1/255 steps (the prompt is ``u8 / 255``)."""
     yy, xx = np.mgrid[0:VIDEO_H, 0:VIDEO_W].astype(np.float32)
     r = ((xx - 200.0) / 60.0) ** 2 + ((yy - 70.0) / 35.0) ** 2
-    return np.clip(1.5 - r, 0.0, 1.0).astype(np.float32)
+    return np.round(np.clip(1.5 - r, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def mask_from_u8(u8: torch.Tensor) -> torch.Tensor:
+    return u8.float() / 255.0
+
+
+def encode_png(u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 3, S, S)`` uint8 -> concatenated lossless PNG bytes and their end offsets."""
+    chunks = []
+    for img in u8:
+        array = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+        ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        assert ok and np.array_equal(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), array)
+        chunks.append(torch.from_numpy(buf.reshape(-1).copy()))
+    ends = torch.tensor([c.numel() for c in chunks]).cumsum(0)
+    return torch.cat(chunks), ends
 
 
 def grid_points(n: int) -> list[list[float]]:
@@ -316,6 +332,8 @@ def main() -> None:
         ]
     )
     assert torch.equal(frames_from_uint8(u8), images), "cannot recreate the loader's frames"
+    png, png_ends = encode_png(u8)
+    ellipse = torch.from_numpy(ellipse_mask_u8())
 
     tracker = build_official_tracker(CFG)
     load_synthetic(tracker, "tracker.")
@@ -326,8 +344,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
 
     tensors: dict[str, torch.Tensor] = {
-        "frames_u8": u8,
-        "mask_ellipse": torch.from_numpy(ellipse_mask()),
+        "frames_png": png,
+        "frames_png_ends": png_ends,
+        "mask_ellipse_u8": ellipse,
     }
     scenarios_meta: dict[str, list[dict]] = {}
     stats = {}
@@ -357,7 +376,7 @@ def main() -> None:
                 tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
                 tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
             elif kind == "mask":
-                mask = torch.from_numpy(ellipse_mask())
+                mask = mask_from_u8(ellipse)
                 _, obj_ids, _, video_res = tracker.add_new_mask(state, op["frame"], op["obj"], mask)
                 tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
                 tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)

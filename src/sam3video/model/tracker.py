@@ -705,12 +705,19 @@ class Sam3Tracker(nn.Module):
         ``[-10, 10]``. Objects scored absent get ``no_obj_embed_spatial`` added.
         """
         if binarize:
-            mask = (high_res_masks > 0).to(vision.dtype)
+            mask = (high_res_masks > 0).float()
         else:
-            mask = torch.sigmoid(high_res_masks)
+            mask = torch.sigmoid(high_res_masks.float())
         mask = mask * self.sigmoid_scale_for_mem_enc
         mask = mask + self.sigmoid_bias_for_mem_enc
-        feats, _ = self.maskmem_backbone(vision, mask)
+        side = self.input_mask_size
+        if tuple(mask.shape[-2:]) != (side, side):
+            # The encoder's own resize (antialiased, float32, after the scaling), done here so
+            # that the encoder then runs in the features' dtype.
+            mask = F.interpolate(
+                mask, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+            )
+        feats, _ = self.maskmem_backbone(vision, mask.to(vision.dtype))
         absent = 1 - (object_score_logits > 0).to(feats.dtype)  # (B, 1)
         return feats + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
 

@@ -38,6 +38,10 @@ d. outputs: `build_frame_masks`, cached unfiltered; yield through `postprocess_f
    hiding ``metadata.removed_ids`` (as of yield time) and ``metadata.suppressed_at(frame)``;
 e. keep ``plan.metadata`` for the next frame.
 
+Outside full propagation the session edits the metadata directly: `TrackerMetadata.
+register_click` / `remove_object` for user actions, and ``set_frame_scores(frame, {obj_id:
+raw logit})`` for objects re-tracked by partial propagation.
+
 Differences from the official code, on purpose:
 - an object without a birth frame (created by clicks) is never "within hotstart" and is the
   reference of a duplicate pair; the official code raises a KeyError there (a path that the
@@ -62,7 +66,9 @@ from sam3video.video.metadata import REMOVED_SCORE, TrackerMetadata
 from sam3video.video.postprocess import (
     SUPPRESSED_LOGIT,
     apply_non_overlapping_constraints,
+    apply_object_wise_non_overlapping_constraints,
     fill_holes_in_mask_scores,
+    suppress_object_pw_area_shrinkage,
 )
 
 __all__ = [
@@ -590,10 +596,7 @@ def suppress_shrinkage(masks: Tensor) -> Tensor:
     """
     if masks.dim() != 4 or masks.shape[1] != 1:
         raise InvalidInputError(f"masks: expected (N, 1, H, W) logits, got {tuple(masks.shape)}")
-    after = (pixelwise_non_overlap(masks) > 0).sum(dim=(-1, -2))  # (N, 1)
-    before = (masks > 0).sum(dim=(-1, -2)).float().clamp(min=1.0)
-    keep = (after / before) >= SHRINK_RATIO
-    return torch.where(keep[..., None, None], masks, masks.clamp(max=SUPPRESSED_LOGIT))
+    return suppress_object_pw_area_shrinkage(masks, SHRINK_RATIO)
 
 
 def prepare_memory_update(
@@ -668,11 +671,11 @@ def object_wise_non_overlap(masks: Tensor, scores: Tensor) -> Tensor:
     scores = _check_vector("scores", scores, masks.shape[0], "masks").float()
     if masks.shape[0] <= 1:
         return masks
-    scores = scores.to(masks.device)[:, None, None]
-    per_pixel = torch.where(masks, scores, 0.0)
-    winner = per_pixel.argmax(dim=0, keepdim=True)
-    index = torch.arange(masks.shape[0], device=masks.device)[:, None, None]
-    return masks & (winner == index) & (scores > 0)
+    # The logit rule on 1/0 masks with background 0: winners keep 1 only if their score > 0.
+    kept = apply_object_wise_non_overlapping_constraints(
+        masks[:, None].float(), scores.to(masks.device)[:, None], background_value=0.0
+    )
+    return kept[:, 0] > 0
 
 
 class FrameOutput(NamedTuple):

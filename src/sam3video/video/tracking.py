@@ -312,11 +312,13 @@ class TrackingState:
     # ------------------------------------------------------------------------ validation
 
     def _points_tensor(self, points: object, name: str) -> Tensor:
+        """Any array-like (list, numpy, tensor on any device) -> float64 CPU tensor."""
+        if isinstance(points, Tensor):
+            return points.detach().to(device="cpu", dtype=torch.float64)
         try:
-            t = torch.as_tensor(np.asarray(points, dtype=np.float64))
+            return torch.as_tensor(np.asarray(points, dtype=np.float64))
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"{name}: expected numbers, got {points!r}") from exc
-        return t
 
     def _validate_points(self, points: object, labels: object) -> tuple[Tensor, Tensor] | None:
         if points is None and labels is None:
@@ -484,10 +486,15 @@ class TrackingState:
         on this frame.
         """
         frame_idx = self._check_frame(frame_idx)
-        try:
-            m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"mask: expected an (H, W) array, got {type(mask)}") from exc
+        if isinstance(mask, Tensor):
+            m = mask.detach().to(device="cpu", dtype=torch.float32)
+        else:
+            try:
+                m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(
+                    f"mask: expected an (H, W) array, got {type(mask).__name__}"
+                ) from exc
         if tuple(m.shape) != self.video_size:
             raise InvalidInputError(
                 f"mask: expected shape {self.video_size} (the video's H, W), got {tuple(m.shape)}"
@@ -678,6 +685,10 @@ class TrackingState:
         self, start_frame_idx: int | None, max_frame_num_to_track: int | None, reverse: bool
     ) -> list[int]:
         """Frames `propagate` visits (official order; reverse from frame 0 visits ``[0]``)."""
+        if start_frame_idx is None and not self._cond:
+            raise InvalidInputError(
+                "start_frame_idx: expected a frame index when no prompt has been merged yet"
+            )
         start = min(self._cond) if start_frame_idx is None else start_frame_idx
         n = self.num_frames if max_frame_num_to_track is None else max_frame_num_to_track
         if reverse:
