@@ -1,0 +1,296 @@
+"""`Sam3VideoPredictor`: the session-based request API of SAM 3's video predictor.
+
+A thin layer over `sam3video.video.session.VideoSession`: requests (dicts, see the README) are
+parsed and validated by `sam3video.requests` before any state changes, dispatched to the
+session, and answered in the product's output format::
+
+    {obj_id: {"mask": np.bool_ (H, W), "score": float, "bbox": [x0, y0, x1, y1]}}
+
+with pixel boxes whose ``x1``/``y1`` are exclusive and computed from the returned mask.
+
+Sessions belong to the predictor instance (not to the class, as upstream) and each is guarded
+by a lock, so separate sessions can be used from different threads. ``close_session`` is
+idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sam3video.errors import CheckpointError, InvalidInputError
+from sam3video.io.frames import IMAGE_EXTENSIONS, open_frames
+from sam3video.model.build import Sam3VideoModel, build_sam3_video_model
+from sam3video.model.config import get_config
+from sam3video.model.detector import make_geometry_prompt
+from sam3video.requests import (
+    AddPrompt,
+    CloseSession,
+    PropagateInVideo,
+    RemoveObject,
+    ResetSession,
+    StartSession,
+    check_frame_index,
+    check_known,
+    check_points_in_frame,
+    parse_request,
+)
+from sam3video.video.planner import VideoHeuristics
+from sam3video.video.session import VideoSession
+
+HF_REPO = "facebook/sam3"
+HF_FILENAME = "sam3.pt"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``: CUDA if available, then MPS, then CPU."""
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA, float32 elsewhere (CPUs rarely have fast bfloat16)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def download_checkpoint() -> str:
+    """Fetch ``sam3.pt`` from the Hugging Face repo ``facebook/sam3`` (cached by the hub)."""
+    how = (
+        "Meta's SAM 3 weights are gated: accept the licence at "
+        f"https://huggingface.co/{HF_REPO}, log in (`huggingface-cli login` or HF_TOKEN), "
+        f"then retry; or download {HF_FILENAME} yourself and pass "
+        "checkpoint_path='/path/to/sam3.pt'."
+    )
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:
+        raise CheckpointError(
+            "checkpoint_path: None asks for a download from the Hugging Face hub, but "
+            "huggingface_hub is not installed (pip install 'sam3video[hub]'). " + how
+        ) from exc
+    try:
+        return hf_hub_download(HF_REPO, HF_FILENAME)
+    except Exception as exc:  # offline, gated, missing token: the hub's errors vary
+        raise CheckpointError(
+            f"checkpoint_path: could not download {HF_FILENAME} from {HF_REPO} "
+            f"({type(exc).__name__}: {exc}). " + how
+        ) from exc
+
+
+class Sam3VideoPredictor:
+    """Session-based video segmentation and tracking with text, click and box prompts.
+
+    Arguments as upstream (``checkpoint_path=None`` downloads ``facebook/sam3``), plus
+    ``model_config`` (``"full"`` or ``"tiny"``; tiny without a checkpoint runs on synthetic
+    weights and warns that its masks are meaningless), ``device`` (default CUDA, then MPS, then
+    CPU) and ``dtype`` (default bfloat16 on CUDA, float32 elsewhere). ``model`` may be passed
+    to share one loaded model between predictors.
+    """
+
+    def __init__(
+        self,
+        checkpoint_path: str | os.PathLike | None = None,
+        bpe_path: str | os.PathLike | None = None,
+        has_presence_token: bool = True,
+        geo_encoder_use_img_cross_attn: bool = True,
+        strict_state_dict_loading: bool = True,
+        async_loading_frames: bool = False,
+        video_loader_type: str = "cv2",
+        apply_temporal_disambiguation: bool = True,
+        compile: bool = False,
+        *,
+        model_config: str = "full",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        model: Sam3VideoModel | None = None,
+    ) -> None:
+        if video_loader_type not in ("cv2", "pyav"):
+            raise InvalidInputError(
+                f"video_loader_type: expected 'cv2' or 'pyav', got {video_loader_type!r}"
+            )
+        self.device = pick_device(device)
+        self.dtype = dtype or default_dtype(self.device)
+        self.async_loading_frames = bool(async_loading_frames)
+        self.video_loader_type = video_loader_type
+        self.heuristics = (
+            VideoHeuristics() if apply_temporal_disambiguation else VideoHeuristics.ablation()
+        )
+        if model is None:
+            model = self._load_model(
+                model_config, checkpoint_path, bpe_path, geo_encoder_use_img_cross_attn,
+                strict_state_dict_loading,
+            )
+        self.model = model
+        # Upstream's flag only switches the video score to the presence-weighted joint logit.
+        self.model.detector.joint_scores = bool(has_presence_token)
+        if compile:
+            self._compile()
+        self._sessions: dict[str, VideoSession] = {}
+        self._registry_lock = threading.Lock()
+
+    def _load_model(self, config, checkpoint_path, bpe_path, use_img_cross_attn, strict):
+        cfg = get_config(config)
+        if not use_img_cross_attn:
+            cfg = cfg.replace(detector=replace(cfg.detector, geo_use_img_cross_attn=False))
+        if checkpoint_path is None:
+            if cfg.name == "full":
+                checkpoint_path = download_checkpoint()
+            else:
+                warnings.warn(
+                    f"Sam3VideoPredictor: model_config={cfg.name!r} without a checkpoint runs "
+                    "on synthetic weights; the masks are meaningless (pipeline testing only)",
+                    stacklevel=3,
+                )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="build_sam3_video_model: no checkpoint")
+            return build_sam3_video_model(
+                cfg, checkpoint_path, device=self.device, dtype=self.dtype, strict=strict,
+                bpe_path=bpe_path,
+            )
+
+    def _compile(self) -> None:
+        """``torch.compile`` the per-frame hot modules in place (keys unchanged). Compilation
+        happens lazily on first use; on CPU it needs a C++ compiler."""
+        det = self.model.detector
+        det.backbone.vision_backbone.trunk.compile(dynamic=False)
+        det.transformer.encoder.compile(dynamic=False)
+        self.model.tracker.transformer.encoder.compile(dynamic=True)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Dispatch ``start_session``, ``add_prompt``, ``remove_object``, ``reset_session``
+        or ``close_session``."""
+        req = parse_request(request, stream=False)
+        if isinstance(req, StartSession):
+            return self._start_session(req)
+        if isinstance(req, CloseSession):
+            with self._registry_lock:
+                session = self._sessions.pop(req.session_id, None)
+            if session is not None:
+                with session.lock:
+                    session.frames.close()
+            return {"is_success": True}
+        session = self._session(req.session_id)
+        with session.lock, torch.inference_mode():
+            if isinstance(req, AddPrompt):
+                return self._add_prompt(session, req)
+            if isinstance(req, RemoveObject):
+                check_known(req.obj_id, session.obj_ids, "obj_id")
+                session.remove_object(req.obj_id, req.is_user_action)
+                return {"is_success": True}
+            if isinstance(req, ResetSession):
+                session.reset()
+                return {"is_success": True}
+        raise AssertionError(f"unhandled request {req!r}")  # pragma: no cover
+
+    def handle_stream_request(self, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Dispatch ``propagate_in_video``: yields ``{"frame_index", "outputs"}`` per frame.
+
+        The request is validated when this is called, before the first frame. ``"both"`` runs
+        forward, then backward from the same start. Closing the generator early leaves the
+        session consistent.
+        """
+        req = parse_request(request, stream=True)
+        assert isinstance(req, PropagateInVideo)
+        session = self._session(req.session_id)
+        with session.lock:
+            start = req.start_frame_index
+            if start is not None:
+                start = check_frame_index(start, session.num_frames, "start_frame_index")
+            session.processing_order(start, req.max_frame_num_to_track, reverse=False)
+        return self._stream(session, req, start)
+
+    def _stream(
+        self, session: VideoSession, req: PropagateInVideo, start: int | None
+    ) -> Iterator[dict[str, Any]]:
+        directions = {"forward": [False], "backward": [True], "both": [False, True]}
+        for reverse in directions[req.propagation_direction]:
+            with session.lock:
+                frames = session.propagate(start, req.max_frame_num_to_track, reverse)
+            while True:
+                with session.lock, torch.inference_mode():
+                    item = next(frames, None)
+                if item is None:
+                    break
+                yield {"frame_index": item[0], "outputs": item[1]}
+
+    # ------------------------------------------------------------------ requests
+
+    def _start_session(self, req: StartSession) -> dict[str, Any]:
+        session_id = req.session_id or str(uuid.uuid4())
+        with self._registry_lock:
+            if session_id in self._sessions:
+                raise InvalidInputError(
+                    f"session_id: expected a new session id, got {session_id!r} which is "
+                    "already open (close it first or omit session_id)"
+                )
+        frames = open_frames(
+            req.resource_path, loader=self.video_loader_type, prefetch=self.async_loading_frames
+        )
+        is_image = Path(req.resource_path).suffix.lower() in IMAGE_EXTENSIONS
+        session = VideoSession(
+            session_id, self.model, frames, heuristics=self.heuristics, device=self.device,
+            dtype=self.dtype, is_image_only=is_image,
+        )
+        with self._registry_lock:
+            if session_id in self._sessions:  # lost a race with another thread
+                frames.close()
+                raise InvalidInputError(
+                    f"session_id: expected a new session id, got {session_id!r}"
+                )
+            self._sessions[session_id] = session
+        return {"session_id": session_id}
+
+    def _add_prompt(self, session: VideoSession, req: AddPrompt) -> dict[str, Any]:
+        frame = check_frame_index(req.frame_index, session.num_frames)
+        if req.points is not None:
+            h, w = session.video_size
+            check_points_in_frame(req.points, w, h)
+            _, outputs = session.add_points(frame, req.points, req.point_labels, req.obj_id)
+            return {"frame_index": frame, "outputs": outputs}
+        geometry = None
+        if req.bounding_boxes is not None:
+            geometry = make_geometry_prompt(
+                boxes=req.bounding_boxes, box_labels=req.bounding_box_labels
+            )
+        outputs = session.add_concept_prompt(frame, req.text, geometry)
+        return {"frame_index": frame, "outputs": outputs}
+
+    def _session(self, session_id: str) -> VideoSession:
+        with self._registry_lock:
+            check_known(session_id, self._sessions, "session_id")
+            return self._sessions[session_id]
+
+    # ------------------------------------------------------------------ lifetime
+
+    @property
+    def session_ids(self) -> list[str]:
+        with self._registry_lock:
+            return list(self._sessions)
+
+    def shutdown(self) -> None:
+        """Close every session."""
+        for session_id in self.session_ids:
+            self.handle_request({"type": "close_session", "session_id": session_id})
+
+    def __enter__(self) -> Sam3VideoPredictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
