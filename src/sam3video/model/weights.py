@@ -84,6 +84,10 @@ def _special(seed: int, key: str, shape: tuple[int, ...]) -> torch.Tensor | None
         # Gain 3 spreads the class logits so that some queries pass the 0.5 detection
         # threshold: the video logic (births, NMS, association) then has work to do.
         return 3.0 * _normal(seed, key, shape) / math.sqrt(shape[-1])
+    if key.endswith("pred_obj_score_head.layers.2.bias"):
+        # Object-score logits of +-0.5 make "is the object present" a coin toss; a positive
+        # bias makes tracked and clicked objects present, as with real weights.
+        return torch.full(shape, 3.0)
     if key.endswith(".gamma"):
         return 0.1 + 0.05 * _normal(seed, key, shape)
     if key.endswith("reference_points.weight"):

@@ -293,20 +293,23 @@ class VideoSession:
             out.video_res_logits[k : k + 1].float(), max_area=self.heuristics.fill_hole_area
         )
         state.preflight()
-        self._clear_detector_frames_near(state, frame_idx)
+        self._clear_detector_frames_near(state, obj_id, frame_idx)
         masks = self.cache.get(frame_idx) or {}
         masks[obj_id] = (logits[0] > 0).cpu()
         self.cache.put(frame_idx, masks)
         self.processed.add(frame_idx)
         return obj_id, self._format(frame_idx, masks, hidden=())
 
-    def _clear_detector_frames_near(self, state: TrackingState, frame_idx: int) -> None:
-        """Detector-born conditioning frames (mask prompts without clicks) near a click are
-        cleared for all objects of the state, so the clicks are not overruled."""
-        for t in state.detector_prompt_frames():
-            if t != frame_idx and abs(t - frame_idx) <= REFINEMENT_WINDOW:
-                for obj_id in state.obj_ids:
-                    state.clear_frame_prompts(t, obj_id)
+    def _clear_detector_frames_near(
+        self, state: TrackingState, obj_id: int, frame_idx: int
+    ) -> None:
+        """The clicked object's detector-born conditioning frames (mask prompts without
+        clicks) within `REFINEMENT_WINDOW` frames of the click are cleared for every object of
+        its state, so that the clicks are not overruled (official behaviour)."""
+        for t in state.mask_prompt_frames(obj_id):
+            if abs(t - frame_idx) <= REFINEMENT_WINDOW:
+                for other in state.obj_ids:
+                    state.clear_frame_prompts(t, other)
 
     def remove_object(self, obj_id: int, is_user_action: bool = True) -> None:
         state = self._state_of(obj_id)

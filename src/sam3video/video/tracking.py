@@ -478,12 +478,13 @@ class TrackingState:
 
     @torch.inference_mode()
     def add_mask(self, frame_idx: int, obj_id: int, mask: object) -> TrackerFrameOutput:
-        """A mask ``(H, W)`` at the video resolution (bool or float in [0, 1]) for one object.
+        """A mask for one object (bool or float in [0, 1]): ``(H, W)`` at the video resolution,
+        or ``(S, S)`` at the tracker's ``input_mask_size`` (how SAM 3 passes detections).
 
-        The mask is the object's output on this frame (binarized at 0.5 at video resolution);
-        its soft version resized to ``input_mask_size`` gives the object pointer and, after
-        merging, the frame's memory. Its pixels are removed from other objects' mask prompts
-        on this frame.
+        The mask is the object's output on this frame (resized to the video resolution with
+        antialias, then binarized at 0.5); its soft version resized to ``input_mask_size``
+        gives the object pointer and, after merging, the frame's memory. Its pixels are
+        removed from other objects' mask prompts on this frame.
         """
         frame_idx = self._check_frame(frame_idx)
         if isinstance(mask, Tensor):
@@ -495,9 +496,11 @@ class TrackingState:
                 raise InvalidInputError(
                     f"mask: expected an (H, W) array, got {type(mask).__name__}"
                 ) from exc
-        if tuple(m.shape) != self.video_size:
+        side = self.tracker.input_mask_size
+        if tuple(m.shape) not in (self.video_size, (side, side)):
             raise InvalidInputError(
-                f"mask: expected shape {self.video_size} (the video's H, W), got {tuple(m.shape)}"
+                f"mask: expected shape {self.video_size} (the video's H, W) or {(side, side)} "
+                f"(the tracker's input size), got {tuple(m.shape)}"
             )
         if not torch.isfinite(m).all():
             raise InvalidInputError("mask: expected finite values, got NaN or inf")
@@ -507,13 +510,17 @@ class TrackingState:
         obj = self._objects[obj_idx]
 
         m = m.to(self._device)[None, None]
-        side = self.tracker.input_mask_size
         mask_inputs = m
         if tuple(m.shape[-2:]) != (side, side):
             mask_inputs = F.interpolate(
                 m, size=(side, side), mode="bilinear", align_corners=False, antialias=True
             )
-        binary = m > 0.5  # already at video resolution
+        video = m
+        if tuple(m.shape[-2:]) != self.video_size:
+            video = F.interpolate(
+                m, size=self.video_size, mode="bilinear", align_corners=False, antialias=True
+            )
+        binary = video > 0.5
         obj.mask_frames.add(frame_idx)
         obj.points.pop(frame_idx, None)
 
@@ -539,6 +546,12 @@ class TrackingState:
             if k != obj_idx and p is not None and p.video_res_masks is not None:
                 p.video_res_masks = torch.where(binary, NO_OBJ_SCORE, p.video_res_masks)
         return self._prompt_frame_output(frame_idx)
+
+    def mask_prompt_frames(self, obj_id: int) -> list[int]:
+        """Frames where ``obj_id`` has a mask prompt and no clicks (detector-born or
+        reconditioned frames in SAM 3), ascending."""
+        obj = self._objects[self._obj_index(obj_id, create=False)]
+        return sorted(obj.mask_frames - set(obj.points))
 
     @torch.inference_mode()
     def clear_frame_prompts(self, frame_idx: int, obj_id: int) -> TrackerFrameOutput:
