@@ -131,7 +131,10 @@ class Sam3VideoPredictor:
         )
         if model is None:
             model = self._load_model(
-                model_config, checkpoint_path, bpe_path, geo_encoder_use_img_cross_attn,
+                model_config,
+                checkpoint_path,
+                bpe_path,
+                geo_encoder_use_img_cross_attn,
                 strict_state_dict_loading,
             )
         self.model = model
@@ -158,7 +161,11 @@ class Sam3VideoPredictor:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="build_sam3_video_model: no checkpoint")
             return build_sam3_video_model(
-                cfg, checkpoint_path, device=self.device, dtype=self.dtype, strict=strict,
+                cfg,
+                checkpoint_path,
+                device=self.device,
+                dtype=self.dtype,
+                strict=strict,
                 bpe_path=bpe_path,
             )
 
@@ -244,8 +251,13 @@ class Sam3VideoPredictor:
         )
         is_image = Path(req.resource_path).suffix.lower() in IMAGE_EXTENSIONS
         session = VideoSession(
-            session_id, self.model, frames, heuristics=self.heuristics, device=self.device,
-            dtype=self.dtype, is_image_only=is_image,
+            session_id,
+            self.model,
+            frames,
+            heuristics=self.heuristics,
+            device=self.device,
+            dtype=self.dtype,
+            is_image_only=is_image,
         )
         with self._registry_lock:
             if session_id in self._sessions:  # lost a race with another thread
@@ -293,4 +305,3 @@ class Sam3VideoPredictor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-

@@ -108,6 +108,7 @@ HEURISTICS = {
 # x = k / 128 (pixels multiples of 5), y = k / 16 (pixels multiples of 17).
 CLICK_NEW = [[0.4375, 0.3125]]  # (280, 85) px
 CLICK_REFINE = [[0.8125, 0.5], [0.25, 0.75]]  # (520, 136) px positive, (160, 204) px negative
+CLICK_B2 = [[0.625, 0.5625]]  # (400, 153) px
 
 
 def _step(scenario: str, request: dict) -> dict:
@@ -119,7 +120,7 @@ SESSIONS: dict[str, list[dict]] = {
         # (A) text on frame 0, propagate forward over all frames
         _step("A", {"type": "add_prompt", "frame_index": 0, "text": "person"}),
         _step("A", {"type": "propagate_in_video", "propagation_direction": "forward"}),
-        # (C) a NEW object clicked on frame 5 (id = max existing id + 1), partial propagation
+        # (C) a NEW object clicked on frame 5 (id 2 = max_obj_id + 1), partial propagation
         _step(
             "C",
             {
@@ -127,7 +128,7 @@ SESSIONS: dict[str, list[dict]] = {
                 "frame_index": 5,
                 "points": CLICK_NEW,
                 "point_labels": [1],
-                "obj_id": "NEW",
+                "obj_id": 2,
             },
         ),
         _step(
@@ -138,7 +139,7 @@ SESSIONS: dict[str, list[dict]] = {
                 "start_frame_index": 5,
             },
         ),
-        # (D) refinement clicks on the text object (id 0) on frame 6, partial propagation
+        # (D) refinement clicks (positive + negative) on the clicked object 2 on frame 6
         _step(
             "D",
             {
@@ -146,7 +147,7 @@ SESSIONS: dict[str, list[dict]] = {
                 "frame_index": 6,
                 "points": CLICK_REFINE,
                 "point_labels": [1, 0],
-                "obj_id": 0,
+                "obj_id": 2,
             },
         ),
         _step(
@@ -157,8 +158,8 @@ SESSIONS: dict[str, list[dict]] = {
                 "start_frame_index": 6,
             },
         ),
-        # (E) remove the text object, then propagate (fetch mode: cached outputs only)
-        _step("E", {"type": "remove_object", "obj_id": 0}),
+        # (E) remove object 2, then propagate (fetch mode: cached outputs only)
+        _step("E", {"type": "remove_object", "obj_id": 2}),
         _step(
             "E",
             {
@@ -183,11 +184,26 @@ SESSIONS: dict[str, list[dict]] = {
                 "start_frame_index": 8,
             },
         ),
-    ],
-    "multi": [
-        # (G) several text objects at once (changed heuristics, see HEURISTICS)
-        _step("G", {"type": "add_prompt", "frame_index": 0, "text": "person"}),
-        _step("G", {"type": "propagate_in_video", "propagation_direction": "forward"}),
+        # (B2) refine the detector-born object 1 (born on frame 6 going backward) on frame 3;
+        # partial propagation both ways from frame 3 (forward 3..15, then backward 2..0)
+        _step(
+            "B2",
+            {
+                "type": "add_prompt",
+                "frame_index": 3,
+                "points": CLICK_B2,
+                "point_labels": [1],
+                "obj_id": 1,
+            },
+        ),
+        _step(
+            "B2",
+            {
+                "type": "propagate_in_video",
+                "propagation_direction": "both",
+                "start_frame_index": 3,
+            },
+        ),
     ],
 }
 
@@ -367,8 +383,28 @@ class Recorder:
 
         def post_wrapped(inference_state, out, removed_obj_ids=None, suppressed_obj_ids=None,
                          unconfirmed_obj_ids=None):
+            hide = set(removed_obj_ids or ()) | set(suppressed_obj_ids or ())
+            hide |= set(unconfirmed_obj_ids or ())
+            shown = [
+                i for i in sorted(out["obj_id_to_mask"])
+                if i not in hide and bool(out["obj_id_to_mask"][i].any())
+            ]
+            scores = out["obj_id_to_tracker_score"]
+            contested = []
+            for a in range(len(shown)):
+                for b in range(a + 1, len(shown)):
+                    ia, ib = shown[a], shown[b]
+                    both = out["obj_id_to_mask"][ia] & out["obj_id_to_mask"][ib]
+                    contested.append(
+                        {
+                            "obj_ids": [int(ia), int(ib)],
+                            "overlap_px": int(both.sum()),
+                            "score_gap": abs(float(scores.get(ia, 0.0)) - float(scores.get(ib, 0.0))),
+                        }
+                    )
             self.post_log.append(
                 {
+                    "contested": contested,
                     "tracker_scores": {
                         int(k): float(v) for k, v in out["obj_id_to_tracker_score"].items()
                     },

@@ -104,6 +104,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from sam3video import __version__
 from sam3video.errors import (
     DecodeError,
     FrameIndexError,
@@ -393,8 +394,6 @@ class YtvisWriter:
 
     def _write_json(self, out: IO[str]) -> None:
         name = self.text if self.text is not None else "object"
-        from sam3video import __version__
-
         info = {
             "description": "sam3video predictions",
             "version": __version__,
@@ -697,7 +696,7 @@ def render_overlay(
     image[covered] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
     line = max(1, round(min(height, width) / 360))
-    scale = max(0.3, min(height, width) / 1000)
+    scale = max(0.3, min(height, width) / 800)
     thick = max(1, round(scale * 1.5))
     pad = max(1, round(3 * scale))
     for obj_id, mask, score in items:  # drawing, not a model forward

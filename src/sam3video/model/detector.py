@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -215,7 +216,7 @@ def validate_text(text: object, field: str = "text") -> str:
 
 def _as_float_array(value: object, field: str, width: int) -> Tensor:
     try:
-        t = torch.as_tensor(value, dtype=torch.float64)
+        t = torch.tensor(np.array(value, dtype=np.float64))
     except (TypeError, ValueError, RuntimeError) as exc:
         raise InvalidInputError(
             f"{field}: expected a list of [{', '.join(['number'] * width)}], got {value!r}"
@@ -235,7 +236,7 @@ def _labels(labels: object, n: int, field: str) -> Tensor:
     if labels is None:
         return torch.ones(n, dtype=torch.long)
     try:
-        t = torch.as_tensor(labels)
+        t = torch.tensor(np.array(labels))
     except (TypeError, ValueError, RuntimeError) as exc:
         raise InvalidInputError(f"{field}: expected a list of 0/1, got {labels!r}") from exc
     if t.ndim != 1 or t.numel() != n:

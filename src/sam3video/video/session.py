@@ -343,9 +343,7 @@ class VideoSession:
         for state in self.states:
             if state.num_objects == 0:
                 continue
-            out = next(
-                state.propagate(frame_idx, 0, reverse=reverse, run_mem_encoder=False)
-            )
+            out = next(state.propagate(frame_idx, 0, reverse=reverse, run_mem_encoder=False))
             ids += out.obj_ids
             low_res.append(out.low_res_masks.float())
             scores.append(out.object_score_logits.float())
@@ -360,8 +358,16 @@ class VideoSession:
             trk_scores = torch.zeros(0, device=self.device)
 
         plan = plan_frame(
-            dets.masks, dets.scores, trk, trk_scores, meta, frame_idx, reverse,
-            self.is_image_only, dets.boxes, h,
+            dets.masks,
+            dets.scores,
+            trk,
+            trk_scores,
+            meta,
+            frame_idx,
+            reverse,
+            self.is_image_only,
+            dets.boxes,
+            h,
         )
         prev_ids = list(meta.obj_ids)
         side = self.model.config.input_mask_size
@@ -395,8 +401,13 @@ class VideoSession:
                     self.states.remove(state)
         # (d) outputs
         masks = build_frame_masks(
-            plan.trk_masks, prev_ids, dets.masks, plan.new_det_inds, plan.new_obj_ids,
-            self.video_size, h.fill_hole_area,
+            plan.trk_masks,
+            prev_ids,
+            dets.masks,
+            plan.new_det_inds,
+            plan.new_obj_ids,
+            self.video_size,
+            h.fill_hole_area,
         )
         masks = {i: m.cpu() for i, m in masks.items()}
         self.cache.put(frame_idx, masks)
@@ -406,8 +417,9 @@ class VideoSession:
     @staticmethod
     def _det_mask_for_tracker(mask: Tensor, side: int) -> Tensor:
         """A detection's low-res logits -> the binary input-size mask the tracker is given."""
-        up = F.interpolate(mask[None, None].float(), size=(side, side), mode="bilinear",
-                           align_corners=False)
+        up = F.interpolate(
+            mask[None, None].float(), size=(side, side), mode="bilinear", align_corners=False
+        )
         return (up[0, 0] > 0).float()
 
     # ------------------------------------------------------------------ propagation
@@ -507,8 +519,9 @@ class VideoSession:
                         out.low_res_masks[k : k + 1].float(),
                         max_area=self.heuristics.fill_hole_area,
                     )
-                    video = F.interpolate(logits, size=self.video_size, mode="bilinear",
-                                          align_corners=False)
+                    video = F.interpolate(
+                        logits, size=self.video_size, mode="bilinear", align_corners=False
+                    )
                     refined[obj_id] = (video[0] > 0).cpu()
                     score = float(out.object_score_logits[k].reshape(()))
                     self.metadata.set_frame_scores(frame_idx, {obj_id: score})
