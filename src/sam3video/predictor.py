@@ -288,6 +288,17 @@ class Sam3VideoPredictor:
             check_known(session_id, self._sessions, "session_id")
             return self._sessions[session_id]
 
+    def session_info(self, session_id: str) -> dict[str, Any]:
+        """Frames, video size, tracked object ids and the memory a session holds."""
+        session = self._session(session_id)
+        with session.lock:
+            return {
+                "num_frames": session.num_frames,
+                "video_size": session.video_size,
+                "obj_ids": session.obj_ids,
+                "memory": session.memory_footprint(),
+            }
+
     # ------------------------------------------------------------------ lifetime
 
     @property

@@ -23,8 +23,9 @@ What it does
 The official JPEG-folder loader (``io_utils.load_video_frames_from_image_folder``) makes the
 model input: ``TF.resize(PIL RGB image, (224, 224))`` (PIL bilinear with antialias),
 ``TF.to_tensor`` (/255, float32), stored in a float16 tensor, then ``(x - 0.5) / 0.5`` in float16.
-The fixture stores the 224x224 uint8 images; ``frames_from_uint8`` recreates the loader's float16
-frames from them bit for bit (asserted here), so a test can feed the identical input.
+The fixture stores the 224x224 uint8 images (lossless PNG); ``frames_from_uint8`` recreates the
+loader's float16 frames from them bit for bit (asserted here), so a test can feed the identical
+input.
 
 Patches (all in this file or in ``_common``; none changes a number of the float32 model)
 -------------------------------------------------------------------------------------------
@@ -45,11 +46,11 @@ Patches (all in this file or in ``_common``; none changes a number of the float3
   CPU path (scikit-image ``label``, 8-connectivity).
 - ``Sam3VideoPredictor._get_torch_and_gpu_properties`` / ``_get_session_stats`` (log strings
   built eagerly in ``start_session``; they query CUDA device properties) return ``""``.
+- ``sam3_video_inference.tqdm`` replaced by a pass-through (no progress bars).
 - ``perflib`` stays enabled (``USE_PERFLIB`` default "1"): boxes come from
   ``perflib.masks_ops.masks_to_boxes`` (inclusive max pixel index, like torchvision's).
-- Heuristics: the defaults of ``build_sam3_video_model`` for sessions ``main`` and ``middle``;
-  session ``multi`` changes three attributes of the official model (``HEURISTICS``, recorded
-  in its meta) to get several text objects at once with these synthetic weights.
+- Heuristics: all at the defaults of ``build_sam3_video_model`` (listed in each meta); no
+  attribute of the official model is changed.
 
 Observation-only wrappers (they return the official results unchanged) record, per request,
 the detector's kept detections per processed frame (``run_backbone_and_detection``), the
@@ -59,12 +60,21 @@ hidden ids that ``_postprocess_output`` used (the scores decide the output non-o
 
 Fixtures (see tools/reference/README.md, section ``gen_video.py``)
 -------------------------------------------------------------------
-- ``video_clip.pt``: ``frames_u8`` (T, 3, 224, 224) uint8, ``jpeg_bytes``/``jpeg_ends``
-  (the JPEG files the official loader read); meta: recipe, (H, W), sha256 of the float16 frames.
-- ``video_<session>.pt`` for session in ``SESSIONS`` (``main``: scenarios A, C, D, E, F in one
-  session; ``middle``: B; ``multi``: G): per step the official request, the equivalent product
-  request, every response (ids, probs, boxes, bit-packed masks, frame_stats) in order, and the
-  debug logs above. ``meta["layout"]`` spells out every key.
+- ``video_clip.pt``: ``frames_png``/``frames_png_ends`` (the loader's 224x224 uint8 images,
+  lossless PNG), ``jpeg_bytes``/``jpeg_ends`` (the JPEG files the official loader read); meta:
+  recipe, (H, W) = (272, 640), sha256 of the float16 frames.
+- ``video_main.pt`` (scenarios A, C, D, E, F, one session) and ``video_middle.pt`` (B, B2):
+  per step the official request, the equivalent product request, the propagation mode the
+  official code chose, every response (ids, probs, boxes, bit-packed masks, frame_stats) in
+  order, and the debug logs above. ``meta["layout"]`` spells out every key.
+
+With these synthetic weights every detection mask covers nearly the whole frame while the
+tracker's masks cover ~20 % of it, so no track ever matches its detection (IoU < 0.5): the
+text object born on the prompt frame is removed by the hotstart rule after 8 unmatched frames
+(hidden in all buffered frames) and the detection is re-born as a new id on the next frame.
+Object-score logits are ~3.10 for every object; two objects whose frame-wise scores are both
+raw partial-propagation logits would tie to ~1e-4, so the scenarios avoid that pairing (each
+response's meta lists the contested pixels and score gaps).
 """
 
 from __future__ import annotations
@@ -73,10 +83,9 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import time
-
-os.environ.setdefault("TQDM_DISABLE", "1")
 
 import _common
 import av
@@ -97,12 +106,17 @@ NUM_FRAMES = 16
 VIDEO_H, VIDEO_W = 272, 640
 SID = "<session>"  # placeholder for the session id in the recorded requests
 
-# Session ``multi`` only: official model attributes changed for the whole session (the
-# synthetic detector gives one query above 0.5 per frame, with masks covering most of the
-# frame, so the default NMS IoU 0.1 always leaves one detection).
-HEURISTICS = {
-    "multi": {"score_threshold_detection": 0.3, "det_nms_thresh": 0.7, "new_det_thresh": 0.3},
-}
+# Heuristics recorded in each session's meta (all at the defaults of build_sam3_video_model).
+HEURISTIC_NAMES = [
+    *ob.VIDEO_DEFAULTS,
+    "trk_assoc_iou_thresh",
+    "max_num_objects",
+    "masklet_confirmation_consecutive_det_thresh",
+    "o2o_matching_masklets_enable",
+    "use_prev_mem_frame",
+    "use_stateless_refinement",
+    "refinement_detector_cond_frame_removal_window",
+]
 
 # Points: normalised [x, y] chosen so that x * 640 and y * 272 are exact (dyadic) floats:
 # x = k / 128 (pixels multiples of 5), y = k / 16 (pixels multiples of 17).
@@ -208,28 +222,37 @@ SESSIONS: dict[str, list[dict]] = {
 }
 
 LAYOUT = """\
-tensors (k = step index in meta['steps'], j = response index within the step, in order):
-  step{k}/{j}/obj_ids     int64 (N,)      outputs['out_obj_ids']
-  step{k}/{j}/probs       float32 (N,)    outputs['out_probs']
-  step{k}/{j}/boxes_xywh  float32 (N, 4)  outputs['out_boxes_xywh'] (normalised x0, y0, w, h)
+Replay: start a session on the clip of video_clip.pt, then send meta['steps'][k]['request']
+(official conventions) or meta['steps'][k]['product_request'] (product conventions: points in
+pixels [x, y]; boxes normalised [cx, cy, w, h]) in order, with the real session id in place
+of '<session>'; 'propagate_in_video' goes to handle_stream_request, the rest to handle_request.
+tensors (k = step index, j = response index within the step, in the order received):
+  step{k}/{j}/obj_ids     int64 (N,)       outputs['out_obj_ids'] (ascending)
+  step{k}/{j}/probs       float32 (N,)     outputs['out_probs']
+  step{k}/{j}/boxes_xywh  float32 (N, 4)   outputs['out_boxes_xywh'] (normalised x0, y0, w, h)
   step{k}/{j}/masks       uint8 (N, H*W/8) np.packbits(out_binary_masks.reshape(N, H*W), axis=-1)
-                          decode: np.unpackbits(x, axis=-1, count=H*W).reshape(N, H, W) > 0
-  step{k}/frames          int64 (J,)      frame_index of every response of the step, in yield order
-meta:
-  steps[k]: scenario, kind, request (official, as sent; session_id = '<session>'),
-            product_request (same request in product conventions), n_responses, responses[j]:
-            frame_index, frame_stats (dict or None), obj_ids, probs, tracker_scores (the
-            frame-wise tracker score per object id that _postprocess_output used for the
-            output non-overlap), hidden (removed / suppressed / unconfirmed ids passed to
-            _postprocess_output), mask_area (pixels per object after non-overlap).
-            Non-stream steps that return no outputs (remove_object, reset_session) have
-            'reply' instead of responses.
-  steps[k].tracker_log: one entry per call of the official _propogate_tracker_one_frame_local_gpu
-            (full propagation: every frame; partial: every frame of the affected states):
-            frame, reverse, obj_ids, score_logits (object-score logits, float32),
-            lowres_pos_frac (fraction of the 64x64 hole-filled logits > 0 per object).
-  steps[k].detector_log: one entry per processed frame: frame, reverse, scores (probs of the
-            kept detections, after NMS and threshold, ascending query order), boxes_xyxy.
+                          decode: np.unpackbits(m, axis=-1, count=H*W).reshape(N, H, W) > 0
+  step{k}/frames          int64 (J,)       frame_index of every response of the step, in order
+meta['steps'][k]:
+  scenario, kind (request type), request, product_request
+  actions      entries the official code appended to its action_history during the step; for
+               propagate_in_video one per direction, 'type' = the mode it ran
+               (propagation_full / propagation_partial / propagation_fetch)
+  state_after  tracked obj_ids (global order), max_obj_id, hotstart_removed_obj_ids
+  reply        for remove_object / reset_session ({'is_success': True})
+  n_responses, responses[j]:
+    frame_index, obj_ids, probs, probs_dtype, frame_stats (dict or None), mask_area (pixels
+    per object, after the non-overlap), tracker_scores (frame-wise tracker score per object id
+    that _postprocess_output used for the non-overlap; raw logits for objects of a partial
+    propagation), hidden (removed / suppressed / unconfirmed ids passed to _postprocess_output),
+    contested (pairs of shown objects: obj_ids, overlap_px before the non-overlap, score_gap)
+  tracker_log  one entry per call of _propogate_tracker_one_frame_local_gpu (full propagation:
+               every processed frame; partial: every frame, affected states only): frame,
+               reverse, run_mem_encoder, obj_ids, score_logits (object-score logits),
+               lowres_pos_frac (fraction of the hole-filled 64x64 logits > 0, per object)
+  detector_log one entry per run_backbone_and_detection call (every processed frame, also in
+               partial propagation and point prompts): frame, reverse, allow_new_detections,
+               scores (probs of kept detections, after NMS and threshold), boxes_xyxy
 """
 
 
@@ -325,7 +348,9 @@ def product_request(req: dict) -> dict:
     if out.get("points") is not None:
         out["points"] = [[x * VIDEO_W, y * VIDEO_H] for x, y in out["points"]]
     if out.get("bounding_boxes") is not None:
-        out["bounding_boxes"] = [[x + w / 2, y + h / 2, w, h] for x, y, w, h in out["bounding_boxes"]]
+        out["bounding_boxes"] = [
+            [x + w / 2, y + h / 2, w, h] for x, y, w, h in out["bounding_boxes"]
+        ]
     return out
 
 
@@ -348,14 +373,14 @@ class Recorder:
         self.tracker_log: list[dict] = []
         self.detector_log: list[dict] = []
         self.post_log: list[dict] = []
-        self._ctx: dict = {}
         trk = model._propogate_tracker_one_frame_local_gpu
         det = model.run_backbone_and_detection
         post = model._postprocess_output
 
         def trk_wrapped(states, frame_idx, reverse, run_mem_encoder=False):
-            ids, low, scores = trk(states, frame_idx=frame_idx, reverse=reverse,
-                                   run_mem_encoder=run_mem_encoder)
+            ids, low, scores = trk(
+                states, frame_idx=frame_idx, reverse=reverse, run_mem_encoder=run_mem_encoder
+            )
             self.tracker_log.append(
                 {
                     "frame": int(frame_idx),
@@ -381,12 +406,18 @@ class Recorder:
             )
             return out
 
-        def post_wrapped(inference_state, out, removed_obj_ids=None, suppressed_obj_ids=None,
-                         unconfirmed_obj_ids=None):
+        def post_wrapped(
+            inference_state,
+            out,
+            removed_obj_ids=None,
+            suppressed_obj_ids=None,
+            unconfirmed_obj_ids=None,
+        ):
             hide = set(removed_obj_ids or ()) | set(suppressed_obj_ids or ())
             hide |= set(unconfirmed_obj_ids or ())
             shown = [
-                i for i in sorted(out["obj_id_to_mask"])
+                i
+                for i in sorted(out["obj_id_to_mask"])
                 if i not in hide and bool(out["obj_id_to_mask"][i].any())
             ]
             scores = out["obj_id_to_tracker_score"]
@@ -399,7 +430,9 @@ class Recorder:
                         {
                             "obj_ids": [int(ia), int(ib)],
                             "overlap_px": int(both.sum()),
-                            "score_gap": abs(float(scores.get(ia, 0.0)) - float(scores.get(ib, 0.0))),
+                            "score_gap": abs(
+                                float(scores.get(ia, 0.0)) - float(scores.get(ib, 0.0))
+                            ),
                         }
                     )
             self.post_log.append(
@@ -415,8 +448,9 @@ class Recorder:
                     },
                 }
             )
-            return post(inference_state, out, removed_obj_ids, suppressed_obj_ids,
-                        unconfirmed_obj_ids)
+            return post(
+                inference_state, out, removed_obj_ids, suppressed_obj_ids, unconfirmed_obj_ids
+            )
 
         model._propogate_tracker_one_frame_local_gpu = trk_wrapped
         model.run_backbone_and_detection = det_wrapped
@@ -460,24 +494,30 @@ def record_outputs(tensors: dict, key: str, outputs: dict) -> dict:
     }
 
 
+def _state_summary(state: dict) -> dict:
+    md = state["tracker_metadata"]
+    if not md:
+        return {"obj_ids": [], "max_obj_id": None, "hotstart_removed_obj_ids": []}
+    return {
+        "obj_ids": _py(list(md["obj_ids_all_gpu"])),
+        "max_obj_id": _py(md["max_obj_id"]),
+        "hotstart_removed_obj_ids": _py(set(md["rank0_metadata"]["removed_obj_ids"])),
+    }
+
+
 def play_session(predictor, recorder: Recorder, name: str, folder: str) -> None:
-    model = predictor.model
-    defaults = {k: getattr(model, k) for k in HEURISTICS.get(name, {})}
-    for k, v in HEURISTICS.get(name, {}).items():
-        setattr(model, k, v)
     t0 = time.time()
-    sid = predictor.handle_request({"type": "start_session", "resource_path": folder})[
-        "session_id"
-    ]
+    sid = predictor.handle_request({"type": "start_session", "resource_path": folder})["session_id"]
+    state = predictor._ALL_INFERENCE_STATES[sid]["state"]
     tensors: dict[str, torch.Tensor] = {}
     steps_meta = []
-    next_new_id = None
     for k, step in enumerate(SESSIONS[name]):
         req = dict(step["request"])
-        if req.get("obj_id") == "NEW":
-            req["obj_id"] = next_new_id
-        sent = dict(req, session_id=sid)
         kind = req["type"]
+        if kind == "add_prompt" and req.get("points") is not None:
+            known = _state_summary(state)["obj_ids"]
+            print(f"     obj {req['obj_id']} {'exists' if req['obj_id'] in known else 'is new'}")
+        sent = dict(req, session_id=sid)
         meta = {
             "scenario": step["scenario"],
             "kind": kind,
@@ -485,50 +525,55 @@ def play_session(predictor, recorder: Recorder, name: str, folder: str) -> None:
             "product_request": product_request(req),
         }
         recorder.take()
+        n_actions = len(state["action_history"])
         responses = []
-        frames = []
         if kind == "propagate_in_video":
             for j, reply in enumerate(predictor.handle_stream_request(sent)):
                 rec = record_outputs(tensors, f"step{k}/{j}", reply["outputs"])
                 responses.append(dict(frame_index=int(reply["frame_index"]), **rec))
-                frames.append(int(reply["frame_index"]))
         else:
             reply = predictor.handle_request(sent)
             if "outputs" in reply:
                 rec = record_outputs(tensors, f"step{k}/0", reply["outputs"])
                 responses.append(dict(frame_index=int(reply["frame_index"]), **rec))
-                frames.append(int(reply["frame_index"]))
             else:
                 meta["reply"] = _py(reply)
         trk_log, det_log, post_log = recorder.take()
         assert len(post_log) == len(responses), (len(post_log), len(responses))
         for r, p in zip(responses, post_log):
             r.update(p)
-        if frames:
+        if responses:
+            frames = [r["frame_index"] for r in responses]
             tensors[f"step{k}/frames"] = torch.tensor(frames, dtype=torch.int64)
         meta.update(
+            actions=_py(state["action_history"][n_actions:]),
+            state_after=_state_summary(state),
             n_responses=len(responses),
             responses=responses,
             tracker_log=trk_log,
             detector_log=det_log,
         )
         steps_meta.append(meta)
-        state = predictor._ALL_INFERENCE_STATES[sid]["state"]
-        md = state["tracker_metadata"]
-        next_new_id = int(md.get("max_obj_id", -1)) + 1
         summary = [(r["frame_index"], r["obj_ids"], r["mask_area"]) for r in responses]
-        print(f"[{name}] step {k} {step['scenario']} {kind}: {summary}")
+        print(f"[{name}] step {k} {step['scenario']} {kind} {meta['actions']}: {summary}")
+        print(f"     state after: {meta['state_after']}")
         for t in trk_log:
-            print("     trk", t["frame"], t["reverse"], t["obj_ids"],
-                  [round(s, 4) for s in t["score_logits"]],
-                  [round(s, 3) for s in t["lowres_pos_frac"]])
+            print(
+                "     trk",
+                t["frame"],
+                t["reverse"],
+                t["obj_ids"],
+                [round(s, 4) for s in t["score_logits"]],
+                [round(s, 3) for s in t["lowres_pos_frac"]],
+            )
         for d in det_log:
             print("     det", d["frame"], d["reverse"], [round(s, 4) for s in d["scores"]])
+        for r in responses:
+            for c in r["contested"]:
+                if c["overlap_px"] and c["score_gap"] < 1e-2:
+                    print("     NEAR TIE", r["frame_index"], c)
     predictor.handle_request({"type": "close_session", "session_id": sid})
-    for k, v in defaults.items():
-        setattr(model, k, v)
-    heur = {k: getattr(model, k) for k in ob.VIDEO_DEFAULTS if hasattr(model, k)}
-    heur.update(HEURISTICS.get(name, {}))
+    model = predictor.model
     save_fixture(
         f"video_{name}",
         tensors,
@@ -538,67 +583,81 @@ def play_session(predictor, recorder: Recorder, name: str, folder: str) -> None:
             "video_size": [VIDEO_H, VIDEO_W],
             "num_frames": NUM_FRAMES,
             "clip_fixture": "video_clip.pt",
-            "heuristics_changed": HEURISTICS.get(name, {}),
-            "heuristics": _py(heur),
+            "heuristics": _py({k: getattr(model, k) for k in HEURISTIC_NAMES}),
+            "heuristics_changed": {},
             "steps": steps_meta,
             "layout": LAYOUT,
-            "runtime_s": round(time.time() - t0, 1),
         },
     )
+    print(f"[{name}] {time.time() - t0:.1f} s")
+
+
+def encode_png(u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, 3, S, S)`` uint8 RGB -> concatenated lossless PNG files (PIL) and their end offsets."""
+    chunks = []
+    for img in u8:
+        rgb = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
+        data = buf.getvalue()
+        assert np.array_equal(np.array(Image.open(io.BytesIO(data))), rgb)
+        chunks.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    return torch.cat(chunks), torch.tensor([c.numel() for c in chunks]).cumsum(0)
+
+
+def save_clip(folder: str, jpegs: list[bytes]) -> None:
+    from sam3.model.io_utils import load_resource_as_video_frames
+
+    u8 = loader_uint8(folder)
+    images, h, w = load_resource_as_video_frames(folder, CFG.image_size, offload_video_to_cpu=True)
+    assert (h, w) == (VIDEO_H, VIDEO_W), (h, w)
+    assert images.dtype == torch.float16
+    assert torch.equal(frames_from_uint8(u8), images), "cannot recreate the loader's frames"
+    f16_sha = hashlib.sha256(images.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
+    png, png_ends = encode_png(u8)
+    tensors = {
+        "frames_png": png,
+        "frames_png_ends": png_ends,
+        "jpeg_bytes": torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8),
+        "jpeg_ends": torch.tensor([len(b) for b in jpegs]).cumsum(0),
+    }
+    meta = {
+        "video": "shared/data/videos/bikes.mp4",
+        "source_frames": [SOURCE_STEP * t for t in range(NUM_FRAMES)],
+        "video_size": [VIDEO_H, VIDEO_W],
+        "num_frames": NUM_FRAMES,
+        "image_size": CFG.image_size,
+        "recipe": {
+            "cut": f"PyAV container.decode(video=0), every {SOURCE_STEP}nd frame from frame 0, "
+            "frame.to_ndarray(format='rgb24') -> (272, 640, 3) uint8, "
+            "PIL.Image.fromarray(rgb).save(f'{t:05d}.jpg', quality=95); file t = "
+            "jpeg_bytes[jpeg_ends[t-1]:jpeg_ends[t]] (start 0 for t = 0)",
+            "loader": "official image-folder loader: TF.resize(PIL.Image.open(jpg).convert('RGB'),"
+            " size=(224, 224)) (PIL bilinear with antialias) -> frames_u8 (T, 3, 224, 224)",
+            "frames_u8": "frame t = np.array(PIL.Image.open(io.BytesIO(bytes(frames_png["
+            "frames_png_ends[t-1]:frames_png_ends[t]].numpy())))) (224, 224, 3) RGB uint8, "
+            "lossless PNG of the loader's resized image",
+            "model_input": "x = (frames_u8.float() / 255).to(torch.float16); "
+            "(x - half(0.5)) / half(0.5) in float16 -> (T, 3, 224, 224) float16 (the official "
+            "frames, bit for bit); the model casts each frame to float32",
+        },
+        "frames_f16_sha256": f16_sha,
+        "pillow": Image.__version__,
+    }
+    save_fixture("video_clip", tensors, meta)
 
 
 def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
     folder = tempfile.mkdtemp(prefix="sam3_video_clip_")
-    jpegs = cut_clip(folder)
-    u8 = loader_uint8(folder)
-
-    from sam3.model.io_utils import load_resource_as_video_frames
-
-    images, h, w = load_resource_as_video_frames(folder, CFG.image_size, offload_video_to_cpu=True)
-    assert (h, w) == (VIDEO_H, VIDEO_W), (h, w)
-    assert images.dtype == torch.float16
-    assert torch.equal(frames_from_uint8(u8), images), "cannot recreate the loader's frames"
-    f16_sha = hashlib.sha256(images.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
-    ends = torch.tensor([len(b) for b in jpegs]).cumsum(0)
-    torch.save(
-        {
-            "tensors": {
-                "frames_u8": u8.contiguous().clone(),
-                "jpeg_bytes": torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8),
-                "jpeg_ends": ends,
-            },
-            "meta": {
-                "video": "shared/data/videos/bikes.mp4",
-                "source_frames": [SOURCE_STEP * t for t in range(NUM_FRAMES)],
-                "video_size": [VIDEO_H, VIDEO_W],
-                "num_frames": NUM_FRAMES,
-                "image_size": CFG.image_size,
-                "recipe": {
-                    "cut": "PyAV container.decode(video=0), every 2nd frame from frame 0, "
-                    "frame.to_ndarray(format='rgb24') (272, 640, 3) uint8, "
-                    "PIL.Image.fromarray(rgb).save('<t:05d>.jpg', quality=95) "
-                    "(= jpeg_bytes[jpeg_ends[t-1]:jpeg_ends[t]])",
-                    "loader": "official image-folder loader: TF.resize(PIL.open(jpg).convert('RGB'),"
-                    " (224, 224)) (PIL bilinear, antialias) = frames_u8",
-                    "model_input": "x = (frames_u8.float() / 255).to(float16); "
-                    "(x - 0.5) / 0.5 computed in float16 (float16 0.5 constants) -> (T, 3, 224, 224)"
-                    " float16; the model casts each frame to float32",
-                },
-                "frames_f16_sha256": f16_sha,
-                "pillow": Image.__version__,
-            },
-        },
-        _common.FIXTURES / "video_clip.pt",
-    )
-    print(f"wrote tests/fixtures/video_clip.pt ({(_common.FIXTURES / 'video_clip.pt').stat().st_size / 1024:.1f} KiB)")
-
+    save_clip(folder, cut_clip(folder))
     predictor, kept = build_predictor()
     assert all(k.endswith("freqs_cis") for k in kept), kept
     recorder = Recorder(predictor.model)
     for name in SESSIONS:
         play_session(predictor, recorder, name, folder)
+    shutil.rmtree(folder)
     print(f"total {time.time() - t0:.1f} s")
 
 

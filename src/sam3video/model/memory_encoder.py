@@ -66,7 +66,8 @@ class MaskDownSampler(nn.Module):
                 align_corners=False,
                 antialias=True,
             )
-        return self.encoder(x)
+        # Masks may come in float32 (logits, the resize above): the convs take their dtype.
+        return self.encoder(x.to(self.encoder[0].weight.dtype))
 
 
 class CXBlock(nn.Module):

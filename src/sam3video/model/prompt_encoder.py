@@ -28,11 +28,16 @@ class PositionEmbeddingRandom(nn.Module):
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, num_pos_feats))
 
     def _pe_encoding(self, coords: Tensor) -> Tensor:
-        """``coords (..., 2)`` as (x, y) in [0, 1] -> ``(..., 2 * num_pos_feats)``."""
-        coords = 2 * coords - 1
-        coords = coords @ self.positional_encoding_gaussian_matrix
+        """``coords (..., 2)`` as (x, y) in [0, 1] -> ``(..., 2 * num_pos_feats)``.
+
+        Computed in float32 (large sin/cos arguments), returned in the buffer's dtype, the
+        model's dtype when its weights were cast (e.g. bfloat16).
+        """
+        gaussian = self.positional_encoding_gaussian_matrix
+        coords = 2 * coords.float() - 1
+        coords = coords @ gaussian.float()
         coords = 2 * math.pi * coords
-        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1).to(gaussian.dtype)
 
     def forward(self, size: tuple[int, int]) -> Tensor:
         """Encoding of the pixel centres of an ``(h, w)`` grid -> ``(C, h, w)``."""
@@ -44,9 +49,14 @@ class PositionEmbeddingRandom(nn.Module):
         return self._pe_encoding(grid).permute(2, 0, 1)
 
     def forward_with_coords(self, coords: Tensor, image_size: tuple[int, int]) -> Tensor:
-        """``coords (B, N, 2)``: (x, y) pixels of an ``(H, W)`` frame -> ``(B, N, C)``."""
+        """``coords (B, N, 2)``: (x, y) pixels of an ``(H, W)`` frame -> ``(B, N, C)``.
+
+        Coordinates are normalised in float32 whatever their dtype (a bfloat16 pixel
+        coordinate of a 1008 frame is off by up to 2 pixels).
+        """
+        coords = coords.float()
         scale = coords.new_tensor([image_size[1], image_size[0]])
-        return self._pe_encoding((coords / scale).float())
+        return self._pe_encoding(coords / scale)
 
 
 class PromptEncoder(nn.Module):
@@ -94,7 +104,7 @@ class PromptEncoder(nn.Module):
 
     def _embed_points(self, coords: Tensor, labels: Tensor, pad: bool) -> Tensor:
         """``coords (B, N, 2)`` pixels, ``labels (B, N)`` -> ``(B, N + pad, C)``."""
-        coords = coords + 0.5  # pixel index -> pixel centre
+        coords = coords.float() + 0.5  # pixel index -> pixel centre (float32: see PE)
         if pad:
             # A "not a point" token is appended when no box follows (as in SAM).
             b = coords.shape[0]
@@ -113,7 +123,7 @@ class PromptEncoder(nn.Module):
 
     def _embed_boxes(self, boxes: Tensor) -> Tensor:
         """``boxes (B, 4)`` as x0, y0, x1, y1 pixels -> corner tokens ``(B, 2, C)``."""
-        corners = (boxes + 0.5).reshape(-1, 2, 2)
+        corners = (boxes.float() + 0.5).reshape(-1, 2, 2)
         pe = self.pe_layer.forward_with_coords(corners, self.input_image_size)
         corner_embed = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
         return pe + corner_embed
@@ -162,7 +172,8 @@ class PromptEncoder(nn.Module):
         sparse_embeddings = torch.cat(sparse, dim=1)
 
         if masks is not None:
-            dense_embeddings = self.mask_downscaling(masks)
+            # Mask prompts may come as float32 logits; the convs run in the weights' dtype.
+            dense_embeddings = self.mask_downscaling(masks.to(weight.dtype))
         else:
             h, w = self.image_embedding_size
             dense_embeddings = weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)

@@ -23,6 +23,10 @@ still be used. The bookkeeping of prompts, frames and objects lives in
 Shapes: ``C`` = d_model (256), ``M`` = mem_dim (64), ``h = w`` = image_size / backbone_stride
 (72), low-resolution masks are ``4h x 4w`` (288), mask prompts ``16h x 16w`` (1152),
 high-resolution masks ``image_size`` square (1008).
+
+Dtypes: the weights may be cast to bfloat16/float16 (``model.to(dtype)``). Features, pointers
+and memories then follow the weights' dtype, while point coordinates, mask prompts and mask
+logits stay float32 (positional encodings, RoPE and resizes are computed in float32 and cast).
 """
 
 from __future__ import annotations
@@ -477,8 +481,9 @@ class Sam3Tracker(nn.Module):
             antialias=True,
         )
         ious = mask.new_ones(mask.shape[0], 1)
+        conv = self.mask_downsample
         decoded = self.forward_sam_heads(
-            features, high_res_features, mask_inputs=self.mask_downsample(mask)
+            features, high_res_features, mask_inputs=conv(mask.to(conv.weight.dtype))
         )
         appearing = (mask.flatten(1) > 0).any(dim=1, keepdim=True)
         object_score_logits = scale * appearing.float() + bias

@@ -450,7 +450,7 @@ class TrackingState:
             self._cond,
             self._non_cond,
             self.num_frames,
-            point_coords=coords.to(self._dtype),
+            point_coords=coords,  # float32: the prompt encoder's PE needs the precision
             point_labels=labs,
             prev_mask_logits=prev_logits,
             use_memory=False,
@@ -530,7 +530,7 @@ class TrackingState:
             self._cond,
             self._non_cond,
             self.num_frames,
-            mask_inputs=mask_inputs.to(self._dtype),
+            mask_inputs=mask_inputs,  # float32 in [0, 1]; the tracker casts for its convs
             use_memory=False,
             run_mem_encoder=False,
         )
@@ -645,9 +645,7 @@ class TrackingState:
             high_res = F.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
             high_res = apply_non_overlapping_constraints(high_res)
             feats = self._features(frame_idx).expand(b)
-            maskmem = self.tracker.encode_memory(
-                feats.vision, high_res.to(dtype), scores.to(dtype), binarize=True
-            )
+            maskmem = self.tracker.encode_memory(feats.vision, high_res, scores, binarize=True)
             maskmem = self._stored(maskmem)
         return masks, ptr, scores, ious, maskmem
 
@@ -815,8 +813,9 @@ class TrackingState:
         feats = self._features(frame_idx).expand(b)
         maskmem = self.tracker.encode_memory(
             feats.vision,
-            high_res_masks.to(device=self._device, dtype=self._dtype),
-            object_score_logits.to(device=self._device, dtype=self._dtype),
+            # Logits stay float32 (sigmoid/threshold precision), whatever the model's dtype.
+            high_res_masks.to(device=self._device, dtype=torch.float32),
+            object_score_logits.to(device=self._device, dtype=torch.float32),
             binarize=binarize,
         )
         for out in outs:

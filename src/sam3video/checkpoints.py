@@ -1,0 +1,276 @@
+"""Finding Meta's SAM 3 checkpoint (``sam3.pt``) for the ``full`` model.
+
+Discovery order (the first that applies wins; nothing is loaded while looking):
+
+1. an explicit path (the command line's ``--checkpoint``);
+2. the environment variable ``SAM3VIDEO_CHECKPOINT`` (an empty value counts as unset);
+3. the Hugging Face cache: a ``sam3.pt`` of ``facebook/sam3`` downloaded before, found with
+   ``huggingface_hub.try_to_load_from_cache`` when huggingface_hub is installed, else by
+   looking for ``models--facebook--sam3/snapshots/*/sam3.pt`` in the hub cache folder
+   (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``,
+   else ``~/.cache/huggingface/hub``; the snapshot ``refs/main`` names first);
+4. a download through huggingface_hub (`sam3video.predictor.download_checkpoint`).
+
+Decisions
+  * A path given explicitly or through the environment that does not exist is an error
+    (`SourceNotFoundError`), never silently skipped: the user asked for that file.
+  * Every file is checked cheaply before use (`verify_checkpoint`): it must be a non-empty
+    file that looks like a PyTorch zip checkpoint (its central directory is readable, so a
+    truncated download fails here), a legacy pickle, or a safetensors file with a sane
+    header. Nothing is decoded; the model loader reports key or shape mismatches later.
+  * Each failure (huggingface_hub missing, offline, gated repository without access, corrupt
+    file) raises `CheckpointError` with one paragraph that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sam3video.errors import CheckpointError, SourceNotFoundError
+
+__all__ = [
+    "ENV_VAR",
+    "HF_FILENAME",
+    "HF_REPO",
+    "CheckpointLocation",
+    "explain_download_error",
+    "find_in_hf_cache",
+    "hf_cache_dir",
+    "locate_checkpoint",
+    "resolve_checkpoint",
+    "verify_checkpoint",
+]
+
+ENV_VAR = "SAM3VIDEO_CHECKPOINT"
+HF_REPO = "facebook/sam3"  # equal to sam3video.predictor.HF_REPO (not imported: no torch here)
+HF_FILENAME = "sam3.pt"
+_HF_PAGE = f"https://huggingface.co/{HF_REPO}"
+_HOW_BY_HAND = (
+    f"or download {HF_FILENAME} from {_HF_PAGE} yourself and pass it with --checkpoint "
+    f"PATH (or set {ENV_VAR}=PATH); `--model tiny` runs the pipeline without weights "
+    "(meaningless masks)"
+)
+
+
+@dataclass(frozen=True)
+class CheckpointLocation:
+    """Where the checkpoint comes from.
+
+    ``source`` is ``"argument"``, ``"environment"``, ``"hf-cache"`` or ``"download"``;
+    ``path`` is ``None`` for ``"download"`` (not fetched yet); ``description`` says it in words.
+    """
+
+    source: str
+    path: Path | None
+    description: str
+
+
+def hf_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The Hugging Face hub cache folder, resolved from the environment as huggingface_hub
+    does."""
+    env = os.environ if env is None else env
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(name):
+            return Path(env[name]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    xdg = env.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def find_in_hf_cache(env: Mapping[str, str] | None = None) -> Path | None:
+    """A previously downloaded ``facebook/sam3`` ``sam3.pt`` in the hub cache, or ``None``."""
+    cache = hf_cache_dir(env)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        pass
+    else:
+        found = try_to_load_from_cache(HF_REPO, HF_FILENAME, cache_dir=cache)
+        # A str is a path; None or the hub's "known missing" sentinel mean not cached.
+        return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+    repo = cache / ("models--" + HF_REPO.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    try:
+        main = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        main = ""
+    if main and (snapshots / main / HF_FILENAME).is_file():
+        return snapshots / main / HF_FILENAME
+    # No usable refs/main: the newest snapshot holding the file (is_file() skips dead links).
+    candidates = [p for p in snapshots.glob(f"*/{HF_FILENAME}") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def locate_checkpoint(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> CheckpointLocation:
+    """Which checkpoint would be used, without downloading or reading it (see module notes).
+
+    Raises:
+        SourceNotFoundError: ``explicit`` or ``$SAM3VIDEO_CHECKPOINT`` names a missing path.
+    """
+    env = os.environ if env is None else env
+    if explicit is not None and os.fspath(explicit) != "":
+        path = Path(os.fspath(explicit)).expanduser()
+        if not path.exists():
+            raise SourceNotFoundError(
+                f"--checkpoint: file not found: {str(path)!r}; expected the path of Meta's "
+                f"{HF_FILENAME}"
+            )
+        return CheckpointLocation("argument", path, f"{path} (from --checkpoint)")
+    if env.get(ENV_VAR):
+        path = Path(env[ENV_VAR]).expanduser()
+        if not path.exists():
+            raise SourceNotFoundError(
+                f"{ENV_VAR}: file not found: {str(path)!r}; set it to the path of Meta's "
+                f"{HF_FILENAME} or unset it"
+            )
+        return CheckpointLocation("environment", path, f"{path} (from ${ENV_VAR})")
+    cached = find_in_hf_cache(env)
+    if cached is not None:
+        return CheckpointLocation("hf-cache", cached, f"{cached} (Hugging Face cache)")
+    return CheckpointLocation(
+        "download",
+        None,
+        f"not found locally: {HF_FILENAME} will be downloaded from the gated Hugging Face "
+        f"repository {HF_REPO} (about 3.5 GB; cache {hf_cache_dir(env)})",
+    )
+
+
+def resolve_checkpoint(
+    explicit: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    download: bool = True,
+) -> Path:
+    """The checkpoint file to load: located, downloaded if needed, then verified.
+
+    Raises:
+        SourceNotFoundError: an explicit or environment path that does not exist.
+        CheckpointError: nothing found and ``download=False``, a failed download or a
+            corrupt file (one paragraph that says what to do).
+    """
+    location = locate_checkpoint(explicit, env)
+    if location.path is None:
+        if not download:
+            raise CheckpointError(
+                f"no SAM 3 checkpoint found ({ENV_VAR} unset, no {HF_FILENAME} in the Hugging "
+                f"Face cache {hf_cache_dir(env)}); " + _HOW_BY_HAND
+            )
+        from sam3video.predictor import download_checkpoint
+
+        try:
+            path = Path(download_checkpoint())
+        except CheckpointError as error:
+            raise explain_download_error(error.__cause__ or error) from error
+        location = CheckpointLocation("hf-cache", path, f"{path} (downloaded)")
+    return verify_checkpoint(location.path, location.source)
+
+
+def verify_checkpoint(path: str | os.PathLike[str], source: str = "argument") -> Path:
+    """Cheap integrity check of a checkpoint file (no tensor is read); returns its path.
+
+    ``source`` (as in `CheckpointLocation`) only shapes the advice of the error message.
+
+    Raises:
+        SourceNotFoundError: no such path.
+        CheckpointError: a folder, an empty, truncated or foreign file.
+    """
+    file = Path(os.fspath(path)).expanduser()
+    if not file.exists():
+        raise SourceNotFoundError(f"checkpoint: file not found: {str(file)!r}")
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint: expected a file, got the folder {str(file)!r}; pass the path of "
+            f"{HF_FILENAME} itself"
+        )
+    problem = _format_problem(file)
+    if problem is None:
+        return file
+    if source == "hf-cache":
+        advice = (
+            f"delete {str(file)!r} (and its blob in the cache) and run again to download it "
+            f"anew, or pass a good copy with --checkpoint"
+        )
+    elif source == "environment":
+        advice = f"download {HF_FILENAME} again from {_HF_PAGE} and point {ENV_VAR} at it"
+    else:
+        advice = f"download {HF_FILENAME} again from {_HF_PAGE} and pass that copy"
+    raise CheckpointError(
+        f"checkpoint {str(file)!r} is not a readable PyTorch checkpoint ({problem}); it is "
+        f"probably truncated or corrupt (an interrupted download or copy): {advice}"
+    )
+
+
+def _format_problem(file: Path) -> str | None:
+    """Why ``file`` cannot be a checkpoint, or ``None`` when it looks like one."""
+    try:
+        size = file.stat().st_size
+        if size == 0:
+            return "the file is empty"
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+            if file.suffix == ".safetensors":
+                if len(head) < 8:
+                    return "too short for a safetensors header"
+                (length,) = struct.unpack("<Q", head)
+                if length + 8 > size or handle.read(1) != b"{":
+                    return "bad safetensors header"
+                return None
+        if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+            return None
+        if not zipfile.is_zipfile(file):  # reads the central directory at the end only
+            return "not a zip archive, or one cut short"
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
+    return None
+
+
+def explain_download_error(error: BaseException) -> CheckpointError:
+    """One actionable paragraph for a failed download of ``sam3.pt``.
+
+    The hub's exception classes are recognised by name (huggingface_hub is optional).
+    """
+    names = {cls.__name__ for cls in type(error).__mro__}
+    detail = " ".join(f"{type(error).__name__}: {error}".split())
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    if isinstance(error, ImportError):
+        return CheckpointError(
+            f"no SAM 3 checkpoint found locally, and downloading {HF_FILENAME} needs "
+            "huggingface_hub, which is not installed: `pip install 'sam3video[hub]'`, accept "
+            f"the licence at {_HF_PAGE}, run `huggingface-cli login`, then run again; "
+            + _HOW_BY_HAND
+        )
+    if names & {"GatedRepoError", "RepositoryNotFoundError"}:
+        return CheckpointError(
+            f"the Hugging Face repository {HF_REPO} is gated and this machine has no access "
+            f"to it ({detail}): open {_HF_PAGE}, accept the licence (approval can take a "
+            "while), log in with `huggingface-cli login` (or set HF_TOKEN), then run again; "
+            + _HOW_BY_HAND
+        )
+    offline = {
+        "LocalEntryNotFoundError",
+        "OfflineModeIsEnabled",
+        "ConnectionError",
+        "ConnectError",
+        "Timeout",
+        "TimeoutError",
+        "TimeoutException",
+    }
+    if names & offline:
+        return CheckpointError(
+            f"could not download {HF_FILENAME} from {HF_REPO}: huggingface.co cannot be "
+            f"reached (offline, a proxy, or HF_HUB_OFFLINE=1; {detail}); connect to the "
+            "internet and run again, " + _HOW_BY_HAND
+        )
+    return CheckpointError(
+        f"could not download {HF_FILENAME} from {HF_REPO} ({detail}); check your access at "
+        f"{_HF_PAGE} and your login (`huggingface-cli login`), then run again, " + _HOW_BY_HAND
+    )

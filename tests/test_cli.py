@@ -1,0 +1,633 @@
+"""The command line: ``sam3video track`` round trip against the Python API, Ctrl-C, errors,
+``info``, ``--help``, the progress display and checkpoint discovery.
+
+The round trip runs the real command as a subprocess with the tiny model (synthetic weights,
+meaningless masks) on a few frames of ../shared/data/videos/bikes.mp4 and reads every output
+back. The other behaviours run in-process through `sam3video.cli.main` / `run_track`, some
+with a scripted stand-in for the predictor (no model: fast).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam3video import checkpoints, cli
+from sam3video.errors import CheckpointError, SourceNotFoundError
+from sam3video.io.export import decode_ytvis_masks, read_png_masks, read_ytvis
+from sam3video.io.frames import open_frames
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VIDEO = SHARED / "data" / "videos" / "bikes.mp4"  # 640x272, 250 frames
+H, W, N = 272, 640, 250
+MAX_FRAMES = 8  # frames 0..7 forward
+CLI = [sys.executable, "-m", "sam3video.cli"]
+
+
+def clean_env(tmp: Path) -> dict[str, str]:
+    """No checkpoint anywhere, no network: the tiny runs must not need either."""
+    env = {k: v for k, v in os.environ.items() if k != checkpoints.ENV_VAR}
+    env.update(HF_HOME=str(tmp / "hf"), HF_HUB_OFFLINE="1", PYTHONWARNINGS="default")
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("HUGGINGFACE_HUB_CACHE", None)
+    return env
+
+
+@pytest.fixture
+def no_checkpoint_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(checkpoints.ENV_VAR, raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+
+
+# --------------------------------------------------------------------- the round trip
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory):
+    """``sam3video track`` in a subprocess and, meanwhile, the same requests through the
+    Python API in this process: ``(completed process, output folder, API results)``."""
+    tmp = tmp_path_factory.mktemp("cli")
+    out = tmp / "out"
+    argv = [
+        "track", str(VIDEO), "--text", "person", "--model", "tiny", "--device", "cpu",
+        "--max-frames", str(MAX_FRAMES), "--direction", "forward",
+        "--format", "ytvis,png,overlay", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        CLI + argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(tmp),
+        cwd=tmp,
+    )
+    try:
+        api = api_results()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out, api
+
+
+def api_results() -> dict[int, dict]:
+    """The CLI's requests through `Sam3VideoPredictor`; the last result of each frame."""
+    from sam3video.predictor import Sam3VideoPredictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictor = Sam3VideoPredictor(model_config="tiny", device="cpu")
+    with predictor:
+        sid = predictor.handle_request({"type": "start_session", "resource_path": str(VIDEO)})[
+            "session_id"
+        ]
+        first = predictor.handle_request(
+            {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "person"}
+        )
+        results = {first["frame_index"]: first["outputs"]}
+        for item in predictor.handle_stream_request(
+            {
+                "type": "propagate_in_video",
+                "session_id": sid,
+                "propagation_direction": "forward",
+                "start_frame_index": 0,
+                "max_frame_num_to_track": MAX_FRAMES - 1,
+            }
+        ):
+            results[item["frame_index"]] = item["outputs"]
+    return results
+
+
+def test_track_runs_and_reports(round_trip):
+    proc, _, api_results = round_trip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "SYNTHETIC weights" in proc.stderr and "meaningless" in proc.stderr
+    objects = {i for outputs in api_results.values() for i in outputs}
+    assert objects, "the tuned synthetic weights track something"
+    assert f"frames   {MAX_FRAMES} of {N}" in proc.stdout
+    assert f"objects  {len(objects)}" in proc.stdout
+    assert "s/frame" in proc.stdout
+    assert "results.json" in proc.stdout and "overlay.mp4" in proc.stdout
+    # not a terminal: plain progress lines, the last one complete
+    assert f"tracking {MAX_FRAMES}/{MAX_FRAMES} frames (100%)" in proc.stderr
+
+
+def test_track_json_equals_the_api(round_trip):
+    proc, out, api_results = round_trip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(api_results) == list(range(MAX_FRAMES))
+    data = read_ytvis(out / "results.json")
+    (video,) = data["videos"]
+    assert (video["height"], video["width"], video["length"]) == (H, W, N)
+    assert data["categories"][0]["name"] == "person"
+    masks = decode_ytvis_masks(data)
+    assert len(masks) == N
+    for t in range(N):
+        expected = api_results.get(t, {})
+        assert sorted(masks[t]) == sorted(expected), f"frame {t}"
+        for obj_id, result in expected.items():
+            assert masks[t][obj_id].shape == (H, W)
+            assert np.array_equal(masks[t][obj_id], result["mask"]), f"frame {t} object {obj_id}"
+    for annotation in data["annotations"]:
+        scores = annotation["per_frame_scores"]
+        for t, outputs in api_results.items():
+            if annotation["obj_id"] in outputs:
+                assert scores[t] == pytest.approx(outputs[annotation["obj_id"]]["score"], abs=1e-6)
+
+
+def test_track_pngs_equal_the_api(round_trip):
+    _, out, api_results = round_trip
+    pngs = read_png_masks(out / "masks")
+    assert sorted(pngs) == sorted(api_results)
+    for t, outputs in api_results.items():
+        assert sorted(pngs[t]) == sorted(outputs)
+        for obj_id, result in outputs.items():
+            assert np.array_equal(pngs[t][obj_id], result["mask"]), f"frame {t} object {obj_id}"
+
+
+def test_track_overlay_has_the_source_frames(round_trip):
+    _, out, api_results = round_trip
+    with open_frames(out / "overlay.mp4") as overlay, open_frames(VIDEO) as source:
+        assert (len(overlay), overlay.height, overlay.width) == (len(source), H, W)
+        t = max(api_results)  # a tracked frame: the masks are drawn
+        mask = np.any([r["mask"] for r in api_results[t].values()], axis=0)
+        diff = np.abs(overlay[t].astype(int) - source[t].astype(int)).mean(-1)
+        assert diff[mask].mean() > 15
+        plain = np.abs(overlay[100].astype(int) - source[100].astype(int)).mean()
+        assert plain < 5, "an untracked frame is the plain source frame (up to compression)"
+
+
+def test_track_ctrl_c_in_a_real_run(tmp_path):
+    """SIGINT while tracking: exit 130, the files hold exactly the frames done so far.
+
+    A click prompt: its propagation yields every frame at once (a text prompt's first
+    results wait for SAM 3's 15-frame hotstart buffer)."""
+    out = tmp_path / "out"
+    argv = [
+        "track", str(VIDEO), "--points", "320,136", "--model", "tiny", "--device", "cpu",
+        "--direction", "forward", "--format", "ytvis,png,overlay", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        CLI + argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((out / "masks").glob("*.png"))) < 3:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no frame written in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted after" in stderr and stdout == ""
+    pngs = read_png_masks(out / "masks")
+    done = sorted(pngs)
+    assert 3 <= len(done) < N and done == list(range(len(done)))
+    masks = decode_ytvis_masks(read_ytvis(out / "results.json"))
+    assert {t for t, m in masks.items() if m} == {t for t, m in pngs.items() if m}
+    for t in done:
+        assert sorted(masks[t]) == sorted(pngs[t])
+    with open_frames(out / "overlay.mp4") as overlay:
+        assert len(overlay) == len(done), "the overlay holds the frames done"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary file left"
+
+
+# --------------------------------------------------------------------- a scripted predictor
+
+
+class ScriptedPredictor:
+    """The request API of `Sam3VideoPredictor` with predictable outputs, no model.
+
+    After the k-th add_prompt, every frame holds objects 0..k-1 (object j a band at rows
+    10j..10j+9, score 0.5 + 0.1 k); ``interrupt_after`` sends SIGINT to this process after
+    that many propagated frames.
+    """
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.requests: list[dict] = []
+        self.prompts = 0
+        self.interrupt_after = interrupt_after
+        self.streamed = 0
+
+    def outputs(self) -> dict:
+        result = {}
+        for j in range(self.prompts):
+            mask = np.zeros((H, W), bool)
+            mask[10 * j : 10 * j + 10, :50] = True
+            result[j] = {"mask": mask, "score": 0.5 + 0.1 * self.prompts, "bbox": [0, 0, 1, 1]}
+        return result
+
+    def handle_request(self, request: dict) -> dict:
+        self.requests.append(dict(request))
+        if request["type"] == "start_session":
+            return {"session_id": "s"}
+        if request["type"] == "add_prompt":
+            self.prompts += 1
+            return {"frame_index": request["frame_index"], "outputs": self.outputs()}
+        return {"is_success": True}
+
+    def handle_stream_request(self, request: dict):
+        self.requests.append(dict(request))
+        start, n = request["start_frame_index"], request["max_frame_num_to_track"]
+        n = N if n is None else n
+        order = []
+        if request["propagation_direction"] in ("forward", "both"):
+            order += list(range(start, min(start + n, N - 1) + 1))
+        if request["propagation_direction"] in ("backward", "both"):
+            order += list(range(start - 1, max(start - n, 0) - 1, -1))
+        return self._stream(order)
+
+    def _stream(self, order):
+        for t in order:
+            if self.interrupt_after is not None and self.streamed == self.interrupt_after:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the KeyboardInterrupt arrives first
+            self.streamed += 1
+            yield {"frame_index": t, "outputs": self.outputs()}
+
+
+def run_scripted(argv: list[str], predictor: ScriptedPredictor) -> int:
+    args = cli.build_parser().parse_args(argv)
+    return cli.run_track(args, predictor=predictor)
+
+
+def test_text_and_points_track_the_concept_then_the_clicks(tmp_path, capsys):
+    predictor = ScriptedPredictor()
+    code = run_scripted(
+        [
+            "track", str(VIDEO), "--text", "bike", "--box", "0.5,0.5,0.2,0.2", "0.3,0.3,0.1,0.1:0",
+            "--points", "100,50", "120,60:0", "--frame", "20", "--max-frames", "4",
+            "--direction", "both", "--format", "png,ytvis", "--out", str(tmp_path), "--quiet",
+        ],  # fmt: skip
+        predictor,
+    )
+    assert code == 0
+    types = [r["type"] for r in predictor.requests]
+    assert types == [
+        "start_session", "add_prompt", "propagate_in_video", "add_prompt", "propagate_in_video",
+        "close_session",
+    ]  # fmt: skip
+    concept, clicks = predictor.requests[1], predictor.requests[3]
+    assert concept["text"] == "bike" and concept["frame_index"] == 20
+    assert concept["bounding_boxes"] == [[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]
+    assert concept["bounding_box_labels"] == [1, 0] and "points" not in concept
+    assert clicks["points"] == [[100.0, 50.0], [120.0, 60.0]] and clicks["point_labels"] == [1, 0]
+    assert "text" not in clicks
+    propagate = predictor.requests[2]
+    assert propagate["max_frame_num_to_track"] == 3 and propagate["start_frame_index"] == 20
+    assert propagate["propagation_direction"] == "both"
+    # --max-frames 4 per direction, counting frame 20: 20..23 forward, 19..17 backward
+    pngs = read_png_masks(tmp_path / "masks")
+    assert sorted(pngs) == list(range(17, 24))
+    assert all(sorted(m) == [0, 1] for m in pngs.values()), "the second pass's results won"
+    data = read_ytvis(tmp_path / "results.json")
+    assert [a["obj_id"] for a in data["annotations"]] == [0, 1]
+    assert data["annotations"][0]["per_frame_scores"][20] == pytest.approx(0.7)
+    out = capsys.readouterr()
+    assert "frames   7 of 250" in out.out and "objects  2" in out.out
+    assert out.err == "", "--quiet"
+
+
+def test_backward_writes_the_prompted_frame_too(tmp_path, capsys):
+    predictor = ScriptedPredictor()
+    argv = [
+        "track", str(VIDEO), "--points", "5,5", "--frame", "10", "--direction", "backward",
+        "--max-frames", "3", "--format", "png", "--out", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    assert run_scripted(argv, predictor) == 0
+    assert sorted(read_png_masks(tmp_path / "masks")) == [8, 9, 10]
+
+
+def test_stale_pngs_of_an_earlier_run_are_removed(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "00200.png").write_bytes(b"old")
+    (masks / "notes.png").write_bytes(b"kept: not a frame name")
+    argv = [
+        "track", str(VIDEO), "--text", "x", "--max-frames", "2", "--direction", "forward",
+        "--format", "png", "--out", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    assert run_scripted(argv, ScriptedPredictor()) == 0
+    assert sorted(p.name for p in masks.iterdir()) == ["00000.png", "00001.png", "notes.png"]
+
+
+def test_ctrl_c_closes_the_exports_and_exits_130(tmp_path, capsys):
+    predictor = ScriptedPredictor(interrupt_after=4)
+    argv = [
+        "track", str(VIDEO), "--text", "x", "--direction", "forward", "--format",
+        "ytvis,png,overlay", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert run_scripted(argv, predictor) == 130
+    assert predictor.requests[-1]["type"] == "close_session"
+    err = capsys.readouterr().err
+    assert "interrupted after 4 frames" in err and "Traceback" not in err
+    assert sorted(read_png_masks(tmp_path / "masks")) == [0, 1, 2, 3]
+    masks = decode_ytvis_masks(read_ytvis(tmp_path / "results.json"))
+    assert [t for t, m in masks.items() if m] == [0, 1, 2, 3]
+    with open_frames(tmp_path / "overlay.mp4") as overlay:
+        assert len(overlay) == 4
+
+
+def test_no_file_is_written_when_the_first_prompt_fails(tmp_path, capsys):
+    class Failing(ScriptedPredictor):
+        def handle_request(self, request):
+            if request["type"] == "add_prompt":
+                raise RuntimeError("boom")
+            return super().handle_request(request)
+
+    predictor = Failing()
+    argv = ["track", str(VIDEO), "--text", "x", "--format", "ytvis,png,overlay"]
+    argv += ["--out", str(tmp_path / "o")]
+    with pytest.raises(RuntimeError):
+        run_scripted(argv, predictor)
+    assert predictor.requests[-1]["type"] == "close_session"
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+# --------------------------------------------------------------------- errors
+
+
+def one_line_error(capsys, code: int, expected_code: int, needle: str) -> str:
+    out = capsys.readouterr()
+    assert code == expected_code, out.err
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith("sam3video"), lines[0]
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in out.err and out.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "needle"),
+    [
+        (["--points", "1,2,3"], 2, "--points: expected X,Y"),
+        (["--points", "1,2:7"], 2, "LABEL 1 (positive) or 0 (negative)"),
+        (["--points", "nan,2"], 2, "--points"),
+        (["--box", "0.5,0.5,0.2"], 2, "--box: expected CX,CY,W,H"),
+        (["--box", "0.9,0.5,0.5,0.2"], 2, "--box"),  # outside the image
+        (["--points", "1000,10"], 2, "--points"),  # outside the 640x272 frame
+        (["--text", "x", "--frame", "250"], 2, "--frame: expected a frame index in [0, 250)"),
+        (["--text", "x", "--frame", "-1"], 2, "--frame"),
+        (["--text", "x", "--format", "ytvis,gif"], 2, "unknown format 'gif'"),
+        (["--text", "x", "--format", "pgn"], 2, "did you mean 'png'?"),
+        (["--text", "x", "--direction", "up"], 2, "--direction"),
+        (["--text", "x", "--max-frames", "0"], 2, "--max-frames"),
+        (["--text", "x", "--colour"], 2, "unrecognized arguments"),
+        (["--text", "   "], 2, "--text"),
+        ([], 2, "no prompt"),
+    ],
+)
+def test_bad_command_lines(extra, code, needle, tmp_path, capsys, no_checkpoint_env):
+    argv = ["track", str(VIDEO), "--model", "tiny", "--out", str(tmp_path / "o"), *extra]
+    one_line_error(capsys, cli.main(argv), code, needle)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_points_before_the_video_hint(capsys):
+    code = cli.main(["track", "--points", "1,2", str(VIDEO)])
+    one_line_error(capsys, code, 2, "put VIDEO before the option")
+
+
+def test_bad_sources_and_outputs(tmp_path, capsys, no_checkpoint_env):
+    base = ["--text", "x", "--model", "tiny"]
+    code = cli.main(["track", str(tmp_path / "missing.mp4"), *base])
+    one_line_error(capsys, code, 2, "does not exist")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    one_line_error(capsys, cli.main(["track", str(text), *base]), 2, "not a supported source")
+    code = cli.main(["track", str(VIDEO), *base, "--out", str(text / "sub")])
+    one_line_error(capsys, code, 2, "--out: cannot write in the folder")
+    if not torch.cuda.is_available():
+        code = cli.main(["track", str(VIDEO), *base, "--device", "cuda"])
+        one_line_error(capsys, code, 2, "--device: CUDA is not available")
+
+
+def test_checkpoint_errors(tmp_path, capsys, no_checkpoint_env, monkeypatch):
+    argv = ["track", str(VIDEO), "--text", "x", "--out", str(tmp_path / "o")]
+    bad = tmp_path / "sam3.pt"
+    bad.write_bytes(b"<html>Access denied</html>")
+    line = one_line_error(capsys, cli.main([*argv, "--checkpoint", str(bad)]), 1, "corrupt")
+    assert "download sam3.pt again" in line
+    code = cli.main([*argv, "--checkpoint", str(tmp_path / "nope.pt")])
+    one_line_error(capsys, code, 2, "--checkpoint: file not found")
+    monkeypatch.setenv(checkpoints.ENV_VAR, str(tmp_path / "gone.pt"))
+    one_line_error(capsys, cli.main(argv), 2, "SAM3VIDEO_CHECKPOINT: file not found")
+    monkeypatch.delenv(checkpoints.ENV_VAR)
+    # nothing local, offline (or no huggingface_hub): says how to get the weights
+    line = one_line_error(capsys, cli.main(argv), 1, "--checkpoint PATH")
+    assert "SAM3VIDEO_CHECKPOINT" in line and "--model tiny" in line
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_errors_in_a_subprocess_have_exit_codes_and_no_traceback(tmp_path):
+    for extra, code in ((["--points", "x,1"], 2), ([], 2)):
+        proc = subprocess.run(
+            CLI + ["track", str(VIDEO), *extra],
+            capture_output=True,
+            text=True,
+            env=clean_env(tmp_path),
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert proc.returncode == code
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    code = cli.main(["track", str(tmp_path / "missing.mp4"), "--text", "x", "--debug"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("sam3")
+
+
+# --------------------------------------------------------------------- help, info
+
+
+@pytest.mark.parametrize("command", [[], ["track"], ["info"]])
+def test_help(command, tmp_path):
+    proc = subprocess.run(
+        CLI + [*command, "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith(f"usage: sam3video {' '.join(command)}".rstrip())
+    if command == ["track"]:
+        for option in ("--text", "--points", "--box", "--frame", "--direction", "--max-frames",
+                       "--checkpoint", "--model", "--device", "--dtype", "--loader", "--out",
+                       "--format", "ytvis", "png", "overlay", "Exit codes"):  # fmt: skip
+            assert option in proc.stdout
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "track" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    import shutil
+
+    script = shutil.which("sam3video")
+    if script is None:
+        pytest.skip("the sam3video console script is not on PATH (package not installed)")
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip().startswith("sam3video ")
+
+
+def test_info(tmp_path, capsys, no_checkpoint_env, monkeypatch):
+    ckpt = tmp_path / "mine.pt"
+    torch.save({"w": torch.zeros(2)}, ckpt)
+    monkeypatch.setenv(checkpoints.ENV_VAR, str(ckpt))
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("sam3video 0.", "torch ", "numpy ", "opencv ", "av ", "devices:", "  cpu "):
+        assert needle in out
+    assert "auto   -> " in out
+    assert f"would use: {ckpt} (from $SAM3VIDEO_CHECKPOINT)" in out
+    assert "file check: ok" in out
+    assert cli.main(["info", "--checkpoint", str(tmp_path / "none.pt")]) == 0
+    assert "problem: --checkpoint: file not found" in capsys.readouterr().out
+    assert cli.main(["info", "--model", "tiny"]) == 0
+    assert "none needed" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------- progress
+
+
+def test_progress_bar_on_a_terminal():
+    stream = io.StringIO()
+    progress = cli.Progress(3, stream=stream, tty=True)
+    for _ in range(3):
+        progress.update(1, objects=2)
+    progress.close()
+    text = stream.getvalue()
+    assert text.startswith("\rtracking 1/3") and "3/3" in text and "100%" in text
+    assert "2 objects" in text and "frames/s" in text and text.endswith("\n")
+
+
+def test_progress_log_lines_and_quiet():
+    stream = io.StringIO()
+    progress = cli.Progress(50, stream=stream, tty=False, log_every=3600)
+    for _ in range(50):
+        progress.update(1, objects=1)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, "the first frame and the end, nothing in between"
+    assert "1/50" in lines[0] and "50/50 frames (100%), 1 object," in lines[1]
+    silent = io.StringIO()
+    quiet = cli.Progress(5, stream=silent, tty=True, enabled=False)
+    quiet.update(5)
+    quiet.close()
+    assert silent.getvalue() == ""
+
+
+def test_point_and_box_parsing():
+    assert cli.parse_point("10,20") == (10.0, 20.0, 1)
+    assert cli.parse_point(" 1.5 , 2:0") == (1.5, 2.0, 0)
+    assert cli.parse_box("0.5,0.5,0.2,0.4:0") == ((0.5, 0.5, 0.2, 0.4), 0)
+    assert cli.parse_formats("png, ytvis,png") == ("png", "ytvis")
+    for bad in ("10", "10,20,30", "a,b", "1,2:", "1,inf"):
+        with pytest.raises(Exception, match="expected X,Y|finite"):
+            cli.parse_point(bad)
+
+
+# --------------------------------------------------------------------- checkpoint discovery
+
+
+def fake_hf_cache(root: Path, with_ref: bool = True) -> Path:
+    repo = root / "hub" / "models--facebook--sam3"
+    file = repo / "snapshots" / "abc123" / "sam3.pt"
+    file.parent.mkdir(parents=True)
+    torch.save({"w": torch.zeros(1)}, file)
+    if with_ref:
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("abc123")
+    return file
+
+
+@pytest.mark.parametrize("with_ref", [True, False])
+def test_discovery_order(tmp_path, with_ref):
+    cached = fake_hf_cache(tmp_path / "hf", with_ref)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    assert checkpoints.hf_cache_dir(env) == tmp_path / "hf" / "hub"
+    location = checkpoints.locate_checkpoint(None, env)
+    assert (location.source, location.path) == ("hf-cache", cached)
+    mine = tmp_path / "env.pt"
+    torch.save({}, mine)
+    env[checkpoints.ENV_VAR] = str(mine)
+    assert checkpoints.locate_checkpoint(None, env).path == mine
+    assert checkpoints.locate_checkpoint(str(cached), env).source == "argument"
+    assert checkpoints.resolve_checkpoint(None, env, download=False) == mine
+
+
+def test_discovery_without_anything(tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty")}
+    location = checkpoints.locate_checkpoint(None, env)
+    assert location.source == "download" and location.path is None
+    with pytest.raises(CheckpointError, match="no SAM 3 checkpoint found"):
+        checkpoints.resolve_checkpoint(None, env, download=False)
+    with pytest.raises(SourceNotFoundError, match="SAM3VIDEO_CHECKPOINT"):
+        checkpoints.locate_checkpoint(None, {checkpoints.ENV_VAR: str(tmp_path / "x.pt")})
+
+
+def test_verify_checkpoint(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(1000.0)}, good)
+    assert checkpoints.verify_checkpoint(good) == good
+    assert zipfile.is_zipfile(good)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for bad, why in ((cut, "cut short"), (empty, "empty")):
+        with pytest.raises(CheckpointError, match=why):
+            checkpoints.verify_checkpoint(bad, "hf-cache")
+    with pytest.raises(CheckpointError, match="expected a file"):
+        checkpoints.verify_checkpoint(tmp_path)
+    from safetensors.torch import save_file
+
+    tensors = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(3)}, tensors)
+    assert checkpoints.verify_checkpoint(tensors) == tensors
+    broken = tmp_path / "b.safetensors"
+    broken.write_bytes(b"\xff" * 8 + b"{}")
+    with pytest.raises(CheckpointError, match="safetensors header"):
+        checkpoints.verify_checkpoint(broken)
+
+
+def test_download_errors_say_what_to_do():
+    def named(name: str, base: type = Exception) -> Exception:
+        return type(name, (base,), {})("details")
+
+    gated = checkpoints.explain_download_error(named("GatedRepoError"))
+    assert "accept the licence" in str(gated) and "huggingface-cli login" in str(gated)
+    offline = checkpoints.explain_download_error(named("LocalEntryNotFoundError"))
+    assert "cannot be reached" in str(offline)
+    missing = checkpoints.explain_download_error(ImportError("no module"))
+    assert "pip install 'sam3video[hub]'" in str(missing)
+    other = checkpoints.explain_download_error(named("HfHubHTTPError"))
+    for error in (gated, offline, missing, other):
+        assert isinstance(error, CheckpointError)
+        assert "--checkpoint PATH" in str(error) and "\n" not in str(error)
