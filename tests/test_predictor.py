@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 import pytest
 from _manifest import SHARED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sam3video import InvalidInputError, Sam3VideoError, UnknownIdError
 from sam3video.errors import FrameIndexError
@@ -384,3 +386,85 @@ def test_only_typed_errors_escape(predictor):
         with pytest.raises(Sam3VideoError):
             predictor.handle_request(req)
     predictor.handle_request({"type": "close_session", "session_id": sid})
+
+
+# --------------------------------------------------------------------- fuzz
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.lists(st.integers(-5, 700), max_size=3),
+    st.lists(st.lists(st.floats(-0.5, 700, allow_nan=False), min_size=0, max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_FIELDS = [
+    "session_id",
+    "frame_index",
+    "text",
+    "points",
+    "point_labels",
+    "bounding_boxes",
+    "bounding_box_labels",
+    "obj_id",
+    "propagation_direction",
+    "start_frame_index",
+    "max_frame_num_to_track",
+    "is_user_action",
+    "resource_path",
+    "frame_idx",
+]
+_TYPES = ["add_prompt", "propagate_in_video", "remove_object", "reset_session", "typo", None]
+
+
+@pytest.fixture(scope="module")
+def fuzz_session(predictor, tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(
+            folder / f"{i:05d}.png"
+        )
+    return folder
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_requests_raise_only_typed_errors(predictor, fuzz_session, data):
+    sid = "fuzz"
+    if sid not in predictor.session_ids:
+        start(predictor, fuzz_session, session_id=sid)
+    kind = data.draw(st.sampled_from(_TYPES))
+    fields = data.draw(st.lists(st.sampled_from(_FIELDS), max_size=4, unique=True))
+    req: dict = {"type": kind, "session_id": sid}
+    for f in fields:
+        req[f] = data.draw(_VALUES if f != "session_id" else st.sampled_from([sid, "nope", 3]))
+    try:
+        if kind == "propagate_in_video":
+            for _ in predictor.handle_stream_request(req):
+                pass
+        else:
+            predictor.handle_request(req)
+    except Sam3VideoError:
+        pass
+    # the session still works afterwards
+    r = predictor.handle_request(
+        {
+            "type": "add_prompt",
+            "session_id": sid,
+            "frame_index": 1,
+            "points": [[10, 10]],
+            "point_labels": [1],
+        }
+    )
+    check_outputs_size(r["outputs"], (40, 56))
+
+
+def check_outputs_size(outputs: dict, size) -> None:
+    for out in outputs.values():
+        assert out["mask"].shape == size and out["mask"].dtype == np.bool_
