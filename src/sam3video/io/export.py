@@ -235,6 +235,7 @@ def _temp_in(folder: Path, prefix: str, suffix: str, field: str) -> Path:
             f"{field}: cannot write in the folder {str(folder)!r} ({error.strerror or error})"
         ) from error
     os.close(handle)
+    os.chmod(name, 0o644)  # mkstemp creates 0600; results are ordinary readable files
     return Path(name)
 
 
