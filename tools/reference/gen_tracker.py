@@ -28,6 +28,14 @@ the official ``_prepare_memory_conditioned_features`` (memory selection on and o
 and reverse, more prompted frames than ``max_cond_frames_in_attn``) on a synthetic memory bank
 of 40 frames whose object pointers are large enough for their positions to matter.
 ``--only memory`` writes just the second file.
+
+``--full`` writes only ``tests/fixtures/tracker_full.pt``: the same recipe at FULL size
+(1008 px, synthetic weights of the whole ``tracker.`` and vision backbone), kept short:
+``FULL_NUM_FRAMES`` frames of bikes.mp4 at the video's own 640x272, one positive click on
+frame 0, forward propagation to the last frame (so the later frames read the memory bank).
+It stores the decoded frames (lossless PNG at 640x272; the loader's 1008x1008 PIL resize is
+redone by the test and checked here), the prompt call's outputs and, per propagated frame,
+the low-res logits (float16 bits), the object-score logits and the bit-packed video-res masks.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 
 import _common  # noqa: F401  (CPU patches, src/ on sys.path)
 import cv2
@@ -45,7 +54,8 @@ from _common import SHARED, load_synthetic, save_fixture
 from official_builders import build_official_tracker, build_official_vision_backbone
 from PIL import Image
 
-from sam3video.model.config import tiny_config
+from sam3video.model.config import full_config, tiny_config
+from sam3video.model.weights import synthetic_tensor
 
 CFG = tiny_config()
 VIDEO = SHARED / "data" / "videos" / "bikes.mp4"
@@ -174,17 +184,24 @@ class TrackerNeckAdapter:
         }
 
 
-def cut_frames(folder: str) -> None:
+def cut_frames(
+    folder: str,
+    num_frames: int = NUM_FRAMES,
+    step: int = FRAME_STEP,
+    size: tuple[int, int] | None = (VIDEO_W, VIDEO_H),
+) -> None:
+    """Every ``step``-th frame as JPEG, downscaled to ``size`` (W, H) unless ``None``."""
     cap = cv2.VideoCapture(str(VIDEO))
     written = 0
     i = 0
-    while written < NUM_FRAMES:
+    while written < num_frames:
         ok, frame = cap.read()
         if not ok:
             raise SystemExit(f"{VIDEO}: only {i} frames")
-        if i % FRAME_STEP == 0:
+        if i % step == 0:
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            rgb = cv2.resize(rgb, (VIDEO_W, VIDEO_H), interpolation=cv2.INTER_AREA)
+            if size is not None:
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
             Image.fromarray(rgb).save(os.path.join(folder, f"{written:05d}.jpg"), quality=95)
             written += 1
         i += 1
@@ -299,8 +316,149 @@ def gen_memory_bank(tracker) -> None:
     save_fixture("tracker_memory_bank", tensors, {"cases": MEMORY_CASES, "banks": BANKS})
 
 
+# --------------------------------------------------------------------------------------------
+# Full size (--full): one short case, compact outputs.
+FULL_NUM_FRAMES = 3
+FULL_FRAME_STEP = 2
+FULL_OPS: list[dict] = [
+    {"op": "points", "frame": 0, "obj": 1, "points": [[330.0, 40.0]], "labels": [1]},
+    {"op": "propagate", "start": 0, "max": FULL_NUM_FRAMES - 1, "reverse": False},
+]
+
+
+def fill_synthetic_inplace(module: torch.nn.Module, prefix: str) -> list[str]:
+    """`load_synthetic` copying tensor by tensor (no second full-size state dict in memory)."""
+    kept = []
+    with torch.no_grad():
+        for key, value in module.state_dict(keep_vars=True).items():
+            try:
+                new = synthetic_tensor(prefix + key, value.shape)
+            except KeyError:
+                kept.append(key)  # computed buffers (freqs_cis) keep the module's values
+                continue
+            value.copy_(new.to(value.dtype))
+    return kept
+
+
+def resize_like_loader(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, S, S)`` uint8: PIL bilinear, as ``TF.resize`` on a PIL image."""
+    resized = Image.fromarray(rgb).resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.array(resized)).permute(2, 0, 1)
+
+
+def gen_full() -> None:
+    cfg = full_config()
+    tmp = tempfile.mkdtemp(prefix="sam3_tracker_full_frames_")
+    cut_frames(tmp, FULL_NUM_FRAMES, FULL_FRAME_STEP, size=None)
+
+    from sam3.model.io_utils import load_resource_as_video_frames
+
+    images, video_h, video_w = load_resource_as_video_frames(
+        tmp, cfg.image_size, offload_video_to_cpu=True
+    )
+    names = sorted(os.listdir(tmp))
+    # The loader's decoded frames (JPEG -> RGB), stored losslessly; the test redoes the resize.
+    decoded = [np.array(Image.open(os.path.join(tmp, n)).convert("RGB")) for n in names]
+    assert decoded[0].shape == (video_h, video_w, 3), (decoded[0].shape, video_h, video_w)
+    u8 = torch.stack([resize_like_loader(rgb, cfg.image_size) for rgb in decoded])
+    assert torch.equal(frames_from_uint8(u8), images), "cannot recreate the loader's frames"
+    png, png_ends = encode_png(torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in decoded]))
+
+    t0 = time.perf_counter()
+    tracker = build_official_tracker(cfg)
+    fill_synthetic_inplace(tracker, "tracker.")
+    tracker.bf16_context.__exit__(None, None, None)  # autocast off (pure float32)
+    neck = build_official_vision_backbone(cfg)
+    kept = fill_synthetic_inplace(neck, "detector.backbone.vision_backbone.")
+    tracker.backbone = TrackerNeckAdapter(neck)
+    t_build = time.perf_counter() - t0
+    print(f"full tracker + vision backbone built with synthetic weights in {t_build:.1f} s")
+    torch.set_grad_enabled(False)
+
+    tensors: dict[str, torch.Tensor] = {"frames_png": png, "frames_png_ends": png_ends}
+    stats: dict[str, list] = {}
+    timing: dict[str, float] = {}
+    state = tracker.init_state(
+        video_height=video_h, video_width=video_w, num_frames=FULL_NUM_FRAMES
+    )
+    state["images"] = images
+    scale = torch.tensor([video_w, video_h], dtype=torch.float64)
+    for k, op in enumerate(FULL_OPS):
+        key = f"full/{k}"
+        t0 = time.perf_counter()
+        if op["op"] == "points":
+            rel = (torch.tensor(op["points"], dtype=torch.float64) / scale).float()
+            _, obj_ids, low, video_res = tracker.add_new_points_or_box(
+                state,
+                op["frame"],
+                op["obj"],
+                points=rel,
+                labels=torch.tensor(op["labels"], dtype=torch.int32),
+                clear_old_points=True,
+            )
+            tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
+            tensors[f"{key}/low_res"] = fp16_bits(low)
+            tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
+        elif op["op"] == "propagate":
+            frames = []
+            for f, obj_ids, low, video_res, scores in tracker.propagate_in_video(
+                state,
+                start_frame_idx=op["start"],
+                max_frame_num_to_track=op["max"],
+                reverse=op["reverse"],
+                tqdm_disable=True,
+                propagate_preflight=True,
+            ):
+                frames.append(f)
+                fk = f"{key}/{f}"
+                tensors[f"{fk}/obj_ids"] = torch.tensor(obj_ids)
+                tensors[f"{fk}/low_res"] = fp16_bits(low)
+                tensors[f"{fk}/scores"] = scores.float()
+                tensors[f"{fk}/masks"] = pack_bits(video_res[:, 0] > 0)
+                stats[str(f)] = {
+                    "score": scores.flatten().tolist(),
+                    "low_res_absmax": low.abs().max().item(),
+                    "low_res_mean": low.mean().item(),
+                    "low_res_std": low.std().item(),
+                    "video_mask_fraction": (video_res[:, 0] > 0).float().mean().item(),
+                }
+                print(f"frame {f}: {stats[str(f)]}")
+            tensors[f"{key}/frames"] = torch.tensor(frames)
+        else:
+            raise ValueError(op["op"])
+        label = f"{key} ({op['op']})"
+        timing[label] = round(time.perf_counter() - t0, 1)
+        print(f"{label}: {timing[label]} s")
+
+    meta = {
+        "config": "full",
+        "video_size": [video_h, video_w],
+        "num_frames": FULL_NUM_FRAMES,
+        "frame_step": FULL_FRAME_STEP,
+        "ops": FULL_OPS,
+        "frames_png": "lossless PNG (cv2, RGB stored as-is) of the loader's decoded JPEG frames"
+        " at video size; model input = PIL bilinear resize to image_size, /255 in float16,"
+        " (x - 0.5) / 0.5 in float16",
+        "weights": "synthetic_tensor(official key, shape, seed=0): tracker.* and"
+        " detector.backbone.vision_backbone.*",
+        "neck_computed_buffers": kept,
+        "stats": stats,
+        "timing_s": {
+            "build": round(t_build, 1),
+            **timing,
+            "threads": torch.get_num_threads(),
+            "loadavg_1m_5m_15m_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "dtype": "float32, autocast off, bf16 memory casts removed, CPU",
+    }
+    save_fixture("tracker_full", tensors, meta)
+
+
 def main() -> None:
     torch.manual_seed(0)
+    if "--full" in sys.argv:
+        gen_full()
+        return
     if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "memory":
         tracker = build_official_tracker(CFG)
         load_synthetic(tracker, "tracker.")
