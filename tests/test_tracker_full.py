@@ -90,7 +90,6 @@ def run():
                 results[k] = list(state.propagate(op["start"], op["max"], op["reverse"]))
             else:
                 raise AssertionError(op["op"])
-    del state, model, backbone
     return tensors, meta, results
 
 
@@ -123,9 +122,8 @@ def test_prompt_call_matches_official(run):
     h, w = meta["video_size"]
     out = results[0]
     assert out.obj_ids == tensors["full/0/obj_ids"].tolist()
-    d = check_logits(out.low_res_masks, fp16(tensors["full/0/low_res"]), "prompt")
     a = check_masks(out.masks, tensors["full/0/masks"], h, w, "prompt")
-    print(f"\nprompt call: low-res logits max abs diff {d:.2e}, mask agreement {a:.6f}")
+    print(f"\nprompt call: mask agreement {a:.6f}")
 
 
 def test_propagation_matches_official(run):

@@ -34,7 +34,7 @@ of 40 frames whose object pointers are large enough for their positions to matte
 ``FULL_NUM_FRAMES`` frames of bikes.mp4 at the video's own 640x272, one positive click on
 frame 0, forward propagation to the last frame (so the later frames read the memory bank).
 It stores the decoded frames (lossless PNG at 640x272; the loader's 1008x1008 PIL resize is
-redone by the test and checked here), the prompt call's outputs and, per propagated frame,
+redone by the test and checked here), the prompt call's video-res masks and, per propagated frame,
 the low-res logits (float16 bits), the object-score logits and the bit-packed video-res masks.
 """
 
@@ -388,7 +388,8 @@ def gen_full() -> None:
         t0 = time.perf_counter()
         if op["op"] == "points":
             rel = (torch.tensor(op["points"], dtype=torch.float64) / scale).float()
-            _, obj_ids, low, video_res = tracker.add_new_points_or_box(
+            # (the official call returns no low-res logits: only ids and video-res masks)
+            _, obj_ids, _, video_res = tracker.add_new_points_or_box(
                 state,
                 op["frame"],
                 op["obj"],
@@ -397,7 +398,6 @@ def gen_full() -> None:
                 clear_old_points=True,
             )
             tensors[f"{key}/obj_ids"] = torch.tensor(obj_ids)
-            tensors[f"{key}/low_res"] = fp16_bits(low)
             tensors[f"{key}/masks"] = pack_bits(video_res[:, 0] > 0)
         elif op["op"] == "propagate":
             frames = []
