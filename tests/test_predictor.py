@@ -470,3 +470,31 @@ def test_fuzzed_requests_raise_only_typed_errors(predictor, fuzz_session, data):
 def check_outputs_size(outputs: dict, size) -> None:
     for out in outputs.values():
         assert out["mask"].shape == size and out["mask"].dtype == np.bool_
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_outputs(tmp_path):
+    """compile=True (torch.compile of the trunk, fusion encoder, memory attention) on CPU:
+    same results as eager (~2 min of compilation, hence slow)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+    results = []
+    for compile_ in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p = Sam3VideoPredictor(model_config="tiny", device="cpu", compile=compile_)
+        sid = start(p, tmp_path)
+        p.handle_request({"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "a"})
+        frames = _propagate_raw(p, sid, propagation_direction="forward")
+        results.append({f: {i: o["mask"] for i, o in out.items()} for f, out in frames})
+    eager, compiled = results
+    assert eager.keys() == compiled.keys()
+    for f in eager:
+        assert eager[f].keys() == compiled[f].keys()
+        for i in eager[f]:
+            assert (eager[f][i] != compiled[f][i]).mean() < 1e-3
