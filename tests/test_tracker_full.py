@@ -7,8 +7,9 @@ then forward propagation to frame 2 (frames 1 and 2 read the memory bank: the pr
 spatial memory and pointer, and the previous tracked frame). We replay it with OUR full model
 (`build_sam3_video_model("full")`, synthetic weights) and a `TrackingState`:
 
-- low-res (288x288) mask logits, stored as float16: ``|ours - ref| <= 2e-3 + 2e-3 |ref|``
-  (float16 rounding alone is up to 4.9e-4 |ref|);
+- low-res (288x288) mask logits, stored as float16: ``|ours - ref| <= 2e-3 + 1e-3 |ref|``
+  (float16 rounding alone is up to 4.9e-4 |ref|, 0.016 at the logits' |32|), and at most
+  1e-3 beyond the float16 rounding of ``ref``;
 - object-score logits (float32): max abs diff <= 1e-3;
 - video-resolution binary masks: >= 99.5 % pixel agreement per frame.
 
@@ -28,7 +29,8 @@ from sam3video.video.tracking import TrackingState
 
 pytestmark = pytest.mark.slow
 
-LOGIT_ATOL, LOGIT_RTOL = 2e-3, 2e-3
+LOGIT_ATOL, LOGIT_RTOL = 2e-3, 1e-3
+BEYOND_FP16_ATOL = 1e-3
 SCORE_ATOL = 1e-3
 MIN_AGREEMENT = 0.995
 IMAGE_SIZE = 1008
@@ -93,12 +95,22 @@ def run():
     return tensors, meta, results
 
 
-def check_logits(ours: torch.Tensor, ref: torch.Tensor, where: str) -> float:
+def fp16_half_ulp(x: torch.Tensor) -> torch.Tensor:
+    """Largest float16 rounding error of values stored as ``x`` (float16 values)."""
+    _, exponent = torch.frexp(x)  # |x| in [2^(e-1), 2^e): the float16 step is 2^(e-11)
+    exponent = torch.where(x == 0, torch.zeros_like(exponent) - 24, exponent - 11)
+    return torch.exp2(exponent.clamp(min=-24).float()) / 2
+
+
+def check_logits(ours: torch.Tensor, ref: torch.Tensor, where: str) -> tuple[float, float]:
+    """Max abs diff, and max diff beyond the float16 rounding of the stored reference."""
     assert ours.shape == ref.shape, where
     diff = (ours - ref).abs()
     bound = LOGIT_ATOL + LOGIT_RTOL * ref.abs()
     assert (diff <= bound).all(), f"{where}: {(diff - bound).max():.3g} over the bound"
-    return diff.max().item()
+    beyond = (diff - fp16_half_ulp(ref)).clamp(min=0).max().item()
+    assert beyond <= BEYOND_FP16_ATOL, f"{where}: {beyond:.3g} beyond float16 rounding"
+    return diff.max().item(), beyond
 
 
 def check_masks(ours: torch.Tensor, bits: torch.Tensor, h: int, w: int, where: str) -> float:
@@ -136,13 +148,14 @@ def test_propagation_matches_official(run):
         assert out.obj_ids == tensors[f"{fk}/obj_ids"].tolist(), fk
         ref = fp16(tensors[f"{fk}/low_res"])
         assert out.low_res_masks.shape == ref.shape == (1, 1, 288, 288), fk
-        d = check_logits(out.low_res_masks, ref, fk)
+        d, beyond = check_logits(out.low_res_masks, ref, fk)
         score_diff = (out.object_score_logits - tensors[f"{fk}/scores"]).abs().max().item()
         assert score_diff <= SCORE_ATOL, f"{fk}: score diff {score_diff:.3g}"
         a = check_masks(out.masks, tensors[f"{fk}/masks"], h, w, fk)
         assert torch.equal(out.masks, out.video_res_logits > 0)
         print(
             f"\nframe {out.frame_idx}: low-res logits max abs diff {d:.2e} "
-            f"(|ref| max {ref.abs().max():.2f}), score diff {score_diff:.2e}, "
+            f"(|ref| max {ref.abs().max():.2f}; {beyond:.2e} beyond float16 rounding), "
+            f"score diff {score_diff:.2e}, "
             f"mask agreement {a:.6f}"
         )
