@@ -21,10 +21,9 @@ from __future__ import annotations
 import torch
 import torchvision
 from _common import load_synthetic, save_fixture
+from official_builders import build_official_geometry_encoder
 from sam3.model.box_ops import masks_to_boxes as official_masks_to_boxes_exclusive
-from sam3.model.encoder import TransformerEncoderLayer
-from sam3.model.geometry_encoders import Prompt, SequenceGeometryEncoder
-from sam3.model.model_misc import MultiheadAttentionWrapper
+from sam3.model.geometry_encoders import Prompt
 from sam3.model.position_encoding import PositionEmbeddingSine
 from sam3.perflib.masks_ops import mask_iou as official_mask_iou
 from sam3.perflib.nms import generic_nms_cpu
@@ -134,48 +133,10 @@ def gen_nms() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_official(cfg) -> SequenceGeometryEncoder:
-    d = cfg.detector
-    layer = TransformerEncoderLayer(
-        activation="relu",
-        d_model=d.d_model,
-        dim_feedforward=d.ffn_dim,
-        dropout=0.1,
-        pos_enc_at_attn=False,
-        pre_norm=True,
-        self_attention=MultiheadAttentionWrapper(
-            num_heads=d.num_heads, dropout=0.1, embed_dim=d.d_model, batch_first=False
-        ),
-        pos_enc_at_cross_attn_queries=False,
-        pos_enc_at_cross_attn_keys=True,
-        cross_attention=MultiheadAttentionWrapper(
-            num_heads=d.num_heads, dropout=0.1, embed_dim=d.d_model, batch_first=False
-        ),
-    )
-    enc = SequenceGeometryEncoder(
-        pos_enc=PositionEmbeddingSine(num_pos_feats=d.d_model, normalize=True, temperature=10000),
-        encode_boxes_as_points=False,
-        points_direct_project=True,
-        points_pool=True,
-        points_pos_enc=True,
-        boxes_direct_project=True,
-        boxes_pool=True,
-        boxes_pos_enc=True,
-        d_model=d.d_model,
-        num_layers=d.geo_layers,
-        layer=layer,
-        roi_size=d.geo_roi_size,
-        use_act_ckpt=True,
-        add_cls=True,
-        add_post_encode_proj=True,
-    )
-    return enc.eval()
-
-
 def gen_geometry_encoder() -> None:
     cfg = tiny_config()
     d_model, side = cfg.d_model, cfg.feat_size
-    enc = build_official(cfg)
+    enc = build_official_geometry_encoder(cfg)
     kept = load_synthetic(enc, PREFIX)
     assert not kept, kept
 

@@ -4,11 +4,11 @@ Run from the repository root with the reference venv::
 
     ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_heads.py
 
-Builds the OFFICIAL classes at the tiny sizes of ``tiny_config()`` (the full-size arguments are
-in ``sam3/model_builder.py``), fills them with the synthetic weights under their official
-prefixes, and calls them the way ``Sam3Image._run_encoder / _run_decoder /
-_update_scores_and_boxes / _run_segmentation_heads`` do (sequence-first, eval, float32, no
-autocast). Inputs are seeded and stored (batch-first) beside the outputs.
+Builds the OFFICIAL classes at the tiny sizes of ``tiny_config()`` with ``official_builders``
+(the full-size arguments are in ``sam3/model_builder.py``), fills them with the synthetic
+weights under their official prefixes, and calls them the way ``Sam3Image._run_encoder /
+_run_decoder / _update_scores_and_boxes / _run_segmentation_heads`` do (sequence-first, eval,
+float32, no autocast). Inputs are seeded and stored (batch-first) beside the outputs.
 
 Writes ``tests/fixtures/heads_transformer.pt`` (encoder -> decoder -> scoring chain, B=2 and B=1)
 and ``tests/fixtures/heads_segmentation.pt`` (segmentation head on a 6x8 grid, one image per
@@ -17,20 +17,17 @@ prompt and one image shared by two prompts).
 
 from __future__ import annotations
 
+import official_builders as ob
 import torch
 from _common import load_synthetic, save_fixture
-from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
-from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
-from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
-from sam3.model.model_misc import MLP, DotProductScoring, inverse_sigmoid
-from sam3.model.model_misc import MultiheadAttentionWrapper as MHA
+from sam3.model.model_misc import inverse_sigmoid
 from sam3.model.position_encoding import PositionEmbeddingSine
 
 from sam3video.model.config import tiny_config
 
 CFG = tiny_config()
 DET = CFG.detector
-D, HEADS, FFN = DET.d_model, DET.num_heads, DET.ffn_dim
+D = DET.d_model
 GRID = CFG.feat_size  # 16
 PREFIX = {
     "encoder": "detector.transformer.encoder.",
@@ -38,90 +35,6 @@ PREFIX = {
     "scoring": "detector.dot_prod_scoring.",
     "seg": "detector.segmentation_head.",
 }
-
-
-def build_encoder() -> TransformerEncoderFusion:
-    layer = TransformerEncoderLayer(
-        activation="relu",
-        d_model=D,
-        dim_feedforward=FFN,
-        dropout=0.1,
-        pos_enc_at_attn=True,
-        pos_enc_at_cross_attn_keys=False,
-        pos_enc_at_cross_attn_queries=False,
-        pre_norm=True,
-        self_attention=MHA(num_heads=HEADS, dropout=0.1, embed_dim=D, batch_first=True),
-        cross_attention=MHA(num_heads=HEADS, dropout=0.1, embed_dim=D, batch_first=True),
-    )
-    return TransformerEncoderFusion(
-        layer=layer,
-        num_layers=DET.encoder_layers,
-        d_model=D,
-        num_feature_levels=1,
-        frozen=False,
-        use_act_checkpoint=True,
-        add_pooled_text_to_img_feat=False,
-        pool_text_with_mask=True,
-    )
-
-
-def build_decoder() -> TransformerDecoder:
-    layer = TransformerDecoderLayer(
-        activation="relu",
-        d_model=D,
-        dim_feedforward=FFN,
-        dropout=0.1,
-        cross_attention=MHA(num_heads=HEADS, dropout=0.1, embed_dim=D),
-        n_heads=HEADS,
-        use_text_cross_attention=True,
-    )
-    return TransformerDecoder(
-        layer=layer,
-        num_layers=DET.decoder_layers,
-        num_queries=DET.num_queries,
-        return_intermediate=True,
-        box_refine=True,
-        num_o2m_queries=0,
-        dac=True,
-        boxRPB="log",
-        d_model=D,
-        frozen=False,
-        interaction_layer=None,
-        dac_use_selfatt_ln=True,
-        resolution=CFG.image_size,  # 224 / 14 = 16: the tiny coordinate grid
-        stride=CFG.vit.patch_size,
-        use_act_checkpoint=True,
-        presence_token=True,
-    )
-
-
-def build_scoring() -> DotProductScoring:
-    prompt_mlp = MLP(
-        input_dim=D,
-        hidden_dim=DET.scoring_mlp_dim,
-        output_dim=D,
-        num_layers=2,
-        dropout=0.1,
-        residual=True,
-        out_norm=torch.nn.LayerNorm(D),
-    )
-    return DotProductScoring(d_model=D, d_proj=D, prompt_mlp=prompt_mlp)
-
-
-def build_seg_head() -> UniversalSegmentationHead:
-    pixel_decoder = PixelDecoder(
-        num_upsampling_stages=DET.pixel_decoder_stages, interpolation_mode="nearest", hidden_dim=D
-    )
-    return UniversalSegmentationHead(
-        hidden_dim=D,
-        upsampling_stages=DET.pixel_decoder_stages,
-        aux_masks=False,
-        presence_head=False,
-        dot_product_scorer=None,
-        act_ckpt=True,
-        cross_attend_prompt=MHA(num_heads=HEADS, dropout=0, embed_dim=D),
-        pixel_decoder=pixel_decoder,
-    )
 
 
 def shapes(module: torch.nn.Module) -> dict[str, list[int]]:
@@ -188,12 +101,14 @@ def run_transformer(enc, dec, scoring, img, pos, prompt, mask) -> dict[str, torc
 @torch.no_grad()
 def main() -> None:
     torch.manual_seed(0)
-    enc, dec, scoring, seg = build_encoder(), build_decoder(), build_scoring(), build_seg_head()
+    transformer = ob.build_official_transformer(CFG)
+    enc, dec = transformer.encoder, transformer.decoder
+    scoring = ob.build_official_dot_prod_scoring(CFG)
+    seg = ob.build_official_segmentation_head(CFG)
     modules = {"encoder": enc, "decoder": dec, "scoring": scoring, "seg": seg}
     for name, m in modules.items():
         kept = load_synthetic(m, PREFIX[name])
         assert not kept, kept
-        m.eval()
 
     # ---- encoder -> decoder -> scoring, B = 2 (and B = 1 on the first row) ----
     gen = torch.Generator().manual_seed(1234)

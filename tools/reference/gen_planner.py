@@ -36,6 +36,7 @@ import numpy as np
 import sam3.perflib.connected_components as _cc
 import torch
 from _common import save_fixture
+from official_builders import VIDEO_DEFAULTS
 from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 from sam3.model.sam3_video_inference import Sam3VideoInferenceWithInstanceInteractivity
 from torch import nn
@@ -52,25 +53,10 @@ def _cc_guarded(mask):
 
 _cc.connected_components = _cc_guarded
 
-DEFAULTS = dict(
-    score_threshold_detection=0.5,
-    assoc_iou_thresh=0.1,
-    det_nms_thresh=0.1,
-    new_det_thresh=0.7,
-    hotstart_delay=15,
-    hotstart_unmatch_thresh=8,
-    hotstart_dup_thresh=8,
-    suppress_unmatched_only_within_hotstart=True,
-    min_trk_keep_alive=-1,
-    max_trk_keep_alive=30,
-    init_trk_keep_alive=30,
-    suppress_overlapping_based_on_recent_occlusion_threshold=0.7,
-    suppress_det_close_to_boundary=False,
-    fill_hole_area=16,
-    recondition_every_nth_frame=16,
-    masklet_confirmation_enable=False,
-    decrease_trk_keep_alive_for_empty_masklets=False,
-)
+# The heuristics of ``build_sam3_video_model`` (``official_builders.VIDEO_DEFAULTS``); the image
+# normalisation and compile switches are left at the class defaults (no network runs here).
+_NOT_HEURISTICS = ("image_mean", "image_std", "compile_model")
+DEFAULTS = {k: v for k, v in VIDEO_DEFAULTS.items() if k not in _NOT_HEURISTICS}
 ABLATION = dict(
     DEFAULTS,
     hotstart_delay=0,

@@ -8,8 +8,9 @@ Writes:
 - ``tests/fixtures/tokenizer_cases.json``: official token ids of tricky strings, at context
   lengths 32 and 8, plus the un-truncated ``encode`` ids;
 - ``tests/fixtures/text_encoder.pt``: the official ``VETextEncoder`` at the tiny sizes of
-  ``tiny_config()`` with synthetic weights (prefix ``detector.backbone.language_backbone.``):
-  tokens, encoder token states, resized features (batch-first) and the padding mask.
+  ``tiny_config()`` (``official_builders.build_official_text_encoder``) with synthetic
+  weights (prefix ``detector.backbone.language_backbone.``): tokens, encoder token states,
+  resized features (batch-first) and the padding mask.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 
 import torch
 from _common import BPE_PATH, FIXTURES, ROOT, load_synthetic, save_fixture
-from sam3.model.text_encoder_ve import VETextEncoder
+from official_builders import build_official_text_encoder
 from sam3.model.tokenizer_ve import SimpleTokenizer
 
 from sam3video.model.config import tiny_config
@@ -93,18 +94,9 @@ def main() -> None:
     # default mlp_ratio 4.0 and output_dim 512 match the config (tiny keeps proj_dim 512).
     assert t.mlp_dim == 4 * t.width
     assert t.proj_dim == 512
-    model = VETextEncoder(
-        d_model=cfg.d_model,
-        tokenizer=SimpleTokenizer(bpe_path=str(BPE_PATH)),
-        width=t.width,
-        heads=t.heads,
-        layers=t.layers,
-        context_length=t.context_length,
-        vocab_size=t.vocab_size,
-    )
+    model = build_official_text_encoder(cfg)
     kept = load_synthetic(model, PREFIX)
     assert not kept, kept
-    model.eval()
 
     with torch.no_grad(), torch.autocast("cpu", enabled=False):
         mask, feats_lnc, _ = model(BATCH, device="cpu")

@@ -4,6 +4,10 @@ Run from the repository root with the reference venv::
 
     ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_tracker_modules.py
 
+The modules are children of ``official_builders.build_official_tracker`` (the official tracker
+as ``build_tracker`` wires it, at the tiny sizes); variants (another mask-prompt width, two
+memory-attention heads) come from a modified config.
+
 Writes ``tests/fixtures/tracker_modules_{prompt_encoder,mask_decoder,memory_encoder,
 memory_attention}.pt``: seeded inputs, official outputs (float32, autocast off, eval mode) and
 the official state-dict key -> shape list of every module built here.
@@ -11,16 +15,13 @@ the official state-dict key -> shape list of every module built here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from _common import load_synthetic, save_fixture
-from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
-from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
-from sam3.model.position_encoding import PositionEmbeddingSine
-from sam3.sam.mask_decoder import MaskDecoder
-from sam3.sam.prompt_encoder import PromptEncoder
-from sam3.sam.transformer import RoPEAttention, TwoWayTransformer
+from official_builders import build_official_tracker
 
-from sam3video.model.config import tiny_config
+from sam3video.model.config import Sam3VideoConfig, tiny_config
 
 CFG = tiny_config()
 T = CFG.tracker
@@ -34,15 +35,16 @@ def keys_of(module: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in module.state_dict().items()}
 
 
-def build_prompt_encoder(mask_in_chans: int) -> PromptEncoder:
-    pe = PromptEncoder(
-        embed_dim=C,
-        image_embedding_size=(FEAT, FEAT),
-        input_image_size=(IMG, IMG),
-        mask_in_chans=mask_in_chans,
-    ).eval()
-    load_synthetic(pe, "tracker.sam_prompt_encoder.")
-    return pe
+def official_part(path: str, cfg: Sam3VideoConfig = CFG) -> torch.nn.Module:
+    """The official tracker's child at ``path`` (its state-dict prefix), synthetic weights."""
+    module = build_official_tracker(cfg).get_submodule(path)
+    load_synthetic(module, f"tracker.{path}.")
+    return module.eval()
+
+
+def build_prompt_encoder(mask_in_chans: int) -> torch.nn.Module:
+    cfg = CFG.replace(tracker=replace(T, mask_in_chans=mask_in_chans))
+    return official_part("sam_prompt_encoder", cfg)
 
 
 def gen_prompt_encoder() -> None:
@@ -99,27 +101,7 @@ def gen_prompt_encoder() -> None:
 
 def gen_mask_decoder() -> None:
     g = torch.Generator().manual_seed(2)
-    md = MaskDecoder(
-        num_multimask_outputs=T.num_multimask_outputs,
-        transformer=TwoWayTransformer(
-            depth=T.decoder_depth,
-            embedding_dim=C,
-            mlp_dim=T.decoder_mlp_dim,
-            num_heads=T.decoder_heads,
-        ),
-        transformer_dim=C,
-        iou_head_depth=T.iou_head_depth,
-        iou_head_hidden_dim=C,  # 256 = d_model in the full model
-        use_high_res_features=True,
-        iou_prediction_use_sigmoid=True,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        use_multimask_token_for_obj_ptr=True,
-        dynamic_multimask_via_stability=True,
-        dynamic_multimask_stability_delta=T.dynamic_multimask_stability_delta,
-        dynamic_multimask_stability_thresh=T.dynamic_multimask_stability_thresh,
-    ).eval()
-    load_synthetic(md, "tracker.sam_mask_decoder.")
+    md = official_part("sam_mask_decoder")
     pe = build_prompt_encoder(T.mask_in_chans)
 
     b = 3
@@ -177,21 +159,7 @@ def gen_mask_decoder() -> None:
 
 def gen_memory_encoder() -> None:
     g = torch.Generator().manual_seed(3)
-    enc = SimpleMaskEncoder(
-        out_dim=T.mem_dim,
-        mask_downsampler=SimpleMaskDownSampler(
-            embed_dim=C, kernel_size=3, stride=2, padding=1, interpol_size=[MASK_IN, MASK_IN]
-        ),
-        fuser=SimpleFuser(
-            layer=CXBlock(dim=C, kernel_size=7, padding=3, layer_scale_init_value=1e-6),
-            num_layers=T.fuser_layers,
-        ),
-        position_encoding=PositionEmbeddingSine(
-            num_pos_feats=T.mem_dim, normalize=True, scale=None, temperature=10000
-        ),
-        in_dim=C,
-    ).eval()
-    load_synthetic(enc, "tracker.maskmem_backbone.")
+    enc = official_part("maskmem_backbone")
 
     # Case A: binarised masks at the image size (resized to MASK_IN inside), as after clicks.
     pix_a = torch.randn(2, C, FEAT, FEAT, generator=g)
@@ -219,45 +187,9 @@ def gen_memory_encoder() -> None:
     save_fixture("tracker_modules_memory_encoder", t, {"official_keys": keys_of(enc)})
 
 
-def build_memory_attention(num_heads: int) -> TransformerEncoderCrossAttention:
-    def rope(**kw):
-        return RoPEAttention(
-            embedding_dim=C,
-            num_heads=num_heads,
-            downsample_rate=1,
-            dropout=0.1,
-            rope_theta=T.rope_theta,
-            feat_sizes=[FEAT, FEAT],
-            use_fa3=False,
-            use_rope_real=False,
-            **kw,
-        )
-
-    layer = TransformerDecoderLayerv2(
-        cross_attention_first=False,
-        activation="relu",
-        dim_feedforward=T.memory_attention_ffn_dim,
-        dropout=0.1,
-        pos_enc_at_attn=False,
-        pre_norm=True,
-        self_attention=rope(),
-        d_model=C,
-        pos_enc_at_cross_attn_keys=True,
-        pos_enc_at_cross_attn_queries=False,
-        cross_attention=rope(kv_in_dim=T.mem_dim, rope_k_repeat=True),
-    )
-    enc = TransformerEncoderCrossAttention(
-        remove_cross_attention_layers=[],
-        batch_first=True,
-        d_model=C,
-        frozen=False,
-        pos_enc_at_input=True,
-        layer=layer,
-        num_layers=T.memory_attention_layers,
-        use_act_checkpoint=False,
-    ).eval()
-    load_synthetic(enc, "tracker.transformer.encoder.")
-    return enc
+def build_memory_attention(num_heads: int) -> torch.nn.Module:
+    cfg = CFG.replace(tracker=replace(T, memory_attention_heads=num_heads))
+    return official_part("transformer.encoder", cfg)
 
 
 def run_memory_attention(enc, src, src_pos, memory, memory_pos, n_ptr) -> torch.Tensor:

@@ -5,9 +5,10 @@ Run from the repository root with the reference venv::
     ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_vision.py
 
 Builds the official ``ViT`` + ``Sam3DualViTDetNeck`` + ``PositionEmbeddingSine`` with the
-arguments of ``model_builder._create_vision_backbone`` but the tiny sizes of ``tiny_config()``,
-fills them with synthetic weights (prefix ``detector.backbone.vision_backbone.``) and runs
-them in float32 on seeded uint8 images normalised with mean = std = 0.5.
+arguments of ``model_builder._create_vision_backbone`` but the tiny sizes of ``tiny_config()``
+(``official_builders.build_official_vision_backbone``), fills them with synthetic weights
+(prefix ``detector.backbone.vision_backbone.``) and runs them in float32 on seeded uint8
+images normalised with mean = std = 0.5.
 
 Writes (sizes kept small: the 4x level is large, so some tensors are crops or strided):
 - ``tests/fixtures/vision_b1.pt``: one image; trunk output, all three detector levels,
@@ -23,9 +24,8 @@ from __future__ import annotations
 
 import torch
 from _common import load_synthetic, save_fixture
-from sam3.model.necks import Sam3DualViTDetNeck
-from sam3.model.position_encoding import PositionEmbeddingSine
-from sam3.model.vitdet import Attention, ViT
+from official_builders import build_official_vision_backbone
+from sam3.model.vitdet import Attention
 
 from sam3video.model.config import full_config, tiny_config
 
@@ -34,47 +34,6 @@ PREFIX = "detector.backbone.vision_backbone."
 # Crops kept for the large levels, as (row/col start, size) on each level's grid.
 CROP = {0: (20, 24), 1: (8, 16)}
 POS0_STRIDE = 3
-
-
-def official_vision(cfg) -> Sam3DualViTDetNeck:
-    v = cfg.vit
-    trunk = ViT(
-        img_size=cfg.image_size,
-        pretrain_img_size=v.pretrain_img_size,
-        patch_size=v.patch_size,
-        embed_dim=v.embed_dim,
-        depth=v.depth,
-        num_heads=v.num_heads,
-        mlp_ratio=v.mlp_ratio,
-        norm_layer="LayerNorm",
-        drop_path_rate=0.1,
-        qkv_bias=True,
-        use_abs_pos=True,
-        tile_abs_pos=True,
-        global_att_blocks=v.global_att_blocks,
-        rel_pos_blocks=(),
-        use_rope=True,
-        use_interp_rope=True,
-        window_size=v.window_size,
-        pretrain_use_cls_token=True,
-        retain_cls_token=False,
-        ln_pre=True,
-        ln_post=False,
-        return_interm_layers=False,
-        bias_patch_embed=False,
-        compile_mode=None,
-    )
-    # precompute_resolution only fills a cache on CUDA; it does not change any value.
-    pos = PositionEmbeddingSine(
-        num_pos_feats=cfg.d_model, normalize=True, scale=None, temperature=10000
-    )
-    return Sam3DualViTDetNeck(
-        trunk=trunk,
-        position_encoding=pos,
-        d_model=cfg.d_model,
-        scale_factors=[4.0, 2.0, 1.0, 0.5],
-        add_sam2_neck=True,
-    ).eval()
 
 
 def normalise(img_u8: torch.Tensor) -> torch.Tensor:
@@ -107,7 +66,7 @@ def run(neck, images_u8):
 def main() -> None:
     torch.manual_seed(0)
     cfg = tiny_config()
-    neck = official_vision(cfg)
+    neck = build_official_vision_backbone(cfg)
     kept = load_synthetic(neck, PREFIX)
     assert all(k.endswith("freqs_cis") for k in kept), kept
     keys = [

@@ -190,13 +190,16 @@ class VideoSession:
     # ------------------------------------------------------------------ features
 
     @torch.inference_mode()
-    def _features(self, frame_idx: int):
-        """Backbone output of a frame; computed once per frame for detector and tracker."""
-        if self._feature_cache is not None and self._feature_cache[0] == frame_idx:
-            return self._feature_cache[1]
+    def _features(self, frame_idx: int, need_detector: bool = False):
+        """Backbone output of a frame: one trunk pass for detector and tracker. The detector
+        pyramid is computed only while a concept prompt is active (or when asked)."""
+        cached = self._feature_cache
+        if cached is not None and cached[0] == frame_idx:
+            if cached[1].detector_feats is not None or not need_detector:
+                return cached[1]
         image = self.transform(frame_idx).to(device=self.device, dtype=self.dtype)
         neck = self.model.detector.backbone.forward_image(
-            image[None], need_detector=True, need_tracker=True
+            image[None], need_detector=need_detector or self.concept.active, need_tracker=True
         )
         self._feature_cache = (frame_idx, neck)
         return neck
@@ -222,7 +225,7 @@ class VideoSession:
         if self._detection_cache is not None and self._detection_cache[0] == key:
             return self._detection_cache[1]
         h = self.heuristics
-        neck = self._features(frame_idx)
+        neck = self._features(frame_idx, need_detector=True)
         c = self.concept
         out = self.model.detector.forward_grounding(
             neck.detector_feats, neck.detector_pos, c.text_feats, c.text_mask, c.geometry
