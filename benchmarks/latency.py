@@ -1,0 +1,228 @@
+"""Per-frame latency of a video session, split into backbone, detector heads, tracker,
+planning and post-processing, for N clicked objects.
+
+    python benchmarks/latency.py --model tiny --objects 1 4 16 --frames 8
+    python benchmarks/latency.py --model full --objects 1 --frames 2      # ~1-2 min per frame
+
+Scenario (per object count N), on the first frames of shared/data/videos/bikes.mp4 (JPEG
+folder, 640x272):
+
+1. text prompt ``--text`` on frame 0 (the detector then runs on every frame);
+2. N clicks on frame 0, each a new object (each click creates its own tracker state, as the
+   product and the official code do for clicked objects);
+3. full propagation over frames 0..K (the session's action history is cleared so that the
+   propagation is a full one: detector + every tracker state on every frame, i.e. the steady
+   state of a video with N objects; a user's propagation right after clicks would be
+   partial, tracker only). Births are switched off (``new_det_thresh`` above 1) so that
+   exactly N objects are tracked whatever the synthetic weights detect.
+
+Frame 0 is the prompt frame (its tracker outputs are the clicks' cached ones); the reported
+per-frame numbers are medians over frames 1..K. Regions are timed with ``time.perf_counter``
+around the session's own calls (wrappers installed by this script; nothing in ``src/``):
+
+- backbone: ``VideoSession._features`` (ViT + both necks, once per frame);
+- detector: ``VideoSession._detect`` (fusion encoder, decoder, scoring, segmentation head,
+  mask NMS) minus the backbone;
+- tracker: ``TrackingState.propagate`` steps, ``update_memory`` (deferred memory encoding),
+  ``add_mask``/``preflight`` (reconditioning);
+- planning: ``plan_frame`` (association, hotstart, suppression);
+- post: the rest of the frame (hole filling, upsampling to video size, non-overlap, bit-packed
+  cache, output formatting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import warnings
+
+import numpy as np
+import torch
+from _bench import (
+    SplitTimer,
+    append_results,
+    bikes_jpeg_folder,
+    click_points,
+    command_line,
+    machine_info,
+    markdown_table,
+    median,
+    peak_rss_mib,
+)
+
+import sam3video.video.session as session_module
+from sam3video.io.frames import open_frames
+from sam3video.model.build import build_sam3_video_model
+from sam3video.video.planner import VideoHeuristics
+from sam3video.video.session import VideoSession
+from sam3video.video.tracking import TrackingState
+
+PARTS = ("backbone", "detector", "tracker", "planning", "post")
+TIMER = SplitTimer()  # one timer; each frame's regions are charged to that frame's record
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class TimedSession(VideoSession):
+    """A `VideoSession` whose per-frame work is charged to `SplitTimer` regions."""
+
+    timer = TIMER
+    records: dict[int, dict[str, float]]
+
+    # Wrappers pass arguments through: the session's private signatures may evolve.
+    def _features(self, *args, **kwargs):
+        with self.timer("backbone"):
+            return super()._features(*args, **kwargs)
+
+    def _detect(self, *args, **kwargs):
+        with self.timer("detector"):
+            return super()._detect(*args, **kwargs)
+
+    def _det_track_one_frame(self, frame_idx: int, reverse: bool):
+        record = self.records.setdefault(frame_idx, {p: 0.0 for p in PARTS})
+        with self.timer.frame(record), self.timer("post"):
+            return super()._det_track_one_frame(frame_idx, reverse)
+
+    def _format(self, frame_idx: int, *args, **kwargs):
+        record = self.records.setdefault(frame_idx, {p: 0.0 for p in PARTS})
+        with self.timer.frame(record), self.timer("post"):
+            return super()._format(frame_idx, *args, **kwargs)
+
+
+def install_tracker_timers(timer: SplitTimer) -> None:
+    """Charge `TrackingState` work and `plan_frame` to their regions (class-level wrappers)."""
+
+    def timed_method(name: str):
+        original = getattr(TrackingState, name)
+
+        def wrapper(self, *args, **kwargs):
+            with timer("tracker"):
+                return original(self, *args, **kwargs)
+
+        setattr(TrackingState, name, wrapper)
+
+    for name in ("update_memory", "add_mask", "preflight"):
+        timed_method(name)
+
+    original_propagate = TrackingState.propagate
+
+    def propagate(self, *args, **kwargs):
+        steps = original_propagate(self, *args, **kwargs)
+
+        def timed_steps():
+            while True:
+                with timer("tracker"):
+                    item = next(steps, None)
+                if item is None:
+                    return
+                yield item
+
+        return timed_steps()
+
+    TrackingState.propagate = propagate
+
+    original_plan = session_module.plan_frame
+
+    def plan_frame(*args, **kwargs):
+        with timer("planning"):
+            return original_plan(*args, **kwargs)
+
+    session_module.plan_frame = plan_frame
+
+
+def build_model(config: str, dtype: torch.dtype):
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_sam3_video_model(config, None, device="cpu", dtype=dtype)
+    return model, time.perf_counter() - t0
+
+
+def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | None) -> dict:
+    frames = open_frames(folder)
+    heuristics = dataclasses.replace(VideoHeuristics(), new_det_thresh=1.01)  # no births
+    session = TimedSession("bench", model, frames, heuristics=heuristics, dtype=dtype)
+    session.records = {}
+
+    t0 = time.perf_counter()
+    if text is not None:
+        session.add_concept_prompt(0, text, None)
+    t_text = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for x, y in click_points(n_objects, frames.height, frames.width):
+        session.add_points(0, np.array([[x, y]]), np.array([1]), None)
+    t_clicks = time.perf_counter() - t0
+
+    session.history.clear()  # dispatch a FULL propagation (see module doc)
+    session.records = {}
+    t0 = time.perf_counter()
+    yielded = sum(1 for _ in session.propagate(0, n_frames, reverse=False))
+    t_prop = time.perf_counter() - t0
+    frames.close()
+    steady = [session.records[f] for f in sorted(session.records) if f > 0]
+    split = {p: median([r[p] for r in steady]) for p in PARTS}
+    totals = [sum(r.values()) for r in steady]
+    return {
+        "objects": n_objects,
+        "tracked": len(session.obj_ids),
+        "states": len(session.states),
+        "frames": len(steady),
+        "yielded": yielded,
+        "text_prompt_s": t_text,
+        "clicks_s": t_clicks,
+        "propagation_s": t_prop,
+        "frame_s": median(totals),
+        "frame_min_s": min(totals) if totals else float("nan"),
+        **split,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=["tiny", "full"], default="tiny")
+    ap.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    ap.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--frames", type=int, default=None, help="propagated frames after frame 0")
+    ap.add_argument("--text", default="person", help="text prompt; '' for clicks only")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see README)")
+    ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_frames = args.frames if args.frames is not None else (2 if args.model == "full" else 8)
+    dtype = DTYPES[args.dtype]
+    folder = bikes_jpeg_folder(n_frames + 1)
+    install_tracker_timers(TIMER)
+    model, t_build = build_model(args.model, dtype)
+    print(f"model {args.model} {args.dtype} built in {t_build:.1f} s", flush=True)
+    rows = []
+    for n in args.objects:
+        r = run_case(model, dtype, folder, n, n_frames, args.text or None)
+        print(r, flush=True)
+        rows.append(r)
+    header = [
+        "clicked", "tracked", "states", "frames", "frame s (median)", *[f"{p} s" for p in PARTS],
+        "text prompt s", "clicks s",
+    ]
+    table = [
+        [r["objects"], r["tracked"], r["states"], r["frames"], r["frame_s"], *[r[p] for p in PARTS],
+         r["text_prompt_s"], r["clicks_s"]]
+        for r in rows
+    ]
+    lines = markdown_table(header, table)
+    lines += [
+        "",
+        f"Model {args.model}, {args.dtype}, synthetic weights, bikes 640x272 JPEG frames, text "
+        f"prompt {args.text!r} + N clicks on frame 0, full propagation over {n_frames} more "
+        f"frames (medians over frames 1..{n_frames}); build {t_build:.1f} s; peak RSS "
+        f"{peak_rss_mib():.0f} MiB.",
+    ]
+    info = machine_info("cpu")
+    if args.no_record:
+        print("\n".join(lines))
+    else:
+        append_results(f"latency ({args.model}, {args.dtype})", info, command_line(), lines)
+
+
+if __name__ == "__main__":
+    main()
