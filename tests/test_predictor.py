@@ -498,3 +498,29 @@ def test_compile_gives_the_same_outputs(tmp_path):
         assert eager[f].keys() == compiled[f].keys()
         for i in eager[f]:
             assert (eager[f][i] != compiled[f][i]).mean() < 1e-3
+
+
+def test_ablation_without_temporal_disambiguation(predictor):
+    """apply_temporal_disambiguation=False: no hotstart buffer, no reconditioning."""
+    p = Sam3VideoPredictor(
+        model_config="tiny",
+        device="cpu",
+        apply_temporal_disambiguation=False,
+        model=predictor.model,
+    )
+    assert p.heuristics.hotstart_delay == 0 and p.heuristics.recondition_every_nth_frame == 0
+    sid = start(p)
+    p.handle_request({"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "car"})
+    gen = p.handle_stream_request(
+        {
+            "type": "propagate_in_video",
+            "session_id": sid,
+            "propagation_direction": "forward",
+            "max_frame_num_to_track": 5,
+        }
+    )
+    next(gen)
+    # without the hotstart buffer the first frame comes out before later frames are processed
+    assert p._sessions[sid].processed == {0}
+    assert [r["frame_index"] for r in gen] == [1, 2, 3, 4, 5]
+    p.shutdown()
