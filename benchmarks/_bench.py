@@ -224,6 +224,8 @@ def synthetic_video(num_frames: int, height: int = 180, width: int = 320) -> Pat
 
 def click_points(n: int, height: int, width: int) -> list[tuple[float, float]]:
     """``n`` distinct click positions (pixels) on a grid over the frame."""
+    if n <= 0:
+        return []
     cols = min(n, 4)
     rows = -(-n // cols)
     return [
