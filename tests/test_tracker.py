@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from sam3video.errors import InvalidInputError
+from sam3video.model.build import build_vision_backbone
 from sam3video.model.config import full_config, tiny_config
 from sam3video.model.neck import DualViTDetNeck
 from sam3video.model.position_encoding import PositionEmbeddingSine
@@ -34,7 +35,6 @@ from sam3video.model.tracker import (
     memory_score,
     select_closest_cond_frames,
 )
-from sam3video.model.vit import ViT
 from sam3video.model.weights import synthetic_state_dict
 from sam3video.video.tracking import TrackingState
 
@@ -72,22 +72,7 @@ def tiny_tracker(seed: int = 0) -> Sam3Tracker:
 
 
 def tiny_neck() -> DualViTDetNeck:
-    cfg = tiny_config()
-    v = cfg.vit
-    trunk = ViT(
-        img_size=cfg.image_size,
-        patch_size=v.patch_size,
-        embed_dim=v.embed_dim,
-        depth=v.depth,
-        num_heads=v.num_heads,
-        mlp_ratio=v.mlp_ratio,
-        window_size=v.window_size,
-        global_att_blocks=v.global_att_blocks,
-        pretrain_img_size=v.pretrain_img_size,
-        rope_theta=v.rope_theta,
-        layer_norm_eps=v.layer_norm_eps,
-    )
-    neck = DualViTDetNeck(trunk, PositionEmbeddingSine(cfg.d_model), cfg.d_model)
+    neck = build_vision_backbone(tiny_config())
     neck.load_state_dict(synthetic_state_dict(neck, prefix=NECK_PREFIX), strict=True)
     return neck.eval()
 

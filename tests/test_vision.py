@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sam3video.errors import ConfigError, InvalidInputError
+from sam3video.model.build import build_vision_backbone
 from sam3video.model.config import Sam3VideoConfig, full_config, tiny_config
 from sam3video.model.neck import DualViTDetNeck
 from sam3video.model.position_encoding import PositionEmbeddingSine
@@ -44,21 +45,7 @@ def official_manifest(prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def build_neck(cfg: Sam3VideoConfig) -> DualViTDetNeck:
-    v = cfg.vit
-    trunk = ViT(
-        img_size=cfg.image_size,
-        patch_size=v.patch_size,
-        embed_dim=v.embed_dim,
-        depth=v.depth,
-        num_heads=v.num_heads,
-        mlp_ratio=v.mlp_ratio,
-        window_size=v.window_size,
-        global_att_blocks=v.global_att_blocks,
-        pretrain_img_size=v.pretrain_img_size,
-        rope_theta=v.rope_theta,
-        layer_norm_eps=v.layer_norm_eps,
-    )
-    return DualViTDetNeck(trunk, PositionEmbeddingSine(cfg.d_model), cfg.d_model)
+    return build_vision_backbone(cfg)
 
 
 def load_fixture(name: str) -> dict:

@@ -47,9 +47,9 @@ class Sam3VideoModel(nn.Module):
         self.tracker = tracker
 
 
-def build_detector(cfg: Sam3VideoConfig, bpe_path: str | os.PathLike | None = None) -> Sam3Detector:
-    """The detector of ``cfg`` with freshly initialised (meaningless) weights."""
-    v, t, d = cfg.vit, cfg.text, cfg.detector
+def build_vision_backbone(cfg: Sam3VideoConfig) -> DualViTDetNeck:
+    """The ViT trunk and both necks of ``cfg`` (``detector.backbone.vision_backbone``)."""
+    v = cfg.vit
     trunk = ViT(
         img_size=cfg.image_size,
         patch_size=v.patch_size,
@@ -63,12 +63,18 @@ def build_detector(cfg: Sam3VideoConfig, bpe_path: str | os.PathLike | None = No
         rope_theta=v.rope_theta,
         layer_norm_eps=v.layer_norm_eps,
     )
-    neck = DualViTDetNeck(
+    return DualViTDetNeck(
         trunk=trunk,
-        position_encoding=PositionEmbeddingSine(d.d_model, normalize=True),
-        d_model=d.d_model,
+        position_encoding=PositionEmbeddingSine(cfg.d_model, normalize=True),
+        d_model=cfg.d_model,
         add_sam2_neck=True,
     )
+
+
+def build_detector(cfg: Sam3VideoConfig, bpe_path: str | os.PathLike | None = None) -> Sam3Detector:
+    """The detector of ``cfg`` with freshly initialised (meaningless) weights."""
+    t, d = cfg.text, cfg.detector
+    neck = build_vision_backbone(cfg)
     text = TextEncoder(
         tokenizer=SimpleTokenizer(bpe_path, context_length=t.context_length),
         encoder=TextTransformer(
