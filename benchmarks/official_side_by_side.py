@@ -70,32 +70,13 @@ def _official_predictor(config: str):
     import _common
     import official_builders as ob
     import sam3.model.sam3_video_inference as svi
-    import sam3.perflib.connected_components as cc
     import torch
     from sam3.model.sam3_video_predictor import Sam3VideoPredictor
 
     from sam3video.model.config import get_config
 
-    to_cpu = torch.Tensor.to
-
-    def to_without_bf16(self, *args, **kwargs):
-        if kwargs.get("dtype") is torch.bfloat16:
-            kwargs.pop("dtype")
-        args = tuple(a for a in args if a is not torch.bfloat16)
-        if not args and not kwargs:
-            return self
-        return to_cpu(self, *args, **kwargs)
-
-    torch.Tensor.to = to_without_bf16
-    official_cc = cc.connected_components
-
-    def cc_guarded(mask):
-        if mask.shape[0] == 0:
-            z = torch.zeros_like(mask, dtype=torch.int64)
-            return z, z.clone()
-        return official_cc(mask)
-
-    cc.connected_components = cc_guarded
+    _common.drop_bf16_casts()
+    _common.guard_empty_connected_components()
     svi.tqdm = lambda iterable, *a, **k: iterable
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("sam3"):

@@ -73,6 +73,49 @@ _MODE = CudaToCpu()
 _MODE.__enter__()  # stays active for the whole generator process
 
 
+def drop_bf16_casts() -> None:
+    """Pure float32 oracle: ``Tensor.to`` ignores a ``torch.bfloat16`` dtype argument.
+
+    The official tracker stores memories and casts features with explicit
+    ``.to(torch.bfloat16)``; on CPU without autocast that breaks the next layer, and for
+    parity the reference must stay float32. Idempotent.
+    """
+    if getattr(torch.Tensor.to, "_drops_bf16", False):
+        return
+    inner = torch.Tensor.to
+
+    def to_without_bf16(self, *args, **kwargs):
+        if kwargs.get("dtype") is torch.bfloat16:
+            kwargs.pop("dtype")
+        args = tuple(a for a in args if a is not torch.bfloat16)
+        if not args and not kwargs:
+            return self
+        return inner(self, *args, **kwargs)
+
+    to_without_bf16._drops_bf16 = True
+    torch.Tensor.to = to_without_bf16
+
+
+def guard_empty_connected_components() -> None:
+    """The official CPU connected components cannot stack an empty batch (a frame with no
+    newborns): answer it with empty label and area tensors. Idempotent."""
+    import sam3.perflib.connected_components as cc
+
+    if getattr(cc.connected_components, "_guarded", False):
+        return
+    official = cc.connected_components
+
+    def guarded(mask):
+        if mask.shape[0] == 0:
+            return torch.zeros_like(mask, dtype=torch.int64), torch.zeros_like(
+                mask, dtype=torch.int64
+            )
+        return official(mask)
+
+    guarded._guarded = True
+    cc.connected_components = guarded
+
+
 def load_synthetic(module: torch.nn.Module, prefix: str, seed: int = 0) -> list[str]:
     """Fill an OFFICIAL module with synthetic weights drawn under the official key names.
 

@@ -31,9 +31,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import _common  # noqa: F401  (CPU patches, src/ on sys.path)
+import _common  # CPU patches, src/ on sys.path
 import numpy as np
-import sam3.perflib.connected_components as _cc
 import torch
 from _common import save_fixture
 from official_builders import VIDEO_DEFAULTS
@@ -41,17 +40,7 @@ from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 from sam3.model.sam3_video_inference import Sam3VideoInferenceWithInstanceInteractivity
 from torch import nn
 
-_official_cc = _cc.connected_components
-
-
-def _cc_guarded(mask):
-    # The official CPU path cannot stack an empty batch (no newborns on a frame).
-    if mask.shape[0] == 0:
-        return torch.zeros_like(mask, dtype=torch.int64), torch.zeros_like(mask, dtype=torch.int64)
-    return _official_cc(mask)
-
-
-_cc.connected_components = _cc_guarded
+_common.guard_empty_connected_components()
 
 # The heuristics of ``build_sam3_video_model`` (``official_builders.VIDEO_DEFAULTS``); the image
 # normalisation and compile switches are left at the class defaults (no network runs here).

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 
-import _common  # noqa: F401  (CPU patches, src/ on sys.path)
+import _common  # CPU patches, src/ on sys.path
 import cv2
 import numpy as np
 import torch
@@ -151,19 +151,7 @@ def resolve(op: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # Pure float32: drop explicit bfloat16 casts (the official code stores memories as bf16).
-_to_with_device_fix = torch.Tensor.to
-
-
-def _to_without_bf16(self, *args, **kwargs):
-    if kwargs.get("dtype") is torch.bfloat16:
-        kwargs.pop("dtype")
-    args = tuple(a for a in args if a is not torch.bfloat16)
-    if not args and not kwargs:
-        return self
-    return _to_with_device_fix(self, *args, **kwargs)
-
-
-torch.Tensor.to = _to_without_bf16
+_common.drop_bf16_casts()
 
 
 class TrackerNeckAdapter:

@@ -91,7 +91,6 @@ import _common
 import av
 import numpy as np
 import official_builders as ob
-import sam3.perflib.connected_components as _cc
 import torch
 import torchvision.transforms.functional as TF
 from _common import load_synthetic, save_fixture
@@ -258,30 +257,8 @@ meta['steps'][k]:
 
 # --------------------------------------------------------------------------------------------
 # Patches (see the module docstring)
-_to_with_device_fix = torch.Tensor.to
-
-
-def _to_without_bf16(self, *args, **kwargs):
-    if kwargs.get("dtype") is torch.bfloat16:
-        kwargs.pop("dtype")
-    args = tuple(a for a in args if a is not torch.bfloat16)
-    if not args and not kwargs:
-        return self
-    return _to_with_device_fix(self, *args, **kwargs)
-
-
-torch.Tensor.to = _to_without_bf16
-
-_official_cc = _cc.connected_components
-
-
-def _cc_guarded(mask):
-    if mask.shape[0] == 0:
-        return torch.zeros_like(mask, dtype=torch.int64), torch.zeros_like(mask, dtype=torch.int64)
-    return _official_cc(mask)
-
-
-_cc.connected_components = _cc_guarded
+_common.drop_bf16_casts()
+_common.guard_empty_connected_components()
 
 import sam3.model.sam3_video_inference as _svi  # noqa: E402
 from sam3.model.sam3_video_predictor import Sam3VideoPredictor  # noqa: E402
