@@ -265,8 +265,7 @@ class VideoSession:
             geometry=geometry,
             text_feats=feats[row : row + 1],
             text_mask=mask[row : row + 1],
-        )
-        self._prompt_version += 1
+        )  # reset() above already invalidated the cached detections
         masks, _ = self._det_track_one_frame(frame_idx, reverse=False)
         self.processed.add(frame_idx)
         return self._format(frame_idx, masks, hidden=())
