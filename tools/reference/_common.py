@@ -116,6 +116,32 @@ def guard_empty_connected_components() -> None:
     cc.connected_components = guarded
 
 
+def chunk_mask_iou(rows: int = 8) -> None:
+    """The official CPU ``mask_iou`` materialises (N, M, H*W) bool tensors: with the ~200
+    detections that pass the threshold under synthetic weights at 288x288 that is tens of GB
+    (the full-size official run was OOM-killed on a 24 GB machine). Evaluate the same
+    elementwise AND/OR counts ``rows`` predictions at a time: same operations, same result,
+    bounded memory. Idempotent; patches every module that imported the function."""
+    import sam3.perflib.masks_ops as mo
+
+    if getattr(mo.mask_iou, "_chunked", False):
+        return
+    official = mo.mask_iou
+
+    def chunked(pred_masks, gt_masks):
+        return torch.cat([official(pred_masks[i:i + rows], gt_masks)
+                          for i in range(0, pred_masks.shape[0], rows)] or
+                         [official(pred_masks, gt_masks)])
+
+    chunked._chunked = True
+    import sam3.model.sam3_video_base as vb
+    import sam3.perflib.associate_det_trk as adt
+    import sam3.perflib.nms as nms
+
+    for module in (mo, vb, adt, nms):
+        module.mask_iou = chunked
+
+
 def load_synthetic(module: torch.nn.Module, prefix: str, seed: int = 0) -> list[str]:
     """Fill an OFFICIAL module with synthetic weights drawn under the official key names.
 
