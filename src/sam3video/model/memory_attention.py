@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3video.errors import InvalidInputError
+from sam3video.model.common import long_attention
 from sam3video.model.two_way_transformer import Attention
 
 
@@ -91,7 +92,7 @@ class RoPEAttention(Attention):
             reps = num_k_rope // q.shape[-2]
             k_rot = apply_rope(k[:, :, :num_k_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
             k = torch.cat([k_rot, k[:, :, num_k_rope:]], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = long_attention(q, k, v)
         if fold:  # (B, heads, Lq, kv_in_dim) -> (B, heads, Lq, head_dim)
             weight = self.v_proj.weight.view(self.num_heads, head_dim, self.kv_in_dim)
             out = torch.matmul(out, weight.transpose(1, 2)) + self.v_proj.bias.view(
