@@ -76,11 +76,13 @@ def _build(kind: str, config: str):
         hf_port.install_cpu_cv_utils()
         hf_port.keep_memories_float32()
         return hf_port.synthetic_hf_model(config), hf_port.hf_processor(config)
+    from sam3video.model.build import build_sam3_video_model
     from sam3video.predictor import Sam3VideoPredictor
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # no checkpoint: the synthetic weights (any config)
         warnings.simplefilter("ignore")
-        return Sam3VideoPredictor(model_config=config, device="cpu", dtype=torch.float32), None
+        model = build_sam3_video_model(config, None, device="cpu", dtype=torch.float32)
+        return Sam3VideoPredictor(model=model, device="cpu", dtype=torch.float32), None
 
 
 def _play_hf(model, processor, folder: Path) -> dict:

@@ -127,15 +127,18 @@ def _official_predictor(config: str, bf16: bool = False):
 
 
 def _our_predictor(config: str):
+    """Ours with the synthetic weights (no checkpoint: ``build_sam3_video_model`` fills them)."""
     import warnings
 
     import torch
 
+    from sam3video.model.build import build_sam3_video_model
     from sam3video.predictor import Sam3VideoPredictor
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Sam3VideoPredictor(model_config=config, device="cpu", dtype=torch.float32)
+        model = build_sam3_video_model(config, None, device="cpu", dtype=torch.float32)
+        return Sam3VideoPredictor(model=model, device="cpu", dtype=torch.float32)
 
 
 def _ids(kind: str, outputs: dict) -> list[int]:
