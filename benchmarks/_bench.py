@@ -138,16 +138,21 @@ class SplitTimer:
     """Exclusive time per named region; regions nest (time of a child is not its parent's).
 
     ``with timer("backbone"): ...`` adds the region's self-time to ``timer.current`` (a dict
-    name -> seconds), which the caller swaps per frame with `frame`.
+    name -> seconds), which the caller swaps per frame with `frame`. With ``flops`` set (a
+    callable returning a running FLOP total, e.g. a live ``FlopCounterMode``'s), each
+    region's exclusive FLOPs go to ``timer.current_flops`` the same way.
     """
 
     def __init__(self) -> None:
-        self._stack: list[list[float]] = []  # [start, child seconds]
+        self._stack: list[list[float]] = []  # [start, child seconds, start flops, child flops]
         self.current: dict[str, float] = defaultdict(float)
+        self.current_flops: dict[str, float] = defaultdict(float)
+        self.flops = None
 
     @contextmanager
     def __call__(self, name: str):
-        entry = [time.perf_counter(), 0.0]
+        flops = self.flops() if self.flops else 0
+        entry = [time.perf_counter(), 0.0, flops, 0]
         self._stack.append(entry)
         try:
             yield
@@ -155,17 +160,38 @@ class SplitTimer:
             self._stack.pop()
             elapsed = time.perf_counter() - entry[0]
             self.current[name] += elapsed - entry[1]
+            counted = (self.flops() - entry[2]) if self.flops else 0
+            self.current_flops[name] += counted - entry[3]
             if self._stack:
                 self._stack[-1][1] += elapsed
+                self._stack[-1][3] += counted
 
     @contextmanager
-    def frame(self, record: dict[str, float]):
+    def frame(self, record: dict[str, float], flops_record: dict[str, float] | None = None):
         """Charge the regions run inside to ``record`` (e.g. one frame's splits)."""
         saved, self.current = self.current, record
+        saved_flops = self.current_flops
+        if flops_record is not None:
+            self.current_flops = flops_record
         try:
             yield
         finally:
             self.current = saved
+            self.current_flops = saved_flops
+
+
+def gemm_rate(size: int = 2048, seconds: float = 2.0) -> float:
+    """Best observed float32 matmul rate (FLOP/s) at the current torch thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - t0))
+    return best
 
 
 def median(xs: list[float]) -> float:

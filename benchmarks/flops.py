@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +32,7 @@ import torch  # noqa: E402
 from _bench import (  # noqa: E402
     append_results,
     command_line,
+    gemm_rate,
     machine_info,
     markdown_table,
 )
@@ -59,19 +59,6 @@ def count(fn) -> tuple[int, object]:
     with mode:
         out = fn()
     return mode.get_total_flops(), out
-
-
-def gemm_rate(size: int, threads: int, seconds: float = 2.0) -> float:
-    """Best observed fp32 matmul rate (FLOP/s) over ~``seconds`` of repeats."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * size**3 / (time.perf_counter() - t0))
-    return best
 
 
 def model_flops(config: str, objects: list[int], fold_values: bool = False
@@ -134,7 +121,10 @@ def main() -> None:
     args = ap.parse_args()
     parts, tracker = model_flops(args.model, args.objects)
     _, tracker_executed = model_flops(args.model, args.objects, fold_values=True)
-    rates = {t: gemm_rate(args.gemm_size, t) for t in args.threads}
+    rates = {}
+    for t in args.threads:
+        torch.set_num_threads(t)
+        rates[t] = gemm_rate(args.gemm_size)
     for t, r in rates.items():
         print(f"fp32 GEMM {args.gemm_size}^3, {t} thread(s): {r / 1e9:.1f} GFLOP/s", flush=True)
     rows = [[name, f / 1e9, *[f / r for r in rates.values()]] for name, f in parts.items()]

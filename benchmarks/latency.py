@@ -33,6 +33,7 @@ around the session's own calls (wrappers installed by this script; nothing in ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -45,11 +46,13 @@ from _bench import (
     bikes_jpeg_folder,
     click_points,
     command_line,
+    gemm_rate,
     machine_info,
     markdown_table,
     median,
     peak_rss_mib,
 )
+from torch.utils.flop_counter import FlopCounterMode
 
 import sam3video.video.session as session_module
 from sam3video.io.frames import open_frames
@@ -68,6 +71,11 @@ class TimedSession(VideoSession):
 
     timer = TIMER
     records: dict[int, dict[str, float]]
+    flop_records: dict[int, dict[str, float]]
+
+    def _records(self, frame_idx: int) -> tuple[dict[str, float], dict[str, float]]:
+        return (self.records.setdefault(frame_idx, {p: 0.0 for p in PARTS}),
+                self.flop_records.setdefault(frame_idx, {p: 0.0 for p in PARTS}))
 
     # Wrappers pass arguments through: the session's private signatures may evolve.
     def _features(self, *args, **kwargs):
@@ -79,13 +87,11 @@ class TimedSession(VideoSession):
             return super()._detect(*args, **kwargs)
 
     def _det_track_one_frame(self, frame_idx: int, reverse: bool):
-        record = self.records.setdefault(frame_idx, {p: 0.0 for p in PARTS})
-        with self.timer.frame(record), self.timer("post"):
+        with self.timer.frame(*self._records(frame_idx)), self.timer("post"):
             return super()._det_track_one_frame(frame_idx, reverse)
 
     def _format(self, frame_idx: int, *args, **kwargs):
-        record = self.records.setdefault(frame_idx, {p: 0.0 for p in PARTS})
-        with self.timer.frame(record), self.timer("post"):
+        with self.timer.frame(*self._records(frame_idx)), self.timer("post"):
             return super()._format(frame_idx, *args, **kwargs)
 
 
@@ -138,11 +144,12 @@ def build_model(config: str, dtype: torch.dtype):
     return model, time.perf_counter() - t0
 
 
-def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | None) -> dict:
+def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | None,
+             count_flops: bool = False) -> dict:
     frames = open_frames(folder)
     heuristics = dataclasses.replace(VideoHeuristics(), new_det_thresh=1.01)  # no births
     session = TimedSession("bench", model, frames, heuristics=heuristics, dtype=dtype)
-    session.records = {}
+    session.records, session.flop_records = {}, {}
 
     t0 = time.perf_counter()
     if text is not None:
@@ -154,13 +161,19 @@ def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | No
     t_clicks = time.perf_counter() - t0
 
     session.history.clear()  # dispatch a FULL propagation (see module doc)
-    session.records = {}
+    session.records, session.flop_records = {}, {}
+    counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
+    TIMER.flops = counter.get_total_flops if count_flops else None
     t0 = time.perf_counter()
-    yielded = sum(1 for _ in session.propagate(0, n_frames, reverse=False))
+    with counter:
+        yielded = sum(1 for _ in session.propagate(0, n_frames, reverse=False))
     t_prop = time.perf_counter() - t0
+    TIMER.flops = None
     frames.close()
     steady = [session.records[f] for f in sorted(session.records) if f > 0]
     split = {p: median([r[p] for r in steady]) for p in PARTS}
+    steady_flops = [session.flop_records[f] for f in sorted(session.records) if f > 0]
+    split_flops = {p: median([r[p] for r in steady_flops]) for p in PARTS}
     totals = [sum(r.values()) for r in steady]
     return {
         "objects": n_objects,
@@ -174,6 +187,7 @@ def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | No
         "frame_s": median(totals),
         "frame_min_s": min(totals) if totals else float("nan"),
         **split,
+        "flops": split_flops if count_flops else None,
     }
 
 
@@ -185,6 +199,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="propagated frames after frame 0")
     ap.add_argument("--text", default="person", help="text prompt; '' for clicks only")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see README)")
+    ap.add_argument("--flops", action="store_true",
+                    help="count each part's FLOPs during the propagation (FlopCounterMode) and "
+                         "report time / FLOP bound at this run's fp32 GEMM rate")
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
     if args.threads:
@@ -195,11 +212,14 @@ def main() -> None:
     install_tracker_timers(TIMER)
     model, t_build = build_model(args.model, dtype)
     print(f"model {args.model} {args.dtype} built in {t_build:.1f} s", flush=True)
+    rates = [gemm_rate()] if args.flops else []
     rows = []
     for n in args.objects:
-        r = run_case(model, dtype, folder, n, n_frames, args.text or None)
+        r = run_case(model, dtype, folder, n, n_frames, args.text or None, args.flops)
         print(r, flush=True)
         rows.append(r)
+    if args.flops:
+        rates.append(gemm_rate())
     header = [
         "clicked", "tracked", "states", "frames", "frame s (median)", *[f"{p} s" for p in PARTS],
         "text prompt s", "clicks s",
@@ -210,6 +230,24 @@ def main() -> None:
         for r in rows
     ]
     lines = markdown_table(header, table)
+    if args.flops:
+        rate = max(rates)
+        bound_rows = []
+        for r in rows:
+            parts = [*PARTS, "frame"]
+            flops = {**r["flops"], "frame": sum(r["flops"].values())}
+            secs = {**{p: r[p] for p in PARTS}, "frame": r["frame_s"]}
+            for p in parts:
+                bound = flops[p] / rate
+                bound_rows.append([r["objects"], r["tracked"], p, flops[p] / 1e9, secs[p], bound,
+                                   secs[p] / bound if bound else float("nan")])
+        lines += ["", *markdown_table(
+            ["clicked", "tracked", "part", "GFLOP (executed)", "measured s", "FLOP bound s",
+             "measured / bound"], bound_rows)]
+        lines += ["", f"FLOPs counted live (FlopCounterMode: matmul/conv/attention; element-"
+                  f"wise ops not counted), medians over frames 1..{n_frames}; bound at this "
+                  f"run's best fp32 GEMM rate ({args.threads} thread(s), 2048^3: "
+                  f"{', '.join(f'{x / 1e9:.1f}' for x in rates)} GFLOP/s before / after)."]
     lines += [
         "",
         f"Model {args.model}, {args.dtype}, synthetic weights, bikes 640x272 JPEG frames, text "
