@@ -127,6 +127,15 @@ def append_results(title: str, info: dict[str, str], command: str, lines: list[s
         f.write(text + "\n")
 
 
+def report(title: str, lines: list[str], record: bool = True, threads: int | None = None) -> None:
+    """Print ``lines``; with ``record``, append them as a dated RESULTS.md section with the
+    machine description (``threads``: the workers' torch threads when not this process's)."""
+    if not record:
+        print("\n".join(lines))
+        return
+    append_results(title, machine_info(threads=threads), command_line(), lines)
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 

@@ -27,10 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (  # noqa: E402
     VIDEOS,
-    append_results,
-    command_line,
-    machine_info,
     markdown_table,
+    report,
 )
 
 from sam3video.io.frames import open_frames  # noqa: E402
@@ -88,10 +86,7 @@ def main() -> None:
     lines += ["", f"Forward: first {args.max_frames} frames (or all); backward: "
               f"{args.backward} frames in reverse from the end of that range; overhead: "
               "first 100 frames with simulated per-frame work (time.sleep)."]
-    if args.no_record:
-        print("\n".join(lines))
-    else:
-        append_results("decode", machine_info(), command_line(), lines)
+    report("decode", lines, not args.no_record)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _bench import (  # noqa: E402
-    append_results,
-    command_line,
     gemm_rate,
-    machine_info,
     markdown_table,
+    report,
 )
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -145,11 +143,7 @@ def main() -> None:
               f"the model as written (the bound); 'executed by sam3video' applies the memory "
               f"attention's value projection after the attention (same result, fewer FLOPs). "
               f"fp32 GEMM {args.gemm_size}^3 best rate: {rate_text}."]
-    if args.no_record:
-        print("\n".join(lines))
-    else:
-        append_results(f"FLOPs ({args.model})", machine_info(threads=max(args.threads)),
-                       command_line(), lines)
+    report(f"FLOPs ({args.model})", lines, not args.no_record, threads=max(args.threads))
 
 
 if __name__ == "__main__":

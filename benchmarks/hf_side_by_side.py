@@ -16,7 +16,9 @@ The orchestrator (any python) runs two workers, one after the other, never at th
   connected components for hole filling), unreachable offline, is answered by an OpenCV
   stand-in (without one HF silently skips NMS and hole filling); the one explicit bf16 cast
   (stored memories) is dropped so that the run is float32 throughout, as for the official
-  worker of official_side_by_side.py. Neither changes the amount of work. HF's behaviour is
+  worker of official_side_by_side.py; its CPU ``mask_iou`` runs in row chunks (as shipped it
+  asks for a 26 GB tensor at full size under synthetic weights). None changes the amount of
+  work. HF's behaviour is
   otherwise left as is (e.g. its text-only prompt has no geometry CLS token; see
   tools/reference/README.md).
 - ``--worker ours`` under the project's python: `sam3video.predictor.Sam3VideoPredictor` with
@@ -49,12 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import (  # noqa: E402
     REFERENCE_PYTHON,
     ROOT,
-    append_results,
     bikes_jpeg_folder,
-    command_line,
     machine_info,
     markdown_table,
     peak_rss_mib,
+    report,
     run_json,
 )
 
@@ -74,6 +75,7 @@ def _build(kind: str, config: str):
         import hf_port
 
         hf_port.install_cpu_cv_utils()
+        hf_port.chunk_mask_iou()
         hf_port.keep_memories_float32()
         return hf_port.synthetic_hf_model(config), hf_port.hf_processor(config)
     from sam3video.model.build import build_sam3_video_model
@@ -203,11 +205,8 @@ def main() -> None:
         f"HF {loads['hf']}, ours {loads['ours']}. HF: transformers 5.23.0, torch "
         f"{res['hf']['torch']}; CPU cv-utils stand-in, memories kept float32.",
     ]
-    if args.no_record:
-        print("\n".join(lines))
-    else:
-        append_results(f"HF side by side ({args.model}, float32)",
-                       machine_info(threads=args.threads), command_line(), lines)
+    report(f"HF side by side ({args.model}, float32)", lines, not args.no_record,
+           threads=args.threads)
 
 
 if __name__ == "__main__":

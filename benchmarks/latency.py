@@ -42,15 +42,13 @@ import numpy as np
 import torch
 from _bench import (
     SplitTimer,
-    append_results,
     bikes_jpeg_folder,
     click_points,
-    command_line,
     gemm_rate,
-    machine_info,
     markdown_table,
     median,
     peak_rss_mib,
+    report,
 )
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -255,11 +253,7 @@ def main() -> None:
         f"frames (medians over frames 1..{n_frames}); build {t_build:.1f} s; peak RSS "
         f"{peak_rss_mib():.0f} MiB.",
     ]
-    info = machine_info("cpu")
-    if args.no_record:
-        print("\n".join(lines))
-    else:
-        append_results(f"latency ({args.model}, {args.dtype})", info, command_line(), lines)
+    report(f"latency ({args.model}, {args.dtype})", lines, not args.no_record)
 
 
 if __name__ == "__main__":

@@ -70,13 +70,12 @@ from _bench import (  # noqa: E402
     CACHE,
     REFERENCE_PYTHON,
     ROOT,
-    append_results,
     click_points,
-    command_line,
     current_rss_mib,
     machine_info,
     markdown_table,
     peak_rss_mib,
+    report,
     synthetic_video,
 )
 
@@ -422,11 +421,8 @@ def main() -> None:
         + ", ".join(f"{k} {v}" for k, v in torches.items())
         + ". Load average before each worker: " + ", ".join(loads) + ".",
     ]
-    if args.no_record:
-        print("\n".join(lines))
-    else:
-        append_results(f"memory ({args.model}, official and ours)",
-                       machine_info(threads=args.threads), command_line(), lines)
+    report(f"memory ({args.model}, official and ours)", lines, not args.no_record,
+           threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -464,6 +464,26 @@ def install_cpu_cv_utils() -> None:
     msv.cv_utils_kernel = CpuCvUtils()
 
 
+def chunk_mask_iou(rows: int = 8) -> None:
+    """HF's CPU ``mask_iou`` (like the official one) materialises (N, M, H*W) bool tensors:
+    ~26 GB with the ~200 detections that pass under synthetic weights at full size. Evaluate
+    it ``rows`` predictions at a time: same operations, same result, bounded memory."""
+    import transformers.models.sam3_video.modeling_sam3_video as msv
+
+    if getattr(msv.mask_iou, "_chunked", False):
+        return
+    whole = msv.mask_iou
+
+    def chunked(pred_masks, gt_masks):
+        if pred_masks.shape[0] <= rows:
+            return whole(pred_masks, gt_masks)
+        return torch.cat([whole(pred_masks[i:i + rows], gt_masks)
+                          for i in range(0, pred_masks.shape[0], rows)])
+
+    chunked._chunked = True
+    msv.mask_iou = chunked
+
+
 def keep_memories_float32() -> None:
     """Within ``_encode_new_memory`` only, ``Tensor.to(torch.bfloat16)`` keeps float32."""
     from transformers.models.sam3_tracker_video import modeling_sam3_tracker_video as mtv
