@@ -189,6 +189,20 @@ class SplitTimer:
             self.current_flops = saved_flops
 
 
+def flop_counter():
+    """A ``FlopCounterMode`` that also counts the CPU flash-attention kernel (torch's
+    registry knows the CUDA SDPA kernels, not ``_scaled_dot_product_flash_attention_for_cpu``,
+    so attention on the CPU would count as zero)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_flash(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    cpu_kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    return FlopCounterMode(display=False, custom_mapping={cpu_kernel: cpu_flash})
+
+
 def gemm_rate(size: int = 2048, seconds: float = 2.0) -> float:
     """Best observed float32 matmul rate (FLOP/s) at the current torch thread count."""
     import torch

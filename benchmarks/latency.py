@@ -44,13 +44,13 @@ from _bench import (
     SplitTimer,
     bikes_jpeg_folder,
     click_points,
+    flop_counter,
     gemm_rate,
     markdown_table,
     median,
     peak_rss_mib,
     report,
 )
-from torch.utils.flop_counter import FlopCounterMode
 
 import sam3video.video.session as session_module
 from sam3video.io.frames import open_frames
@@ -160,7 +160,7 @@ def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | No
 
     session.history.clear()  # dispatch a FULL propagation (see module doc)
     session.records, session.flop_records = {}, {}
-    counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
+    counter = flop_counter() if count_flops else contextlib.nullcontext()
     TIMER.flops = counter.get_total_flops if count_flops else None
     t0 = time.perf_counter()
     with counter:
