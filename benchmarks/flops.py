@@ -37,7 +37,6 @@ from _bench import (  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from sam3video.model.build import build_model_skeleton  # noqa: E402
-from sam3video.model.memory_attention import RoPEAttention  # noqa: E402
 from sam3video.model.tracker import FrameMemory  # noqa: E402
 
 
@@ -59,15 +58,8 @@ def count(fn) -> tuple[int, object]:
     return mode.get_total_flops(), out
 
 
-def model_flops(config: str, objects: list[int], fold_values: bool = False
-                ) -> tuple[dict[str, int], dict[int, int]]:
-    """FLOPs of the parts and of the tracker per object count. ``fold_values=False`` counts
-    the model as written (values projected before the memory attention, as the official code
-    runs it): the work that defines the FLOP bound. ``True`` counts what sam3video executes."""
+def model_flops(config: str, objects: list[int]) -> tuple[dict[str, int], dict[int, int]]:
     model = build_model_skeleton(config, device="meta").eval()
-    for module in model.modules():
-        if isinstance(module, RoPEAttention):
-            module.fold_values = fold_values
     cfg = model.config
     det, trk = model.detector, model.tracker
     s, c = cfg.image_size, cfg.d_model
@@ -118,7 +110,6 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     parts, tracker = model_flops(args.model, args.objects)
-    _, tracker_executed = model_flops(args.model, args.objects, fold_values=True)
     rates = {}
     for t in args.threads:
         torch.set_num_threads(t)
@@ -128,9 +119,6 @@ def main() -> None:
     rows = [[name, f / 1e9, *[f / r for r in rates.values()]] for name, f in parts.items()]
     for n, f in tracker.items():
         rows.append([f"tracker, {n} object(s)", f / 1e9, *[f / r for r in rates.values()]])
-        f = tracker_executed[n]
-        rows.append([f"tracker, {n} object(s), executed by sam3video", f / 1e9,
-                     *[f / r for r in rates.values()]])
     for n, f in tracker.items():
         total = sum(parts.values()) + f
         rows.append([f"frame total, {n} object(s)", total / 1e9,
@@ -139,10 +127,8 @@ def main() -> None:
         ["part", "GFLOP", *[f"bound s at {t} thread(s)" for t in rates]], rows)
     rate_text = ", ".join(f"{t} thread(s) {r / 1e9:.1f} GFLOP/s" for t, r in rates.items())
     lines += ["", f"Model {args.model}; FLOPs by FlopCounterMode on meta (matmul/conv/"
-              f"attention only; 1 multiply-add = 2 FLOPs). 'tracker' and 'frame total' count "
-              f"the model as written (the bound); 'executed by sam3video' applies the memory "
-              f"attention's value projection after the attention (same result, fewer FLOPs). "
-              f"fp32 GEMM {args.gemm_size}^3 best rate: {rate_text}."]
+              f"attention only; 1 multiply-add = 2 FLOPs). fp32 GEMM {args.gemm_size}^3 best "
+              f"rate: {rate_text}."]
     report(f"FLOPs ({args.model})", lines, not args.no_record, threads=max(args.threads))
 
 

@@ -271,21 +271,3 @@ def test_masks_to_boxes_exclusive_convention_and_empty():
     assert boxes.tolist() == [[1, 2, 4, 5], [0, 0, 0, 0], [7, 5, 8, 6]]
     assert masks_to_boxes(m, inclusive=True).tolist() == [[1, 2, 3, 4], [0, 0, 0, 0], [7, 5, 7, 5]]
     assert masks_to_boxes(torch.zeros(0, 6, 8, dtype=torch.bool)).shape == (0, 4)
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 37, 19, 8, 8), (2, 3, 50, 70, 16, 4), (1, 2, 5, 9, 8, 8)])
-def test_long_attention_equals_sdpa(shape):
-    """The blocked CPU attention of the memory attention is softmax attention: equal to
-    torch's fused kernel for any block size, batch, heads and value width."""
-    from sam3video.model.common import long_attention
-
-    b, h, lq, lk, d, dv = shape
-    g = torch.Generator().manual_seed(lq * lk)
-    q = torch.randn(b, h, lq, d, generator=g) * 2
-    k = torch.randn(b, h, lk, d, generator=g) * 2
-    v = torch.randn(b, h, lk, dv, generator=g)
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    for rows in (1, 7, 16, 1000):
-        got = long_attention(q, k, v, rows=rows)
-        assert got.shape == (b, h, lq, dv)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

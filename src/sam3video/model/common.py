@@ -14,31 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def long_attention(q: Tensor, k: Tensor, v: Tensor, rows: int = 512) -> Tensor:
-    """Softmax attention without a mask, ``q (B, H, Lq, D)``, ``k (B, H, Lk, D)``,
-    ``v (B, H, Lk, Dv)`` -> ``(B, H, Lq, Dv)``; ``rows`` queries at a time on the CPU.
-
-    For the tracker's memory attention (~5k queries against ~36k keys) the CPU kernel of
-    ``scaled_dot_product_attention`` runs at under half the machine's matmul rate. Blocks of
-    ``rows`` queries through two plain matmuls run ~1.35x faster (benchmarks/RESULTS.md):
-    the scores block (``rows x Lk``, ~75 MB at full size) is exponentiated in place and the
-    softmax normalisation is applied to the ``rows x Dv`` output instead of the scores. Exact
-    softmax, same result up to float rounding. float32 on the CPU only; elsewhere (CUDA, MPS,
-    low precision) the fused kernel is used.
-    """
-    if q.device.type != "cpu" or q.dtype != torch.float32 or q.shape[-2] <= rows:
-        return F.scaled_dot_product_attention(q, k, v)
-    scale = q.shape[-1] ** -0.5
-    k_t = k.transpose(-1, -2)
-    out = q.new_empty(*q.shape[:-1], v.shape[-1])
-    for start in range(0, q.shape[-2], rows):
-        scores = torch.matmul(q[..., start : start + rows, :], k_t).mul_(scale)
-        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-        block = torch.matmul(scores, v).div_(scores.sum(dim=-1, keepdim=True))
-        out[..., start : start + rows, :] = block
-    return out
-
-
 class MLP(nn.Module):
     """``num_layers`` Linear layers (keys ``layers.{i}``) with ReLU between them."""
 

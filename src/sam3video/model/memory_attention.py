@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3video.errors import InvalidInputError
-from sam3video.model.common import long_attention
 from sam3video.model.two_way_transformer import Attention
 
 
@@ -53,16 +52,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class RoPEAttention(Attention):
-    """`Attention` with 2-D RoPE on queries and keys (keys may span several frames).
-
-    When the values are narrower than a head (SAM 3's memories: 64 channels, one 256-wide
-    head), the value projection is applied after the attention instead of before it: softmax
-    rows sum to 1, so ``attn @ (v W^T + b) = (attn @ v) W^T + b``. Same result up to float
-    rounding, and the ``attn @ v`` product over the ~36k memory tokens costs 4x fewer FLOPs.
-    ``fold_values = False`` restores the textbook order (used to count the model's FLOPs).
-    """
-
-    fold_values: bool = True
+    """`Attention` with 2-D RoPE on queries and keys (keys may span several frames)."""
 
     def forward(  # type: ignore[override]
         self,
@@ -81,10 +71,7 @@ class RoPEAttention(Attention):
         """
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
-        head_dim = self.internal_dim // self.num_heads
-        fold = self.fold_values and self.kv_in_dim < head_dim
-        v = v.unsqueeze(1).expand(-1, self.num_heads, -1, -1) if fold else self._heads(
-            self.v_proj(v))
+        v = self._heads(self.v_proj(v))
 
         q = apply_rope(q, cos, sin)
         num_k_rope = k.shape[-2] - num_k_exclude_rope
@@ -92,11 +79,7 @@ class RoPEAttention(Attention):
             reps = num_k_rope // q.shape[-2]
             k_rot = apply_rope(k[:, :, :num_k_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
             k = torch.cat([k_rot, k[:, :, num_k_rope:]], dim=2)
-        out = long_attention(q, k, v)
-        if fold:  # (B, heads, Lq, kv_in_dim) -> (B, heads, Lq, head_dim)
-            weight = self.v_proj.weight.view(self.num_heads, head_dim, self.kv_in_dim)
-            out = torch.matmul(out, weight.transpose(1, 2)) + self.v_proj.bias.view(
-                self.num_heads, 1, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(self._merge(out))
 
 
