@@ -93,8 +93,6 @@ def _official_predictor(config: str, bf16: bool = False):
     import _common
     import official_builders as ob
     import sam3.model.sam3_video_inference as svi
-    import torch
-    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
 
     from sam3video.model.config import get_config
 
@@ -109,23 +107,8 @@ def _official_predictor(config: str, bf16: bool = False):
 
     model = ob.build_official_video_model(get_config(config), bpe_path=str(_common.BPE_PATH))
     model.tracker.bf16_context.__exit__(None, None, None)  # pure float32
-    # The synthetic weights of `_common.load_synthetic`, copied in place (no second copy of
-    # the full model in memory); computed buffers (RoPE ``freqs_cis``) keep their values.
-    from sam3video.model.weights import synthetic_tensor
-
-    with torch.no_grad():
-        for key, tensor in model.state_dict(keep_vars=True).items():
-            try:
-                tensor.copy_(synthetic_tensor(key, tensor.shape, 0))
-            except KeyError:
-                pass
-    predictor = Sam3VideoPredictor.__new__(Sam3VideoPredictor)
-    predictor.model = model
-    predictor.async_loading_frames = False
-    predictor.video_loader_type = "cv2"
-    predictor._get_torch_and_gpu_properties = lambda: ""
-    predictor._get_session_stats = lambda: ""
-    return predictor
+    _common.load_synthetic(model, "")  # in place; computed buffers keep their values
+    return _common.official_predictor(model)
 
 
 def _our_predictor(config: str):

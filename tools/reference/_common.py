@@ -147,19 +147,31 @@ def load_synthetic(module: torch.nn.Module, prefix: str, seed: int = 0) -> list[
 
     ``prefix`` is the module's official prefix in the whole video model (e.g.
     ``"detector.geometry_encoder."``), so values equal those of the whole model. Computed
-    buffers (``freqs_cis``) keep the module's own values. Returns the keys left as they were.
+    buffers (``freqs_cis``) keep the module's own values. Values are copied in place, one
+    tensor at a time (no second copy of a full-size model). Returns the keys left as they were.
     """
-    state = module.state_dict()
     kept = []
-    new = {}
-    for key, value in state.items():
-        try:
-            new[key] = synthetic_tensor(prefix + key, value.shape, seed).to(value.dtype)
-        except KeyError:
-            new[key] = value
-            kept.append(key)
-    module.load_state_dict(new, strict=True)
+    with torch.no_grad():
+        for key, tensor in module.state_dict(keep_vars=True).items():
+            try:
+                tensor.copy_(synthetic_tensor(prefix + key, tensor.shape, seed))
+            except KeyError:
+                kept.append(key)
     return kept
+
+
+def official_predictor(model: torch.nn.Module):
+    """The official ``Sam3VideoPredictor`` around ``model`` on the CPU: its ``__init__`` calls
+    ``.cuda()``, so the instance is made with ``__new__`` and given what it reads."""
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+
+    predictor = Sam3VideoPredictor.__new__(Sam3VideoPredictor)
+    predictor.model = model
+    predictor.async_loading_frames = False
+    predictor.video_loader_type = "cv2"
+    predictor._get_torch_and_gpu_properties = lambda: ""
+    predictor._get_session_stats = lambda: ""
+    return predictor
 
 
 def save_fixture(name: str, tensors: dict, meta: dict | None = None) -> Path:

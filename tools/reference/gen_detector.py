@@ -44,7 +44,7 @@ import numpy as np
 import official_builders as ob
 import torch
 import torch.nn.functional as F
-from _common import load_synthetic, save_fixture, synthetic_tensor
+from _common import load_synthetic, save_fixture
 from sam3.model.data_misc import FindStage
 from sam3.model.geometry_encoders import Prompt
 from sam3.model.model_misc import inverse_sigmoid
@@ -336,15 +336,6 @@ def check_video_path(detector, image, text, prompt, tensors) -> dict:
 # --------------------------------------------------------------------------------------------
 # full size
 # --------------------------------------------------------------------------------------------
-def fill_synthetic_inplace(module, prefix: str) -> None:
-    """Like `_common.load_synthetic`, but copies tensor by tensor (no second full state dict)."""
-    with torch.no_grad():
-        for key, value in module.state_dict(keep_vars=True).items():
-            if key.endswith("freqs_cis"):
-                continue
-            value.copy_(synthetic_tensor(prefix + key, value.shape).to(value.dtype))
-
-
 def save_exact(name: str, tensors: dict, meta: dict) -> None:
     """`save_fixture` without the float32 cast (keeps float16 / uint8 as given)."""
     path = _common.FIXTURES / f"{name}.pt"
@@ -359,7 +350,7 @@ def gen_full() -> None:
     detector = ob.build_official_detector(cfg)
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fill_synthetic_inplace(detector, PREFIX)
+    load_synthetic(detector, PREFIX)  # in place, one tensor at a time
     t_weights = time.perf_counter() - t0
     print(f"full detector built in {t_build:.1f} s, synthetic weights in {t_weights:.1f} s")
 

@@ -261,7 +261,6 @@ _common.drop_bf16_casts()
 _common.guard_empty_connected_components()
 
 import sam3.model.sam3_video_inference as _svi  # noqa: E402
-from sam3.model.sam3_video_predictor import Sam3VideoPredictor  # noqa: E402
 
 _svi.tqdm = lambda iterable, *args, **kwargs: iterable  # no progress bars
 
@@ -443,13 +442,7 @@ def build_predictor():
     model = ob.build_official_video_model(CFG, bpe_path=str(_common.BPE_PATH))
     model.tracker.bf16_context.__exit__(None, None, None)  # autocast off (pure float32)
     kept = load_synthetic(model, "")
-    predictor = Sam3VideoPredictor.__new__(Sam3VideoPredictor)
-    predictor.model = model
-    predictor.async_loading_frames = False
-    predictor.video_loader_type = "cv2"
-    predictor._get_torch_and_gpu_properties = lambda: ""
-    predictor._get_session_stats = lambda: ""
-    return predictor, kept
+    return _common.official_predictor(model), kept
 
 
 def record_outputs(tensors: dict, key: str, outputs: dict) -> dict:
