@@ -206,6 +206,7 @@ def run_case(
         "n_geometry_tokens": prompt_bf.shape[1] - n_text,
         "n_valid_prompt_tokens": int((~prompt_mask).sum()),
         "n_prob_above_0.5": int((probs > NMS_PROB).sum()),
+        "nms_kept_queries": keep.nonzero().flatten().tolist(),
         "joint_recompute_max_abs_diff": joint_diff,
         "output_keys": sorted(k for k, v in out.items() if v is not None),
     }
