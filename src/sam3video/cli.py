@@ -137,19 +137,24 @@ def _hint(text: str) -> str:
     return ""
 
 
-def parse_point(text: str) -> tuple[float, float, int]:
-    """``"X,Y"`` or ``"X,Y:LABEL"`` (pixels; LABEL 1 foreground, 0 background) -> (x, y, label)."""
-    form = "X,Y or X,Y:LABEL (pixels)"
-    body, label = _split_label(text, form)
+def _coordinates(text: str, body: str, form: str, count: int) -> list[float]:
+    """``count`` comma-separated numbers of ``body``; an argparse error naming ``form``."""
     parts = body.split(",")
     try:
-        if len(parts) != 2:
+        if len(parts) != count:
             raise ValueError(f"{len(parts)} values")
-        x, y = (_number(p.strip(), "a coordinate") for p in parts)
+        return [_number(p.strip(), "a coordinate") for p in parts]
     except ValueError as error:
         raise argparse.ArgumentTypeError(
             f"expected {form}, got {text!r} ({error}){_hint(text)}"
         ) from None
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """``"X,Y"`` or ``"X,Y:LABEL"`` (pixels; LABEL 1 foreground, 0 background) -> (x, y, label)."""
+    form = "X,Y or X,Y:LABEL (pixels)"
+    body, label = _split_label(text, form)
+    x, y = _coordinates(text, body, form, 2)
     return x, y, label
 
 
@@ -157,15 +162,7 @@ def parse_box(text: str) -> tuple[tuple[float, float, float, float], int]:
     """``"CX,CY,W,H[:LABEL]"`` normalized to [0, 1] -> ((cx, cy, w, h), label)."""
     form = "CX,CY,W,H or CX,CY,W,H:LABEL (normalized to [0, 1])"
     body, label = _split_label(text, form)
-    parts = body.split(",")
-    try:
-        if len(parts) != 4:
-            raise ValueError(f"{len(parts)} values")
-        cx, cy, w, h = (_number(p.strip(), "a coordinate") for p in parts)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected {form}, got {text!r} ({error}){_hint(text)}"
-        ) from None
+    cx, cy, w, h = _coordinates(text, body, form, 4)
     return (cx, cy, w, h), label
 
 
