@@ -254,6 +254,14 @@ def test_box_rpb_layout():
         x = dec.boxRPB_embed_x(torch.sign(d_col5) * torch.log2(d_col5.abs() + 1) / 3)
     assert bias.shape == (1, dec.num_heads, 1, 32)
     assert torch.allclose(bias[0, :, 0, 2 * 8 + 5], y + x, atol=1e-6)
+    # Rows for tokens without a box; written in place without autograd, padded with it.
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            padded = dec.box_rpb(boxes, 4, 8, pad_queries=2)
+        assert padded.shape == (1, dec.num_heads, 3, 32)
+        assert padded.requires_grad == grad
+        assert torch.equal(padded[:, :, :2], torch.zeros(1, dec.num_heads, 2, 32))
+        assert torch.equal(padded[:, :, 2:].detach(), bias)
 
 
 def test_box_sine_embed_order_and_inverse_sigmoid():

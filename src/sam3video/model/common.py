@@ -36,7 +36,7 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # x is the layer's fresh output
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

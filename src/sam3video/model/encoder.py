@@ -56,7 +56,7 @@ class TransformerEncoderLayer(nn.Module):
         b = self.norm2(x)
         x = x + self.cross_attn_image(b, prompt, prompt, key_padding_mask=prompt_mask)
         c = self.norm3(x)
-        return x + self.linear2(F.relu(self.linear1(c)))
+        return x + self.linear2(F.relu(self.linear1(c), inplace=True))
 
 
 class TransformerEncoderFusion(nn.Module):

@@ -90,3 +90,34 @@ class PositionEmbeddingSine(nn.Module):
             f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
             f"normalize={self.normalize}, scale={self.scale}"
         )
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, inplace: bool = False) -> Tensor:
+    """Rotate the channel pairs ``(2m, 2m+1)`` of ``x (..., L, D)`` (2-D RoPE).
+
+    ``cos``/``sin (L', D/2)``: the rotation angles of ``L'`` positions; ``L`` must be a
+    multiple of ``L'`` (the table is tiled, as for memory keys that span several frames of
+    the same grid). Pair ``(a, b)`` becomes ``(a cos - b sin, a sin + b cos)``.
+
+    Computed in float32; the result has ``x``'s dtype. Where the device has complex kernels
+    (not MPS) this is one complex multiply, the official code's operation and ~10x fewer
+    memory passes than the real form; with ``inplace`` a float32 ``x`` is rotated in place
+    (for fresh projections nothing else reads; never a tensor that requires grad).
+    """
+    length, pairs = cos.shape
+    if x.shape[-1] != 2 * pairs or x.shape[-2] % length:
+        raise InvalidInputError(
+            f"x: expected (..., k * {length}, {2 * pairs}), got {tuple(x.shape)}"
+        )
+    tiled = x.unflatten(-2, (-1, length)).unflatten(-1, (-1, 2))  # (..., k, L', D/2, 2)
+    if x.device.type != "mps" and x.stride(-1) == 1:
+        table = torch.complex(cos.float(), sin.float())
+        if inplace and x.dtype == torch.float32 and not x.requires_grad:
+            torch.view_as_complex(tiled).mul_(table)
+            return x
+        rotated = torch.view_as_complex(tiled.float().contiguous()) * table
+        return torch.view_as_real(rotated).flatten(-2).flatten(-3, -2).to(x.dtype)
+    xf = tiled.float()
+    real, imag = xf[..., 0], xf[..., 1]
+    out = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return out.flatten(-2).flatten(-3, -2).to(x.dtype)

@@ -40,7 +40,7 @@ class PixelDecoder(nn.Module):
         # One stage per finer level (two with three levels), so the last conv/norm may stay unused.
         for i, skip in enumerate(reversed(feats[:-1])):
             x = skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-            x = F.relu(self.norms[i](self.conv_layers[i](x)))
+            x = F.relu(self.norms[i](self.conv_layers[i](x)), inplace=True)
         return x
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3video.errors import ConfigError, InvalidInputError
+from sam3video.model.position_encoding import apply_rope
 
 
 def axial_rope_table(
@@ -44,30 +45,6 @@ def axial_rope_table(
     pos_y = torch.div(t, side, rounding_mode="floor") * scale
     angles = torch.cat((torch.outer(pos_x, freqs), torch.outer(pos_y, freqs)), dim=-1)
     return torch.polar(torch.ones_like(angles), angles)
-
-
-def rope_tables(freqs_cis: Tensor) -> tuple[Tensor, Tensor]:
-    """Real float32 ``(L, D)`` tables ``(cos, sin)`` of a complex ``(L, D // 2)`` RoPE table.
-
-    Each value is repeated for both channels of its pair; ``sin`` carries the sign of the
-    complex product (``-sin`` on even channels, ``+sin`` on odd ones), see `apply_rope`.
-    """
-    table = torch.view_as_real(freqs_cis)  # (L, D/2, 2): real and imaginary parts
-    cos = table[..., 0].repeat_interleave(2, dim=-1)
-    sin = torch.stack((-table[..., 1], table[..., 1]), dim=-1).flatten(-2)
-    return cos, sin
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate channel pairs ``(2m, 2m+1)`` of ``x (..., L, D)`` by `rope_tables` ``(L, D)``.
-
-    The complex product ``(a + ib)(c + is)`` written with real tensors (complex kernels are
-    missing on some backends, e.g. MPS): ``out = x * cos + (b, a) * (-s, s)`` pairwise.
-    Computed in float32; the result has ``x``'s dtype.
-    """
-    xf = x.float()
-    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) per pair; a new tensor
-    return swapped.mul_(sin).addcmul_(xf, cos).to(x.dtype)
 
 
 class PatchEmbed(nn.Module):
@@ -136,10 +113,14 @@ class Attention(nn.Module):
         """``x (B, L, C)`` with ``L = grid_size**2`` row-major tokens -> ``(B, L, C)``."""
         b, length, c = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, head_dim)
-        cos, sin = rope_tables(self.freqs_cis)  # (L, head_dim) each, cheap next to q and k
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
+        qkv = qkv.permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, heads, L, head_dim); not unbind: its
+        # views cannot be modified in place
+        table = torch.view_as_real(self.freqs_cis)  # (L, head_dim / 2, 2): cos and sin
+        cos, sin = table[..., 0], table[..., 1]
+        # q and k are views of the fresh qkv projection: rotated in place.
+        q = apply_rope(q, cos, sin, inplace=True)
+        k = apply_rope(k, cos, sin, inplace=True)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, length, c))
 
