@@ -1,4 +1,4 @@
-"""The tracker's memory cross-attention at full size: the fused kernel and two CPU variants.
+"""The tracker's memory cross-attention at full size: the fused kernel and CPU variants.
 
     python benchmarks/attention.py --threads 1
 
@@ -8,19 +8,21 @@ memory bank: 72x72 = 5,184 query tokens against 7 spatial memories of 5,184 toke
 
 - ``sdpa, values projected``: the textbook order (values projected to 256 before the
   attention) through ``torch.nn.functional.scaled_dot_product_attention`` — what sam3video
-  runs;
+  runs on CUDA and MPS (and ran on the CPU before session 3);
 - ``sdpa, values folded``: the value projection applied after the attention (softmax rows
   sum to 1, so ``attn @ (m W^T + b) = (attn @ m) W^T + b``): 64-wide values, 37% fewer FLOPs;
-- ``blocked, values folded``: `blocked_attention` below (blocks of ``--rows`` queries, two
-  plain matmuls, exponent in place, normalisation applied to the output), folded values.
-
-Both variants were tried in the product on the strength of runs on a loaded machine; on a
-quiet one neither beats the fused kernel (the CPU flash kernel is slower with 64-wide values
-than with 256-wide ones, and the blocked form pays for a full exponent pass over the scores),
-so sam3video keeps the fused kernel and the textbook order (benchmarks/RESULTS.md).
+- ``blocked, fresh scores``: `fresh_blocked_attention` below (blocks of ``--rows`` queries,
+  a new score block per step, five element-wise passes), folded values — tried in session 2
+  and reverted: on a quiet machine it did not beat the fused kernel;
+- ``blocked, reused buffer``: sam3video's `blocked_attention` (one score buffer reused for
+  every block, query pre-scaled, the fused softmax in place), folded values — what
+  sam3video runs on the CPU in float32 since session 3. The difference to the previous
+  variant is memory traffic: a fresh 74 MB score block per step costs its page faults, and
+  the separate max/subtract/exp/sum passes each stream it again.
 
 Each variant's FLOPs (2 per multiply-add of the QK^T and attn@V products) and its time as a
-multiple of the FLOP bound at this run's fp32 GEMM rate. Best of ``--repeat`` runs.
+multiple of the FLOP bound at this run's fp32 GEMM rate, of its own FLOPs and of the
+textbook order's (the model's FLOPs). Best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from _bench import gemm_rate, markdown_table, report
 
+from sam3video.model.memory_attention import blocked_attention
+
 QUERIES, KEYS, WIDTH, MEM = 72 * 72, 7 * 72 * 72 + 64, 256, 64
 
 
-def blocked_attention(q, k, v, rows: int):
-    """Exact softmax attention over blocks of ``rows`` queries with two plain matmuls."""
+def fresh_blocked_attention(q, k, v, rows: int):
+    """Exact softmax attention over blocks of ``rows`` queries, a fresh score block each."""
     scale = q.shape[-1] ** -0.5
     k_t = k.transpose(-1, -2)
     out = q.new_empty(*q.shape[:-1], v.shape[-1])
@@ -73,27 +77,30 @@ def main() -> None:
     v = torch.matmul(memory, w_v.T)  # the projected values of the textbook order
 
     variants = {
-        "sdpa, values projected (sam3video)": (
+        "sdpa, values projected (textbook)": (
             lambda: F.scaled_dot_product_attention(q, k, v), WIDTH),
         "sdpa, values folded": (
             lambda: torch.matmul(F.scaled_dot_product_attention(q, k, memory), w_v.T), MEM),
-        f"blocked ({args.rows} rows), values folded": (
+        f"blocked ({args.rows} rows), fresh scores, values folded": (
+            lambda: torch.matmul(fresh_blocked_attention(q, k, memory, args.rows), w_v.T), MEM),
+        f"blocked ({args.rows} rows), reused buffer, values folded (sam3video, CPU)": (
             lambda: torch.matmul(blocked_attention(q, k, memory, args.rows), w_v.T), MEM),
     }
-    reference = variants["sdpa, values projected (sam3video)"][0]()
+    reference = variants["sdpa, values projected (textbook)"][0]()
     rate = gemm_rate()
     rows = []
     base = None
+    textbook = 2 * QUERIES * KEYS * (WIDTH + WIDTH)
     for name, (fn, v_width) in variants.items():
         err = (fn() - reference).abs().max().item()
         seconds = best_time(fn, args.repeat)
         flops = 2 * QUERIES * KEYS * (WIDTH + v_width)
         base = base or seconds
         rows.append([name, flops / 1e9, seconds, flops / rate, seconds / (flops / rate),
-                     base / seconds, f"{err:.1e}"])
+                     seconds / (textbook / rate), base / seconds, f"{err:.1e}"])
     lines = markdown_table(
-        ["variant", "GFLOP", "s (best)", "FLOP bound s", "s / bound", "speed-up vs sdpa",
-         "max abs diff vs sdpa"], rows)
+        ["variant", "GFLOP", "s (best)", "FLOP bound s", "s / own bound",
+         "s / textbook bound", "speed-up vs sdpa", "max abs diff vs sdpa"], rows)
     lines += ["", f"One memory cross-attention layer, one object, full size ({QUERIES} queries, "
               f"{KEYS} keys, width {WIDTH}, memories {MEM} wide); float32, {args.threads} "
               f"thread(s); best of {args.repeat}; fp32 GEMM 2048^3 rate {rate / 1e9:.1f} GFLOP/s "

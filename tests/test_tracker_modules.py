@@ -383,3 +383,22 @@ def test_state_dict_matches_manifest_full():
             assert expected  # sanity: the manifest has rows for the tracker
         # The official decoder's transformer lives under the decoder prefix too.
         assert shapes(module) == expected, prefix
+
+
+def test_memory_attention_runs_a_shared_frame_once():
+    """Objects of one frame (features expanded over the batch) share the first
+    self-attention; the result equals that of materialised, independent rows."""
+    torch.manual_seed(0)
+    attn = MemoryAttention(d_model=32, kv_in_dim=16, num_layers=2, num_heads=1, ffn_dim=64,
+                           feat_size=4).eval()
+    src, pos = torch.randn(1, 16, 32), torch.randn(1, 16, 32)
+    memory, memory_pos = torch.randn(3, 2 * 16 + 4, 16), torch.randn(3, 2 * 16 + 4, 16)
+    seen = []
+    attn.layers[0].self_attn.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[0]))
+    with torch.inference_mode():
+        shared = attn(src.expand(3, -1, -1), pos.expand(3, -1, -1), memory, memory_pos, 4)
+        rows = attn(src.repeat(3, 1, 1), pos.repeat(3, 1, 1), memory, memory_pos, 4)
+    assert seen == [1, 3]
+    assert shared.shape == rows.shape == (3, 16, 32)
+    torch.testing.assert_close(shared, rows, atol=1e-5, rtol=0)
+    assert (shared[0] - shared[1]).abs().max() > 1e-3  # the memories do differ per object

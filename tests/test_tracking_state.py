@@ -449,3 +449,77 @@ def test_object_wise_non_overlap_uses_object_scores():
     out = apply_object_wise_non_overlapping_constraints(m, torch.tensor([[0.2], [0.9]]))
     # the overlap (pixel 1) goes to object 1 (higher score) despite its lower logit
     assert out[:, 0, 0].tolist() == [[5.0, -10.0, -10.0], [-10.0, 1.0, 1.0]]
+
+
+# ----------------------------------------------------------------------- batched states
+
+
+def _states(tracker, features, prompts):
+    """One state per entry of ``prompts``: ``[(frame, obj_id, [x, y]), ...]`` clicks."""
+    states = []
+    for clicks in prompts:
+        state = TrackingState(tracker, features, 12, (H, W))
+        for frame, obj_id, xy in clicks:
+            state.add_points(frame, obj_id, [xy], [1])
+        state.preflight()
+        states.append(state)
+    return states
+
+
+@pytest.mark.parametrize("mem_encoder", [True, False])
+def test_track_states_batches_states_and_matches_tracking_alone(tracker, monkeypatch, mem_encoder):
+    """Objects of states that read the same memories run as one batch; every state's outputs
+    and stored memories equal those of tracking it alone (float rounding aside)."""
+    from sam3video.video.tracking import track_states
+
+    prompts = [
+        [(0, 1, [60, 40])],
+        [(0, 2, [200, 90]), (0, 3, [150, 60])],  # two objects in one state
+        [(0, 4, [250, 30])],
+        [(2, 5, [100, 100])],  # prompted later: another plan until frame 2's memories age
+    ]
+    alone = _states(tracker, Features(), prompts)
+    together = _states(tracker, Features(), prompts)
+    calls = []
+    original = type(tracker).track_step
+
+    def counting(self, frame_idx, features, *args, **kwargs):
+        calls.append((frame_idx, features.batch_size))
+        return original(self, frame_idx, features, *args, **kwargs)
+
+    monkeypatch.setattr(type(tracker), "track_step", counting)
+    for frame_idx in range(1, 6):
+        for state in together:
+            state.preflight()
+        batched = track_states(together, frame_idx, False, run_mem_encoder=mem_encoder)
+        for state, out in zip(alone, batched):
+            ref = track_states([state], frame_idx, False, run_mem_encoder=mem_encoder)[0]
+            assert out.obj_ids == ref.obj_ids
+            torch.testing.assert_close(out.low_res_masks, ref.low_res_masks, atol=1e-4, rtol=0)
+            torch.testing.assert_close(out.object_score_logits, ref.object_score_logits)
+            mine, theirs = together[alone.index(state)]._non_cond, state._non_cond
+            if frame_idx in theirs:
+                a, b = mine[frame_idx], theirs[frame_idx]
+                assert a.eff_iou_score == pytest.approx(b.eff_iou_score, abs=1e-5)
+                torch.testing.assert_close(a.obj_ptr, b.obj_ptr, atol=1e-4, rtol=0)
+                if mem_encoder:
+                    torch.testing.assert_close(
+                        a.maskmem_features, b.maskmem_features, atol=1e-4, rtol=0
+                    )
+                else:  # deferred encoding (the session's), from the same masks for both
+                    for st in (state, together[alone.index(state)]):
+                        st.update_memory(frame_idx, ref.low_res_masks, ref.object_score_logits)
+    # Frame 1: states 0-2 (4 objects) read frame 0 and run as one batch of 4 (then each alone:
+    # batches of 1 and 2); state 3, prompted on frame 2, reads other memories.
+    assert calls[:2] == [(1, 4), (1, 1)], calls
+
+
+def test_track_states_keeps_conditioning_frames_per_state(tracker):
+    """A state prompted on the frame yields its prompt output; the others are tracked."""
+    from sam3video.video.tracking import track_states
+
+    states = _states(tracker, Features(), [[(0, 1, [60, 40])], [(1, 2, [200, 90])]])
+    merged = states[1]._cond[1].pred_masks
+    outs = track_states(states, 1, False, run_mem_encoder=True)
+    assert torch.equal(outs[1].low_res_masks, merged.to(outs[1].low_res_masks.device))
+    assert 1 in states[0]._non_cond and 1 not in states[1]._non_cond

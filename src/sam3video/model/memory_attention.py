@@ -146,6 +146,8 @@ class MemoryAttentionLayer(nn.Module):
         """``tgt (B, HW, C)``, ``memory``/``memory_pos (B, L, kv_in_dim)`` -> ``(B, HW, C)``."""
         x = self.norm1(tgt)
         tgt = tgt + self.self_attn(x, x, x, cos, sin)
+        if tgt.shape[0] != memory.shape[0]:  # one frame shared by all objects (see below)
+            tgt = tgt.expand(memory.shape[0], -1, -1)
         # Positions enter only on the memory keys (not on the queries).
         x = self.norm2(tgt)
         tgt = tgt + self.cross_attn_image(
@@ -214,6 +216,10 @@ class MemoryAttention(nn.Module):
         head_dim = self.d_model // self.num_heads
         cos, sin = axial_rope_tables(head_dim, side, side, self.rope_theta, device=src.device)
 
+        if b > 1 and src.stride(0) == 0 and src_pos.stride(0) == 0:
+            # The objects share the frame (its features expanded over the batch): the first
+            # self-attention sees identical rows, so it runs once and is expanded after it.
+            src, src_pos = src[:1], src_pos[:1]
         out = src + 0.1 * src_pos  # the only use of the frame's own positional encoding
         for layer in self.layers:
             out = layer(out, memory, memory_pos, cos, sin, num_obj_ptr_tokens)

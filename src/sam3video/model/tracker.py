@@ -679,16 +679,19 @@ class Sam3Tracker(nn.Module):
         num_frames: int,
         reverse: bool = False,
         use_memory: bool = True,
+        plan: MemoryPlan | None = None,
     ) -> Tensor:
         """``(B, C, h, w)`` features for the SAM heads (§9 of the tracker spec).
 
         Without memory (``use_memory=False``: a prompted frame decoded like an image) the raw
-        features get ``no_mem_embed`` added; otherwise `plan_memory` + memory attention.
+        features get ``no_mem_embed`` added; otherwise `plan_memory` (or the given ``plan``,
+        whose frames the two mappings must hold) + memory attention.
         """
         if not use_memory:
             return features.vision + self.no_mem_embed.reshape(1, -1, 1, 1)
-        scores = {t: out.eff_iou_score for t, out in non_cond_outputs.items()}
-        plan = self.plan_memory(frame_idx, list(cond_outputs), scores, num_frames, reverse)
+        if plan is None:
+            scores = {t: out.eff_iou_score for t, out in non_cond_outputs.items()}
+            plan = self.plan_memory(frame_idx, list(cond_outputs), scores, num_frames, reverse)
         return self.memory_conditioned_features(
             features, plan, cond_outputs, non_cond_outputs, num_frames
         )
@@ -743,6 +746,7 @@ class Sam3Tracker(nn.Module):
         use_memory: bool = True,
         is_init_cond_frame: bool = False,
         run_mem_encoder: bool = True,
+        plan: MemoryPlan | None = None,
     ) -> TrackStepOutput:
         """Segment the ``B`` objects of ``features`` on frame ``frame_idx``.
 
@@ -752,6 +756,7 @@ class Sam3Tracker(nn.Module):
         logits fed back as a mask prompt with clicks. ``use_memory``: condition on the stored
         memories (False: decode like an image, e.g. a new or corrected prompt).
         ``run_mem_encoder``: also encode this frame's memory (masks from clicks binarized).
+        ``plan``: the memory plan to use (default: `plan_memory` on the two mappings).
         """
         if mask_inputs is not None and (point_coords is not None or prev_mask_logits is not None):
             raise InvalidInputError(
@@ -768,6 +773,7 @@ class Sam3Tracker(nn.Module):
                 num_frames,
                 reverse,
                 use_memory,
+                plan,
             )
             num_points = 0 if point_labels is None else point_labels.shape[1]
             heads = self.forward_sam_heads(

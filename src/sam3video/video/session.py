@@ -59,7 +59,7 @@ from sam3video.video.planner import (
     prepare_memory_update,
 )
 from sam3video.video.postprocess import fill_holes_in_mask_scores
-from sam3video.video.tracking import TrackingState
+from sam3video.video.tracking import FeatureCache, TrackingState, track_states
 
 TEXT_PLACEHOLDER = "<text placeholder>"
 VISUAL_TEXT = "visual"
@@ -171,6 +171,7 @@ class VideoSession:
         self.processed: set[int] = set()
         self.history: list[_Action] = []
         self._detection_cache = None
+        self._tracker_feature_cache = FeatureCache()
         self._prompt_version += 1
 
     @property
@@ -213,7 +214,11 @@ class VideoSession:
 
     def _new_state(self) -> TrackingState:
         return TrackingState(
-            self.model.tracker, self._tracker_features, self.num_frames, self.video_size
+            self.model.tracker,
+            self._tracker_features,
+            self.num_frames,
+            self.video_size,
+            feature_cache=self._tracker_feature_cache,  # a frame is prepared once for all
         )
 
     # ------------------------------------------------------------------ detector
@@ -346,12 +351,13 @@ class VideoSession:
         meta = self.metadata
         dets = self._detect(frame_idx) if self.concept.active else self._no_detections()
 
-        # Every tracker state advances one frame; memory is encoded after planning.
+        # Every tracker state advances one frame (objects batched across states); memory is
+        # encoded after planning.
         ids, low_res, scores = [], [], []
-        for state in self.states:
-            if state.num_objects == 0:
-                continue
-            out = next(state.propagate(frame_idx, 0, reverse=reverse, run_mem_encoder=False))
+        active = [state for state in self.states if state.num_objects]
+        for state in active:
+            state.preflight()
+        for out in track_states(active, frame_idx, reverse, run_mem_encoder=False):
             ids += out.obj_ids
             low_res.append(out.low_res_masks.float())
             scores.append(out.object_score_logits.float())
@@ -519,7 +525,8 @@ class VideoSession:
         for frame_idx in order:
             refined: dict[int, Tensor] = {}
             for state in states:
-                out = next(state.propagate(frame_idx, 0, reverse=reverse, run_mem_encoder=True))
+                state.preflight()
+            for out in track_states(states, frame_idx, reverse, run_mem_encoder=True):
                 for k, obj_id in enumerate(out.obj_ids):
                     if obj_id not in obj_ids:
                         continue

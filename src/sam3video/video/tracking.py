@@ -77,7 +77,9 @@ from sam3video.model.tracker import (
     NO_OBJ_SCORE,
     FrameFeatures,
     FrameMemory,
+    MemoryPlan,
     Sam3Tracker,
+    TrackStepOutput,
     memory_score,
 )
 from sam3video.video.postprocess import apply_non_overlapping_constraints
@@ -126,6 +128,17 @@ class _ObjectPrompts:
         return set(self.points) | self.mask_frames
 
 
+class FeatureCache:
+    """The latest frame's prepared tracker features (`Sam3Tracker.prepare_features`).
+
+    Each `TrackingState` has one; the states of one video (same tracker, same
+    ``get_features``) can share one so that a frame's features are prepared once for all.
+    """
+
+    def __init__(self) -> None:
+        self.entry: tuple[int, FrameFeatures] | None = None
+
+
 class TrackingState:
     """Prompts, memories and propagation for the objects of one video (see module doc).
 
@@ -135,6 +148,7 @@ class TrackingState:
     encoder (16). clear_non_cond_mem_around_input / clear_non_cond_mem_for_multi_obj:
     official switches (True / False). bounded_memory: see module doc. storage_dtype: dtype
     of stored spatial memories (None: the model's; the official GPU code stores bfloat16).
+    feature_cache: a `FeatureCache` shared with the video's other states (default: its own).
     """
 
     def __init__(
@@ -149,6 +163,7 @@ class TrackingState:
         clear_non_cond_mem_for_multi_obj: bool = False,
         bounded_memory: bool = True,
         storage_dtype: torch.dtype | None = None,
+        feature_cache: FeatureCache | None = None,
     ) -> None:
         if int(num_frames) < 1:
             raise InvalidInputError(f"num_frames: expected >= 1, got {num_frames}")
@@ -164,6 +179,7 @@ class TrackingState:
         self.clear_non_cond_mem_for_multi_obj = clear_non_cond_mem_for_multi_obj
         self.bounded_memory = bounded_memory
         self.storage_dtype = storage_dtype
+        self.feature_cache = FeatureCache() if feature_cache is None else feature_cache
         self.reset()
 
     # ------------------------------------------------------------------------ state
@@ -172,7 +188,7 @@ class TrackingState:
         """Forget every object, prompt and memory."""
         self._obj_ids: list[int] = []
         self._objects: list[_ObjectPrompts] = []
-        self._cached_features: tuple[int, FrameFeatures] | None = None
+        self.feature_cache.entry = None
         self._reset_tracking()
 
     def _reset_tracking(self) -> None:
@@ -219,8 +235,8 @@ class TrackingState:
                 tensors += [p.object_score_logits, p.iou_score]
             for coords, labels in obj.points.values():
                 tensors += [coords, labels]
-        if self._cached_features is not None:
-            feats = self._cached_features[1]
+        if self.feature_cache.entry is not None:
+            feats = self.feature_cache.entry[1]
             tensors += [*feats.high_res, feats.vision, feats.vision_pos]
         tensors = [t for t in tensors if t is not None]
         return {
@@ -272,15 +288,16 @@ class TrackingState:
 
     def _features(self, frame_idx: int) -> FrameFeatures:
         """The frame's prepared features (batch 1); only the latest frame is cached."""
-        if self._cached_features is not None and self._cached_features[0] == frame_idx:
-            return self._cached_features[1]
+        cached = self.feature_cache.entry
+        if cached is not None and cached[0] == frame_idx:
+            return cached[1]
         feats, pos = self.get_features(frame_idx)
         device, dtype = self._device, self._dtype
         feats = [f.to(device=device, dtype=dtype) for f in feats]
         pos = [p.to(device=device, dtype=dtype) for p in pos]
         with torch.inference_mode():
             prepared = self.tracker.prepare_features(feats, pos)
-        self._cached_features = (frame_idx, prepared)
+        self.feature_cache.entry = (frame_idx, prepared)
         return prepared
 
     def _stored_output(self, obj_idx: int, frame_idx: int) -> FrameMemory | None:
@@ -744,41 +761,50 @@ class TrackingState:
         self, start: int | None, max_n: int | None, reverse: bool, run_mem_encoder: bool
     ) -> Iterator[TrackerFrameOutput]:
         self.preflight()
-        b = self.num_objects
-        clear = self._clears_around_input()
-        h, w = self.video_size
         for frame_idx in self.processing_order(start, max_n, reverse):
-            cond = self._cond.get(frame_idx)
-            if cond is not None:
-                pred_masks, scores = cond.pred_masks, cond.object_score_logits
-                if clear:
-                    self._clear_around(frame_idx)
-            else:
-                step = self.tracker.track_step(
-                    frame_idx,
-                    self._features(frame_idx).expand(b),
-                    self._cond,
-                    self._non_cond,
-                    self.num_frames,
-                    reverse=reverse,
-                    use_memory=True,
-                    run_mem_encoder=run_mem_encoder,
-                )
-                memory = step.to_memory()
-                if memory.maskmem_features is not None:
-                    memory.maskmem_features = self._stored(memory.maskmem_features)
-                self._non_cond[frame_idx] = memory
-                self._hidden.discard(frame_idx)
-                pred_masks, scores = step.pred_masks, step.object_score_logits
-            self._last = (frame_idx, reverse)
-            self._trim()
-            pred_masks = pred_masks.to(self._device)
-            video_res = F.interpolate(
-                pred_masks.float(), size=(h, w), mode="bilinear", align_corners=False
-            )
-            yield TrackerFrameOutput(
-                frame_idx, self.obj_ids, pred_masks, scores, video_res, video_res > 0
-            )
+            yield track_states([self], frame_idx, reverse, run_mem_encoder)[0]
+
+    # ------------------------------------------------------------------------ one step
+    # The three parts of a propagated frame, split so that `track_states` can run the objects
+    # of several states as one batch: the plan, the model step, the bookkeeping.
+
+    def _plan(self, frame_idx: int, reverse: bool) -> MemoryPlan:
+        """The stored frames that tracking ``frame_idx`` reads (not a conditioning frame)."""
+        scores = {t: out.eff_iou_score for t, out in self._non_cond.items()}
+        return self.tracker.plan_memory(
+            frame_idx, list(self._cond), scores, self.num_frames, reverse
+        )
+
+    def _cond_frame_output(self, frame_idx: int, reverse: bool) -> TrackerFrameOutput:
+        """A conditioning frame reached by propagation yields its merged prompt outputs."""
+        cond = self._cond[frame_idx]
+        if self._clears_around_input():
+            self._clear_around(frame_idx)
+        return self._frame_output(frame_idx, reverse, cond.pred_masks, cond.object_score_logits)
+
+    def _store_step(
+        self, frame_idx: int, reverse: bool, step: TrackStepOutput
+    ) -> TrackerFrameOutput:
+        """Keep a tracked frame's output as memory (it replaces any earlier one)."""
+        memory = step.to_memory()
+        if memory.maskmem_features is not None:
+            memory.maskmem_features = self._stored(memory.maskmem_features)
+        self._non_cond[frame_idx] = memory
+        self._hidden.discard(frame_idx)
+        return self._frame_output(frame_idx, reverse, step.pred_masks, step.object_score_logits)
+
+    def _frame_output(
+        self, frame_idx: int, reverse: bool, pred_masks: Tensor, scores: Tensor
+    ) -> TrackerFrameOutput:
+        self._last = (frame_idx, reverse)
+        self._trim()
+        pred_masks = pred_masks.to(self._device)
+        video_res = F.interpolate(
+            pred_masks.float(), size=self.video_size, mode="bilinear", align_corners=False
+        )
+        return TrackerFrameOutput(
+            frame_idx, self.obj_ids, pred_masks, scores, video_res, video_res > 0
+        )
 
     @torch.inference_mode()
     def update_memory(
@@ -859,3 +885,103 @@ class TrackingState:
         for t in [t for t in self._non_cond if t not in keep]:
             del self._non_cond[t]
             self._hidden.discard(t)
+
+
+# ---------------------------------------------------------------------------- batched states
+
+
+@torch.inference_mode()
+def track_states(
+    states: Sequence[TrackingState], frame_idx: int, reverse: bool, run_mem_encoder: bool
+) -> list[TrackerFrameOutput]:
+    """Track one frame for several states of a video, batching objects across states.
+
+    The SAM 3 video logic keeps clicked objects in states of their own (one per click) and
+    detected ones in others; each state has its own memory bank, but on a given frame most
+    states read the same stored frames. States whose memory plans are equal (and that share
+    the tracker and the frame features) run as ONE batch through the memory attention, the
+    SAM heads and the memory encoder: their objects are concatenated, the outputs split back.
+    Each state then stores its own memory and its own selection score, exactly as if it had
+    been tracked alone (the batch changes the arithmetic only by float rounding).
+
+    The states must have been preflighted (`TrackingState.propagate` does it; the session
+    calls `preflight` before each frame). Returns one output per state, in order.
+    """
+    outputs: list[TrackerFrameOutput | None] = [None] * len(states)
+    groups: dict[tuple, tuple[MemoryPlan, list[int]]] = {}
+    for i, state in enumerate(states):
+        if frame_idx in state._cond:
+            outputs[i] = state._cond_frame_output(frame_idx, reverse)
+            continue
+        plan = state._plan(frame_idx, reverse)
+        key = (
+            id(state.tracker),
+            state.get_features,
+            state.num_frames,
+            tuple(plan.spatial),
+            tuple(plan.pointers),
+        )
+        groups.setdefault(key, (plan, []))[1].append(i)
+    for plan, members in groups.values():
+        group = [states[i] for i in members]
+        first = group[0]
+        sizes = [state.num_objects for state in group]
+        if len(group) == 1:
+            cond, non_cond = first._cond, first._non_cond
+        else:
+            cond, non_cond = {}, {}
+            for ref in (*plan.spatial, *plan.pointers):
+                store, attr = (cond, "_cond") if ref.from_cond else (non_cond, "_non_cond")
+                if ref.frame not in store:
+                    store[ref.frame] = _concat_memories(
+                        [getattr(state, attr)[ref.frame] for state in group]
+                    )
+        step = first.tracker.track_step(
+            frame_idx,
+            first._features(frame_idx).expand(sum(sizes)),
+            cond,
+            non_cond,
+            first.num_frames,
+            reverse=reverse,
+            use_memory=True,
+            run_mem_encoder=run_mem_encoder,
+            plan=plan,
+        )
+        for i, state, part in zip(members, group, _split_step(step, sizes)):
+            outputs[i] = state._store_step(frame_idx, reverse, part)
+    return outputs  # type: ignore[return-value]
+
+
+def _concat_memories(memories: Sequence[FrameMemory]) -> FrameMemory:
+    """The memories of several states on one frame as one batch (what the attention reads)."""
+    maskmem = [m.maskmem_features for m in memories]
+    return FrameMemory(
+        maskmem_features=None if any(m is None for m in maskmem) else torch.cat(maskmem),
+        obj_ptr=torch.cat([m.obj_ptr for m in memories]),
+        object_score_logits=torch.cat([m.object_score_logits for m in memories]),
+        iou_score=torch.cat([m.iou_score.reshape(-1) for m in memories]),
+    )
+
+
+def _split_step(step: TrackStepOutput, sizes: Sequence[int]) -> list[TrackStepOutput]:
+    """A batched step's rows per state; each part's selection score is its own (a mean)."""
+    if len(sizes) == 1:
+        return [step]
+    parts, start = [], 0
+    for n in sizes:
+        rows = slice(start, start + n)
+        start += n
+        scores, ious = step.object_score_logits[rows], step.iou_score[rows]
+        maskmem = step.maskmem_features
+        parts.append(
+            TrackStepOutput(
+                pred_masks=step.pred_masks[rows],
+                pred_masks_high_res=step.pred_masks_high_res[rows],
+                obj_ptr=step.obj_ptr[rows],
+                object_score_logits=scores,
+                iou_score=ious,
+                eff_iou_score=memory_score(scores, ious),
+                maskmem_features=None if maskmem is None else maskmem[rows],
+            )
+        )
+    return parts
