@@ -44,6 +44,18 @@ def clean_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def start_cli(argv: list[str], cwd: Path) -> subprocess.Popen:
+    """``sam3video <argv>`` in a subprocess run from ``cwd`` with a clean environment."""
+    return subprocess.Popen(
+        CLI + argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(cwd),
+        cwd=cwd,
+    )
+
+
 @pytest.fixture
 def no_checkpoint_env(monkeypatch, tmp_path):
     monkeypatch.delenv(checkpoints.ENV_VAR, raising=False)
@@ -68,14 +80,7 @@ def round_trip(tmp_path_factory):
         "--max-frames", str(MAX_FRAMES), "--direction", "forward",
         "--format", "ytvis,png,overlay", "--out", str(out),
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        CLI + argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(tmp),
-        cwd=tmp,
-    )
+    proc = start_cli(argv, tmp)
     try:
         api = api_results()
         stdout, stderr = proc.communicate(timeout=300)
@@ -183,14 +188,7 @@ def test_track_ctrl_c_in_a_real_run(tmp_path):
         "track", str(VIDEO), "--points", "320,136", "--model", "tiny", "--device", "cpu",
         "--direction", "forward", "--format", "ytvis,png,overlay", "--out", str(out),
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        CLI + argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(tmp_path),
-        cwd=tmp_path,
-    )
+    proc = start_cli(argv, tmp_path)
     try:
         deadline = time.monotonic() + 240
         while len(list((out / "masks").glob("*.png"))) < 3:
