@@ -402,3 +402,14 @@ def test_memory_attention_runs_a_shared_frame_once():
     assert shared.shape == rows.shape == (3, 16, 32)
     torch.testing.assert_close(shared, rows, atol=1e-5, rtol=0)
     assert (shared[0] - shared[1]).abs().max() > 1e-3  # the memories do differ per object
+
+
+def test_blocked_attention_equals_softmax_attention():
+    """Several query blocks (the last one short), heads, values narrower than the keys."""
+    from sam3video.model.memory_attention import blocked_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 17, 8), torch.randn(2, 3, 11, 8), torch.randn(2, 3, 11, 4)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1) @ v
+    for rows in (5, 17, 64):
+        torch.testing.assert_close(blocked_attention(q, k, v, block_rows=rows), expected)

@@ -276,3 +276,31 @@ def test_padded_windows_keep_images_independent():
         first = trunk(x[:1])
     assert both.shape == (2, 32, 16, 16) and torch.isfinite(both).all()
     assert max_diff(both[:1], first) <= 1e-5
+
+
+def test_apply_rope_complex_real_and_in_place_agree():
+    """The complex multiply (CPU/CUDA), the real form (MPS, or strided channels) and the
+    in-place variant rotate the same way; tables tile over several frames of a grid."""
+    from sam3video.errors import InvalidInputError
+    from sam3video.model.position_encoding import apply_rope
+
+    torch.manual_seed(0)
+    angles = torch.rand(6, 4) * 6.3  # 6 positions, head_dim 8
+    cos, sin = angles.cos(), angles.sin()
+    x = torch.randn(2, 3, 12, 8)  # 2 frames of the 6 positions
+    pairs = x.unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    c, s = cos.repeat(2, 1), sin.repeat(2, 1)
+    expected = torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+
+    torch.testing.assert_close(apply_rope(x, cos, sin), expected)
+    strided = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # channels not contiguous
+    assert strided.stride(-1) != 1
+    torch.testing.assert_close(apply_rope(strided, cos, sin), expected)
+    y = x.clone()
+    assert apply_rope(y, cos, sin, inplace=True) is y
+    torch.testing.assert_close(y, expected)
+    half = apply_rope(x.bfloat16(), cos, sin)
+    assert half.dtype == torch.bfloat16 and (half.float() - expected).abs().max() < 0.05
+    with pytest.raises(InvalidInputError, match="x: expected"):
+        apply_rope(torch.randn(2, 3, 10, 8), cos, sin)
