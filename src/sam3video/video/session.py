@@ -180,7 +180,9 @@ class VideoSession:
 
     def memory_footprint(self) -> dict[str, int]:
         """Bytes held by the session besides the model (for the bounded-memory tests)."""
-        tracker = sum(s.memory_footprint()["bytes"] for s in self.states)
+        tracker = sum(s.memory_footprint(include_features=False)["bytes"] for s in self.states)
+        # The states share one prepared-feature cache: counted once.
+        tracker += sum(t.numel() * t.element_size() for t in self._tracker_feature_cache.tensors())
         return {
             "tracker_bytes": tracker,
             "cached_output_bytes": self.cache.nbytes(),

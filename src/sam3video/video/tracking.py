@@ -138,6 +138,13 @@ class FeatureCache:
     def __init__(self) -> None:
         self.entry: tuple[int, FrameFeatures] | None = None
 
+    def tensors(self) -> list[Tensor]:
+        """The cached tensors (none when empty)."""
+        if self.entry is None:
+            return []
+        feats = self.entry[1]
+        return [*feats.high_res, feats.vision, feats.vision_pos]
+
 
 class TrackingState:
     """Prompts, memories and propagation for the objects of one video (see module doc).
@@ -222,8 +229,12 @@ class TrackingState:
         """Tracked (non-conditioning) frames whose outputs are held, ascending."""
         return sorted(self._non_cond)
 
-    def memory_footprint(self) -> dict[str, int]:
-        """Frames, tensors and bytes held (stored outputs, pending prompts, cached features)."""
+    def memory_footprint(self, include_features: bool = True) -> dict[str, int]:
+        """Frames, tensors and bytes held (stored outputs, pending prompts, cached features).
+
+        ``include_features=False`` leaves out the feature cache (shared by a session's states,
+        which counts it once).
+        """
         entries = list(self._cond.values()) + list(self._non_cond.values())
         tensors: list[Tensor] = []
         for e in entries:
@@ -235,9 +246,8 @@ class TrackingState:
                 tensors += [p.object_score_logits, p.iou_score]
             for coords, labels in obj.points.values():
                 tensors += [coords, labels]
-        if self.feature_cache.entry is not None:
-            feats = self.feature_cache.entry[1]
-            tensors += [*feats.high_res, feats.vision, feats.vision_pos]
+        if include_features:
+            tensors += self.feature_cache.tensors()
         tensors = [t for t in tensors if t is not None]
         return {
             "frames": len(entries),
