@@ -46,3 +46,14 @@ class DecodeError(Sam3VideoError, RuntimeError):
 
 class CheckpointError(Sam3VideoError, RuntimeError):
     """A checkpoint that cannot be read, or whose keys/shapes do not fit the model."""
+
+
+class StaleStreamError(Sam3VideoError, RuntimeError):
+    """A propagation stream invalidated by a later state-changing request on its session
+    (a new prompt, a removal, a reset, another propagation, or closing the session). The stale
+    stream touches nothing; the frames it had yielded stay valid results."""
+
+
+class SessionBusyError(Sam3VideoError, RuntimeError):
+    """A request that needs a session another caller is using exclusively (for example a
+    second propagation while one is being streamed)."""
