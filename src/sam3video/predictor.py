@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from sam3video.errors import CheckpointError, InvalidInputError
+from sam3video.errors import CheckpointError, InvalidInputError, UnknownIdError
 from sam3video.io.frames import IMAGE_EXTENSIONS, open_frames
 from sam3video.model.build import Sam3VideoModel, build_sam3_video_model
 from sam3video.model.config import get_config
@@ -44,22 +44,73 @@ from sam3video.requests import (
     parse_request,
 )
 from sam3video.video.planner import VideoHeuristics
-from sam3video.video.session import VideoSession
+from sam3video.video.session import Outputs, VideoSession, concept_tokens
 
 HF_REPO = "facebook/sam3"
 HF_FILENAME = "sam3.pt"
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``: CUDA if available, then MPS, then CPU."""
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``None`` or ``"auto"``: CUDA if available, then MPS, then CPU. Otherwise ``"cpu"``,
+    ``"cuda"``, ``"cuda:N"``, ``"mps"`` (or a ``torch.device``), which must be available here;
+    anything else raises `InvalidInputError` naming the accepted values."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    accepted = "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device"
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidInputError(
+            f"device: expected {accepted}, got {type(device).__name__} {str(device)[:100]!r}"
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in _DEVICE_TYPES:
+        raise InvalidInputError(f"device: expected {accepted}, got {str(device)[:100]!r}")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InvalidInputError(
+                f"device: {str(dev)!r} asks for CUDA, but no CUDA device is available here "
+                "(use 'auto' or 'cpu')"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise InvalidInputError(
+                f"device: expected a CUDA index below {count} (this machine has {count} "
+                f"CUDA device{'s' if count != 1 else ''}), got {str(dev)!r}"
+            )
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidInputError(
+                "device: 'mps' asks for Apple's Metal backend, which is not available here "
+                "(use 'auto' or 'cpu')"
+            )
+    return dev
+
+
+def pick_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"``: bfloat16 on CUDA, float32 elsewhere (CPUs rarely have fast
+    bfloat16). Otherwise one of float32, bfloat16, float16, as a ``torch.dtype`` or its name."""
+    if dtype is None or (isinstance(dtype, str) and dtype == "auto"):
+        return default_dtype(device)
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    raise InvalidInputError(
+        "dtype: expected torch.float32, torch.bfloat16, torch.float16 (or their names, or "
+        f"'auto'), got {type(dtype).__name__} {str(dtype)[:100]!r}"
+    )
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -115,15 +166,16 @@ class Sam3VideoPredictor:
         *,
         model_config: str = "full",
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         model: Sam3VideoModel | None = None,
     ) -> None:
         if video_loader_type not in ("cv2", "pyav"):
             raise InvalidInputError(
-                f"video_loader_type: expected 'cv2' or 'pyav', got {video_loader_type!r}"
+                "video_loader_type: expected 'cv2' or 'pyav', got "
+                f"{str(video_loader_type)[:100]!r}"
             )
         self.device = pick_device(device)
-        self.dtype = dtype or default_dtype(self.device)
+        self.dtype = pick_dtype(dtype, self.device)
         self.async_loading_frames = bool(async_loading_frames)
         self.video_loader_type = video_loader_type
         self.heuristics = (
@@ -181,7 +233,12 @@ class Sam3VideoPredictor:
 
     def handle_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Dispatch ``start_session``, ``add_prompt``, ``remove_object``, ``reset_session``
-        or ``close_session``."""
+        or ``close_session``.
+
+        The request is validated, and everything it needs is read (the prompt frame decoded,
+        the text tokenized), before the session changes: a failed request leaves the session
+        as it was. Any state change makes the session's open propagation streams stale.
+        """
         req = parse_request(request, stream=False)
         if isinstance(req, StartSession):
             return self._start_session(req)
@@ -190,15 +247,16 @@ class Sam3VideoPredictor:
                 session = self._sessions.pop(req.session_id, None)
             if session is not None:
                 with session.lock:
-                    session.frames.close()
+                    session.close()
             return {"is_success": True}
         session = self._session(req.session_id)
+        if isinstance(req, AddPrompt):
+            return self._add_prompt(session, req)
         with session.lock, torch.inference_mode():
-            if isinstance(req, AddPrompt):
-                return self._add_prompt(session, req)
+            self._check_open(session)
             if isinstance(req, RemoveObject):
                 check_known(req.obj_id, session.obj_ids, "obj_id")
-                session.remove_object(req.obj_id, req.is_user_action)
+                session.remove_object(req.obj_id)
                 return {"is_success": True}
             if isinstance(req, ResetSession):
                 session.reset()
@@ -208,33 +266,41 @@ class Sam3VideoPredictor:
     def handle_stream_request(self, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Dispatch ``propagate_in_video``: yields ``{"frame_index", "outputs"}`` per frame.
 
-        The request is validated when this is called, before the first frame. ``"both"`` runs
-        forward, then backward from the same start. Closing the generator early leaves the
-        session consistent.
+        The request is validated when this is called, before the first frame, and the stream
+        makes the session's older streams stale. ``"both"`` runs forward, then backward from
+        the same start. Propagation is transactional per frame: closing the generator early
+        (or an error such as an undecodable frame) keeps every finished frame, and a later
+        propagation computes only the rest. A stream whose session changed since it started
+        raises `StaleStreamError` at its next frame and changes nothing.
         """
         req = parse_request(request, stream=True)
         assert isinstance(req, PropagateInVideo)
         session = self._session(req.session_id)
+        directions = {"forward": [False], "backward": [True], "both": [False, True]}
         with session.lock:
+            self._check_open(session)
             start = req.start_frame_index
             if start is not None:
                 start = check_frame_index(start, session.num_frames, "start_frame_index")
-            session.processing_order(start, req.max_frame_num_to_track, reverse=False)
-        return self._stream(session, req, start)
+            frames = session.propagate(
+                start, req.max_frame_num_to_track, directions[req.propagation_direction]
+            )
+        return self._stream(session, frames)
 
     def _stream(
-        self, session: VideoSession, req: PropagateInVideo, start: int | None
+        self, session: VideoSession, frames: Iterator[tuple[int, Outputs]]
     ) -> Iterator[dict[str, Any]]:
-        directions = {"forward": [False], "backward": [True], "both": [False, True]}
-        for reverse in directions[req.propagation_direction]:
-            with session.lock:
-                frames = session.propagate(start, req.max_frame_num_to_track, reverse)
+        try:
             while True:
+                # The lock is held per frame only: other requests may come between frames
+                # (they make this stream stale if they change the session).
                 with session.lock, torch.inference_mode():
                     item = next(frames, None)
                 if item is None:
-                    break
+                    return
                 yield {"frame_index": item[0], "outputs": item[1]}
+        finally:
+            frames.close()
 
     # ------------------------------------------------------------------ requests
 
@@ -273,20 +339,31 @@ class Sam3VideoPredictor:
         if req.points is not None:
             h, w = session.video_size
             check_points_in_frame(req.points, w, h)
-            _, outputs = session.add_points(frame, req.points, req.point_labels, req.obj_id)
+            with session.lock, torch.inference_mode():
+                self._check_open(session)
+                _, outputs = session.add_points(frame, req.points, req.point_labels, req.obj_id)
             return {"frame_index": frame, "outputs": outputs}
         geometry = None
         if req.bounding_boxes is not None:
             geometry = make_geometry_prompt(
                 boxes=req.bounding_boxes, box_labels=req.bounding_box_labels
             )
-        outputs = session.add_concept_prompt(frame, req.text, geometry)
+        tokens = concept_tokens(self.model, req.text)  # user input: outside the session lock
+        with session.lock, torch.inference_mode():
+            self._check_open(session)
+            outputs = session.add_concept_prompt(frame, req.text, geometry, tokens)
         return {"frame_index": frame, "outputs": outputs}
 
     def _session(self, session_id: str) -> VideoSession:
         with self._registry_lock:
-            check_known(session_id, self._sessions, "session_id")
+            check_known(session_id, self._sessions, "session_id", list_known=False)
             return self._sessions[session_id]
+
+    @staticmethod
+    def _check_open(session: VideoSession) -> None:
+        """A session closed by another thread between lookup and lock is unknown."""
+        if session.closed:
+            raise UnknownIdError("session_id: this session was closed")
 
     def session_info(self, session_id: str) -> dict[str, Any]:
         """Frames, video size, tracked object ids and the memory a session holds."""

@@ -35,13 +35,15 @@ Scalars
   * ``frame_index`` and ``start_frame_index`` are ints >= 0 (errors: `FrameIndexError`);
     whether they are below the number of frames is checked by the predictor.
     ``max_frame_num_to_track`` is ``None`` (all frames) or an int >= 0.
-  * ``obj_id`` is an int >= 0 (the ids the predictor hands out start at 0).
+  * ``obj_id`` is an int in ``[0, 2**31)`` (the ids the predictor hands out start at 0).
   * ``session_id`` is a non-empty str. In ``start_session`` it may be left out or ``None``, and
     the predictor then generates one; an empty string is an error (upstream would silently
     generate a new id instead).
   * ``resource_path`` is a non-empty ``str`` or ``os.PathLike`` (converted to ``str``).
   * ``propagation_direction`` is one of ``"forward"``, ``"backward"``, ``"both"`` (default
     ``"both"``). ``is_user_action`` is a bool (or ``numpy.bool_``), default ``True``.
+  * Messages quote user input cut to 100 characters, and an unknown ``session_id`` is never
+    answered with other sessions' ids.
   * ``text`` is a str with at least one non-space character. Its content is kept as given:
     the tokenizer cleans it.
 
@@ -110,6 +112,10 @@ PROPAGATION_DIRECTIONS = ("forward", "backward", "both")
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _BOX_TOLERANCE = 1e-6  # float rounding of cx +/- w/2 must not reject a box touching the border
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Object ids are int32-sized: the tracker and exports store them as int32/int64 tensors and the
+# next automatic id is max + 1, which must stay representable.
+MAX_OBJ_ID = 2**31 - 1
+_MAX_ECHO = 100  # characters of user input a message may quote
 
 
 # -- the typed requests ------------------------------------------------------------------------
@@ -300,29 +306,32 @@ def _request_class(request: Mapping[str, Any], stream: bool) -> type:
     if request_type not in REQUEST_TYPES:
         hint = _suggest(request_type, list(REQUEST_TYPES))
         raise InvalidInputError(
-            f"type: unknown request type {request_type!r}{hint}; expected one of "
+            f"type: unknown request type {_shorten(request_type)}{hint}; expected one of "
             f"{_names(REQUEST_TYPES)}"
         )
     cls = REQUEST_TYPES[request_type]
     if cls.stream and not stream:
         raise InvalidInputError(
-            f"type: {request_type!r} is a streaming request; call "
+            f"type: {_shorten(request_type)} is a streaming request; call "
             f"handle_stream_request(request) and iterate over its responses instead of "
             f"handle_request(request)"
         )
     if stream and not cls.stream:
         raise InvalidInputError(
-            f"type: {request_type!r} is not a streaming request; call handle_request(request) "
-            f"instead of handle_stream_request(request) (only 'propagate_in_video' streams)"
+            f"type: {_shorten(request_type)} is not a streaming request; call "
+            f"handle_request(request) instead of handle_stream_request(request) (only "
+            f"'propagate_in_video' streams)"
         )
     return cls
 
 
 def _unknown_fields_message(name: str, unknown: list[object], valid: list[str]) -> str:
     parts = []
-    for key in unknown:
+    for key in unknown[:5]:
         hint = _suggest(key, valid) if isinstance(key, str) else ""
-        parts.append(f"{key!r}{hint}")
+        parts.append(f"{_shorten(key)}{hint}")
+    if len(unknown) > 5:
+        parts.append(f"... ({len(unknown)} in all)")
     return (
         f"{name}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; "
         f"valid fields are 'type', {_names(valid)}"
@@ -331,6 +340,8 @@ def _unknown_fields_message(name: str, unknown: list[object], valid: list[str]) 
 
 def _suggest(word: str, valid: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest valid name, or ``""``."""
+    if len(word) > _MAX_ECHO:  # no fuzzy matching of huge strings: it is slow and pointless
+        return ""
     alias = _ALIASES.get(word.lower())
     if alias in valid:
         return f" (did you mean {alias!r}?)"
@@ -367,18 +378,28 @@ def _check_count(value: object, field: str) -> int:
 
 
 def _check_obj_id(value: object, field: str) -> int:
-    return _check_int(value, field, error=InvalidInputError, what="an object id")
+    return _check_int(
+        value, field, error=InvalidInputError, what="an object id", upper=MAX_OBJ_ID
+    )
 
 
-def _check_int(value: object, field: str, *, error: type[InvalidInputError], what: str) -> int:
+def _check_int(
+    value: object,
+    field: str,
+    *,
+    error: type[InvalidInputError],
+    what: str,
+    upper: int = _INT64_MAX,
+) -> int:
     if not _is_int(value):
         raise error(
             f"{field}: expected {what}, an int >= 0 (bool and float are not accepted), "
             f"got {_describe(value)}"
         )
     number = int(value)  # type: ignore[arg-type]
-    if not 0 <= number <= _INT64_MAX:
-        raise error(f"{field}: expected {what}, an int >= 0 that fits in int64, got {number}")
+    if not 0 <= number <= upper:
+        bound = "that fits in int64" if upper == _INT64_MAX else f"below {upper + 1}"
+        raise error(f"{field}: expected {what}, an int >= 0 {bound}, got {_shorten(number)}")
     return number
 
 
@@ -401,8 +422,8 @@ def _check_text(value: object, field: str) -> str:
         raise InvalidInputError(f"{field}: expected a str (a noun phrase), got {_describe(value)}")
     if not value.strip():
         raise InvalidInputError(
-            f"{field}: expected a non-empty noun phrase such as 'person', got {value!r}; leave "
-            f"'text' out for a box or point prompt"
+            f"{field}: expected a non-empty noun phrase such as 'person', got "
+            f"{_shorten(value)}; leave 'text' out for a box or point prompt"
         )
     return value
 
@@ -543,26 +564,28 @@ def check_frame_index(value: object, num_frames: int, field: str = "frame_index"
     return index
 
 
-def check_known(value: object, known: Collection[Any], field: str) -> None:
+def check_known(
+    value: object, known: Collection[Any], field: str, *, list_known: bool = True
+) -> None:
     """Raise `UnknownIdError` naming ``field`` if ``value`` is not in ``known``.
 
-    The message lists the known ids (the first 10, sorted) and suggests the closest string id.
+    With ``list_known`` the message lists the known ids (the first 10, sorted), which is right
+    for a session's own object ids. Session ids are never listed nor suggested
+    (``list_known=False``): in a shared predictor or a server they belong to other users.
     """
     try:
         if value in known:
             return
     except TypeError:  # an unhashable value cannot be a known id
         pass
+    if not list_known:
+        raise UnknownIdError(f"{field}: unknown {field} {_shorten(value)}")
     ordered = sorted(known, key=lambda k: (0, int(k), "") if _is_int(k) else (1, 0, str(k)))
     listed = ", ".join(repr(k) for k in ordered[:10]) + (", ..." if len(ordered) > 10 else "")
-    hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, [k for k in known if isinstance(k, str)], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UnknownIdError(
-        f"{field}: unknown {field} {value!r}{hint}; known: [{listed}]"
+        f"{field}: unknown {field} {_shorten(value)}; known: [{listed}]"
         if known
-        else f"{field}: unknown {field} {value!r}; there are none"
+        else f"{field}: unknown {field} {_shorten(value)}; there are none"
     )
 
 
@@ -648,7 +671,8 @@ def _names(names: Collection[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-def _shorten(value: object, limit: int = 80) -> str:
+def _shorten(value: object, limit: int = _MAX_ECHO) -> str:
+    """``repr(value)`` cut to ``limit`` characters: messages never echo input in full."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

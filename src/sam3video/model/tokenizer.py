@@ -57,6 +57,11 @@ def byte_symbols() -> tuple[list[str], list[int]]:
     return [chr(c) for c in code_points], order
 
 
+# Bounds on what is tokenized (far beyond a noun phrase: 30 tokens are kept in the end).
+MAX_TEXT_CHARS = 1000
+MAX_WORD_BYTES = 128
+
+
 def _clean(text: str) -> str:
     # Repair mojibake, unescape HTML (twice, for "&amp;amp;"), collapse whitespace, lower-case.
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
@@ -88,9 +93,20 @@ class SimpleTokenizer:
             raise SourceNotFoundError(f"bpe_path: expected a gzip CLIP merges file, got {path}")
         if not isinstance(context_length, int) or context_length < 2:
             raise InvalidInputError(f"context_length: expected an int >= 2, got {context_length!r}")
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            lines = fh.read().split("\n")
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                lines = fh.read().split("\n")
+        except (OSError, EOFError, UnicodeDecodeError) as exc:  # not gzip, truncated, binary
+            raise InvalidInputError(
+                f"bpe_path: expected a gzip CLIP merges file, got {path} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         merges = [tuple(line.split()) for line in lines[1 : 1 + _NUM_MERGES]]
+        if len(merges) < _NUM_MERGES or any(len(m) != 2 for m in merges):
+            raise InvalidInputError(
+                f"bpe_path: expected a CLIP merges file with {_NUM_MERGES} merge pairs after its "
+                f"header line, got {path} with {len(merges)} usable lines"
+            )
 
         symbols, byte_order = byte_symbols()
         self.byte_to_symbol = {b: s for b, s in zip(byte_order, symbols)}
@@ -151,15 +167,25 @@ class SimpleTokenizer:
             self._cache.popitem(last=False)
         return out
 
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of ``text`` after cleaning, without start/end tokens."""
+    def encode(self, text: str, limit: int | None = None) -> list[int]:
+        """BPE ids of ``text`` after cleaning, without start/end tokens.
+
+        With ``limit``, stops once ``limit`` ids are known (the rest would be truncated away),
+        so the cost is bounded by the context, not by the text. Inputs beyond any real noun
+        phrase are cut first: the text to its first `MAX_TEXT_CHARS` characters and each
+        pre-token (a letter run, a digit, a punctuation run) to its first `MAX_WORD_BYTES`
+        bytes, because BPE is quadratic in the length of a word.
+        """
         if not isinstance(text, str):
             raise InvalidInputError(f"text: expected a str, got {type(text).__name__}")
         ids: list[int] = []
-        for piece in self.pattern.findall(_clean(text)):
-            word = "".join(self.byte_to_symbol[b] for b in piece.encode("utf-8"))
+        for match in self.pattern.finditer(_clean(text[:MAX_TEXT_CHARS])):
+            if limit is not None and len(ids) >= limit:
+                break
+            raw = match.group().encode("utf-8")[:MAX_WORD_BYTES]
+            word = "".join(self.byte_to_symbol[b] for b in raw)
             ids.extend(self.encoder[s] for s in self.bpe(word))
-        return ids
+        return ids if limit is None else ids[:limit]
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Token ids, ``LongTensor (N, context_length)``; a single str gives ``N = 1``.
@@ -179,7 +205,7 @@ class SimpleTokenizer:
         n, length = len(texts), self.context_length
         out = torch.zeros(n, length, dtype=torch.long)
         for row, text in enumerate(texts):
-            ids = [self.start_id, *self.encode(text), self.end_id]
+            ids = [self.start_id, *self.encode(text, limit=length - 1), self.end_id]
             if len(ids) > length:
                 ids = ids[: length - 1] + [self.end_id]
             out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)

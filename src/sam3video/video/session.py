@@ -36,20 +36,23 @@ Where the product goes beyond the official code (documented in the README):
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sam3video.errors import InvalidInputError, UnknownIdError
+from sam3video.errors import InvalidInputError, Sam3VideoError, StaleStreamError, UnknownIdError
 from sam3video.io.frames import FrameSource
 from sam3video.io.transforms import to_model_input
 from sam3video.model.build import Sam3VideoModel
 from sam3video.model.detector import GeometryPrompt
 from sam3video.model.ops import mask_nms, masks_to_boxes
+from sam3video.requests import MAX_OBJ_ID
+from sam3video.video.ledger import FrameLedger
 from sam3video.video.metadata import TrackerMetadata
 from sam3video.video.planner import (
     VideoHeuristics,
@@ -61,6 +64,8 @@ from sam3video.video.planner import (
 from sam3video.video.postprocess import fill_holes_in_mask_scores
 from sam3video.video.tracking import FeatureCache, TrackingState, track_states
 
+# The detector's text rows: the user's noun phrase (or a placeholder that is never used when
+# there is none) and the word the official code encodes for box-only prompts.
 TEXT_PLACEHOLDER = "<text placeholder>"
 VISUAL_TEXT = "visual"
 # Detector-born conditioning frames within this many frames of a click are cleared.
@@ -70,10 +75,19 @@ Outputs = dict[int, dict[str, object]]
 
 
 @dataclass
-class _Action:
-    kind: str  # add | refine | remove | propagation_full | propagation_partial | ...
-    frame_idx: int | None = None
-    obj_ids: list[int] | None = None
+class StepEvent:
+    """What one propagation step did, for observers (progress bars, benchmarks).
+
+    ``kind``: ``"detect"`` (detection + tracking of every object), ``"retrack"`` (clicked
+    objects re-tracked), ``"fetch"`` (nothing to compute). ``stages``: seconds per stage of a
+    detect step (``backbone``, ``detector``, ``tracker``, ``plan``) when observers are set.
+    """
+
+    frame_index: int
+    reverse: bool
+    kind: str
+    seconds: float
+    stages: dict[str, float]
 
 
 @dataclass
@@ -95,40 +109,23 @@ class _ConceptPrompt:
         return self.text is not None or self.geometry is not None
 
 
-@dataclass
-class _FrameCache:
-    """Bit-packed ``obj_id -> mask`` per frame (the official ``cached_frame_outputs``)."""
+def concept_tokens(model: Sam3VideoModel, text: str | None) -> Tensor:
+    """The detector's two text rows for a concept prompt, tokenized: ``LongTensor (2, L)``.
 
-    shape: tuple[int, int]
-    frames: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
-
-    def put(self, frame_idx: int, masks: dict[int, Tensor]) -> None:
-        h, w = self.shape
-        self.frames[frame_idx] = {
-            int(i): np.packbits(m.reshape(h, w).cpu().numpy()) for i, m in masks.items()
-        }
-
-    def get(self, frame_idx: int) -> dict[int, Tensor] | None:
-        packed = self.frames.get(frame_idx)
-        if packed is None:
-            return None
-        h, w = self.shape
-        return {
-            i: torch.from_numpy(np.unpackbits(p, count=h * w).reshape(h, w).astype(bool))
-            for i, p in packed.items()
-        }
-
-    def drop_object(self, obj_id: int) -> None:
-        for masks in self.frames.values():
-            masks.pop(obj_id, None)
-
-    def nbytes(self) -> int:
-        return sum(p.nbytes for masks in self.frames.values() for p in masks.values())
+    Pure CPU work on user input, so callers do it before taking a session's lock.
+    """
+    tokenizer = model.detector.backbone.language_backbone.tokenizer
+    return tokenizer([TEXT_PLACEHOLDER if text is None else text, VISUAL_TEXT])
 
 
 class VideoSession:
     """State and logic of one video (see module doc). Not thread-safe by itself: the
-    predictor holds ``lock`` around every call."""
+    predictor holds ``lock`` around every call.
+
+    Every state-changing call (prompts, removals, resets, a new propagation, closing) bumps
+    ``generation``; a propagation stream made before it then ends with `StaleStreamError` at
+    its next frame and changes nothing.
+    """
 
     def __init__(
         self,
@@ -155,6 +152,10 @@ class VideoSession:
         # frame index -> (3, S, S) model input; replaceable (parity tests feed the official
         # loader's exact frames)
         self.transform = self._default_transform
+        # Called with a `StepEvent` after every propagation step (progress, benchmarks).
+        self.observers: list[Callable[[StepEvent], None]] = []
+        self.generation = 0
+        self.closed = False
         self._feature_cache: tuple[int, object] | None = None
         self._detection_cache: tuple[tuple[int, int], _Detections] | None = None
         self._prompt_version = 0
@@ -167,12 +168,18 @@ class VideoSession:
         self.concept = _ConceptPrompt()
         self.states: list[TrackingState] = []
         self.metadata = TrackerMetadata()
-        self.cache = _FrameCache(self.video_size)
-        self.processed: set[int] = set()
-        self.history: list[_Action] = []
+        self.ledger = FrameLedger(self.video_size)
+        self.processed: set[int] = set()  # frames with outputs: the default propagation start
         self._detection_cache = None
         self._tracker_feature_cache = FeatureCache()
         self._prompt_version += 1
+        self.generation += 1
+
+    def close(self) -> None:
+        """Release the frames; streams of this session become stale."""
+        self.closed = True
+        self.generation += 1
+        self.frames.close()
 
     @property
     def obj_ids(self) -> list[int]:
@@ -185,14 +192,24 @@ class VideoSession:
         tracker += sum(t.numel() * t.element_size() for t in self._tracker_feature_cache.tensors())
         return {
             "tracker_bytes": tracker,
-            "cached_output_bytes": self.cache.nbytes(),
-            "cached_frames": len(self.cache.frames),
+            "cached_output_bytes": self.ledger.nbytes(),
+            "cached_frames": len(self.ledger.masks),
             "states": len(self.states),
         }
 
+    def check_current(self, generation: int) -> None:
+        """Raise `StaleStreamError` unless ``generation`` is the session's current one."""
+        if self.closed:
+            raise StaleStreamError("propagate_in_video: this session was closed while streaming")
+        if generation != self.generation:
+            raise StaleStreamError(
+                "propagate_in_video: this stream is stale: the session changed after it started "
+                "(a prompt, a removal, a reset or another propagation); frames already received "
+                "stay valid, start a new propagation for the rest"
+            )
+
     # ------------------------------------------------------------------ features
 
-    @torch.inference_mode()
     def _features(self, frame_idx: int, need_detector: bool = False):
         """Backbone output of a frame: one trunk pass for detector and tracker. The detector
         pyramid is computed only while a concept prompt is active (or when asked)."""
@@ -225,7 +242,6 @@ class VideoSession:
 
     # ------------------------------------------------------------------ detector
 
-    @torch.inference_mode()
     def _detect(self, frame_idx: int) -> _Detections:
         """Kept detections of a frame: prob > 0.5 after mask NMS (IoU > 0.1), query order."""
         key = (frame_idx, self._prompt_version)
@@ -257,27 +273,46 @@ class VideoSession:
 
     # ------------------------------------------------------------------ prompts
 
-    @torch.inference_mode()
     def add_concept_prompt(
-        self, frame_idx: int, text: str | None, geometry: GeometryPrompt | None
+        self,
+        frame_idx: int,
+        text: str | None,
+        geometry: GeometryPrompt | None,
+        tokens: Tensor | None = None,
     ) -> Outputs:
-        """Text and/or exemplar boxes: reset, then detect and track on ``frame_idx``."""
+        """Text and/or exemplar boxes: reset, then detect and track on ``frame_idx``.
+
+        ``tokens`` are `concept_tokens` of ``text`` (computed here when not given). The frame
+        is decoded before anything changes, so an undecodable frame leaves the session as it
+        was.
+        """
+        if tokens is None:
+            tokens = concept_tokens(self.model, text)
+        self._features(frame_idx, need_detector=True)  # may raise DecodeError: nothing changed
+        feats, mask = self.model.detector.backbone.language_backbone.encode_tokens(
+            tokens.to(self.device)
+        )
         self.reset()
-        detector_text = text if text is not None and text != VISUAL_TEXT else None
-        rows = [detector_text or TEXT_PLACEHOLDER, VISUAL_TEXT]
-        feats, mask = self.model.detector.backbone.forward_text(rows, device=self.device)
-        row = 0 if detector_text is not None else 1
+        row = 0 if text is not None else 1
         self.concept = _ConceptPrompt(
-            text=detector_text,
+            text=text,
             geometry=geometry,
             text_feats=feats[row : row + 1],
             text_mask=mask[row : row + 1],
-        )  # reset() above already invalidated the cached detections
+        )
         masks, _ = self._det_track_one_frame(frame_idx, reverse=False)
         self.processed.add(frame_idx)
         return self._format(frame_idx, masks, hidden=())
 
-    @torch.inference_mode()
+    def next_obj_id(self) -> int:
+        """The id a click without ``obj_id`` gets: one above the largest id ever used, or the
+        smallest free id once that would leave the int32 range."""
+        candidate = self.metadata.max_obj_id + 1
+        if candidate <= MAX_OBJ_ID:
+            return candidate
+        used = set(self.metadata.obj_ids)
+        return next(i for i in range(MAX_OBJ_ID + 1) if i not in used)
+
     def add_points(
         self, frame_idx: int, points: np.ndarray, labels: np.ndarray, obj_id: int | None
     ) -> tuple[int, Outputs]:
@@ -290,18 +325,17 @@ class VideoSession:
                 f"{self.heuristics.max_num_objects} objects"
             )
         if obj_id is None:
-            obj_id = meta.max_obj_id + 1
+            obj_id = self.next_obj_id()
         if new:
             state = self._new_state()
             out = state.add_points(frame_idx, obj_id, points, labels)  # validates first
             self.states.append(state)
-            kind = "add"
         else:
             state = self._state_of(obj_id)
             out = state.add_points(frame_idx, obj_id, points, labels)
-            kind = "refine"
+        self.generation += 1
         meta.register_click(obj_id, frame_idx)  # stored and frame score 1.0, un-hidden
-        self.history.append(_Action(kind, frame_idx, [obj_id]))
+        self.ledger.click(obj_id)
 
         k = out.obj_ids.index(obj_id)
         logits = fill_holes_in_mask_scores(
@@ -309,9 +343,9 @@ class VideoSession:
         )
         state.preflight()
         self._clear_detector_frames_near(state, obj_id, frame_idx)
-        masks = self.cache.get(frame_idx) or {}
+        masks = self.ledger.get(frame_idx)
         masks[obj_id] = (logits[0] > 0).cpu()
-        self.cache.put(frame_idx, masks)
+        self.ledger.put(frame_idx, masks)
         self.processed.add(frame_idx)
         return obj_id, self._format(frame_idx, masks, hidden=())
 
@@ -326,14 +360,13 @@ class VideoSession:
                 for other in state.obj_ids:
                     state.clear_frame_prompts(t, other)
 
-    def remove_object(self, obj_id: int, is_user_action: bool = True) -> None:
+    def remove_object(self, obj_id: int) -> None:
         state = self._state_of(obj_id)
+        self.generation += 1
         if not state.remove_object(obj_id):
             self.states.remove(state)
-        if is_user_action:
-            self.history.append(_Action("remove", None, [obj_id]))
         self.metadata.remove_object(obj_id)
-        self.cache.drop_object(obj_id)
+        self.ledger.drop_object(obj_id)
 
     def _state_of(self, obj_id: int) -> TrackingState:
         for state in self.states:
@@ -343,15 +376,21 @@ class VideoSession:
 
     # ------------------------------------------------------------------ one frame
 
-    def _det_track_one_frame(self, frame_idx: int, reverse: bool) -> tuple[dict, list[int]]:
+    def _det_track_one_frame(
+        self, frame_idx: int, reverse: bool, stages: dict[str, float] | None = None
+    ) -> tuple[dict, list[int]]:
         """Detection, tracking, planning and execution on one frame (full propagation).
 
-        Returns the frame's unfiltered ``obj_id -> (1, H, W)`` masks (also cached) and this
-        frame's suppressed ids.
+        Returns the frame's unfiltered ``obj_id -> (1, H, W)`` masks (also in the ledger) and
+        this frame's suppressed ids. ``stages``, when given, receives seconds per stage.
         """
         h = self.heuristics
         meta = self.metadata
+        clock = _Clock(stages)
+        self._features(frame_idx, need_detector=self.concept.active)  # decode first
+        clock.lap("backbone")
         dets = self._detect(frame_idx) if self.concept.active else self._no_detections()
+        clock.lap("detector")
 
         # Every tracker state advances one frame (objects batched across states); memory is
         # encoded after planning.
@@ -372,6 +411,7 @@ class VideoSession:
         else:
             trk = torch.zeros(0, s, s, device=self.device)
             trk_scores = torch.zeros(0, device=self.device)
+        clock.lap("tracker")
 
         plan = plan_frame(
             dets.masks,
@@ -426,8 +466,10 @@ class VideoSession:
             h.fill_hole_area,
         )
         masks = {i: m.cpu() for i, m in masks.items()}
-        self.cache.put(frame_idx, masks)
+        self.ledger.put(frame_idx, masks)
         self.metadata = plan.metadata
+        self.ledger.stamp(frame_idx, self.obj_ids)
+        clock.lap("plan")
         return masks, plan.suppressed_obj_ids
 
     @staticmethod
@@ -438,11 +480,44 @@ class VideoSession:
         )
         return (up[0, 0] > 0).float()
 
+    def _retrack(self, frame_idx: int, reverse: bool, obj_ids: list[int]) -> None:
+        """Re-track clicked objects on a frame (the official partial propagation step): their
+        tracker states advance one frame and their masks replace theirs in the ledger."""
+        self._features(frame_idx)  # decode first: nothing changes if this fails
+        states = [s for s in self.states if any(i in s.obj_ids for i in obj_ids)]
+        for state in states:
+            state.preflight()
+        refined: dict[int, Tensor] = {}
+        for out in track_states(states, frame_idx, reverse, run_mem_encoder=True):
+            for k, obj_id in enumerate(out.obj_ids):
+                if obj_id not in obj_ids:
+                    continue
+                logits = fill_holes_in_mask_scores(
+                    out.low_res_masks[k : k + 1].float(),
+                    max_area=self.heuristics.fill_hole_area,
+                )
+                video = F.interpolate(
+                    logits, size=self.video_size, mode="bilinear", align_corners=False
+                )
+                refined[obj_id] = (video[0] > 0).cpu()
+                score = float(out.object_score_logits[k].reshape(()))
+                self.metadata.set_frame_scores(frame_idx, {obj_id: score})
+        masks = self.ledger.get(frame_idx)
+        masks.update(refined)
+        if self.ledger.is_final(frame_idx):
+            suppressed = self.metadata.suppressed_at(frame_idx)
+            masks = {i: m for i, m in masks.items() if i not in suppressed}
+        self.ledger.put(frame_idx, masks)
+        self.ledger.stamp(frame_idx, obj_ids)
+
     # ------------------------------------------------------------------ propagation
 
     def processing_order(
         self, start: int | None, max_frames: int | None, reverse: bool
     ) -> tuple[list[int], int]:
+        """Frames of one direction: ``"forward"`` start..start+max, ``"backward"`` start-1
+        down to start-max (the start frame is not repeated); ``start`` defaults to the first
+        frame with outputs."""
         if start is None:
             if not self.processed:
                 raise InvalidInputError(
@@ -457,104 +532,118 @@ class VideoSession:
         end = min(start + n, self.num_frames - 1)
         return list(range(start, end + 1)), end
 
-    def _dispatch(self) -> tuple[str, list[int] | None]:
-        """Which propagation the official action history asks for."""
-        hist = self.history
-        if not hist:
-            return "propagation_full", None
-        last = hist[-1]
-        if last.kind.startswith("propagation"):
-            if last.kind == "propagation_fetch":
-                return "propagation_fetch", None
-            twice = len(hist) > 1 and hist[-2].kind in ("propagation_partial", "propagation_full")
-            if twice or last.frame_idx in (0, self.num_frames - 1):
-                return "propagation_fetch", None
-            return last.kind, last.obj_ids
-        obj_ids: list[int] = []
-        for action in reversed(hist):
-            if action.kind.startswith("propagation"):
-                break
-            if action.kind in ("add", "refine"):
-                obj_ids += [i for i in action.obj_ids or [] if i not in obj_ids]
-        obj_ids = [i for i in obj_ids if i in self.metadata.obj_ids]
-        return ("propagation_partial", obj_ids) if obj_ids else ("propagation_fetch", None)
-
     def propagate(
-        self, start: int | None, max_frames: int | None, reverse: bool
+        self, start: int | None, max_frames: int | None, directions: list[bool]
     ) -> Iterator[tuple[int, Outputs]]:
-        """One direction of ``propagate_in_video``; yields ``(frame_index, outputs)``."""
-        order, end = self.processing_order(start, max_frames, reverse)
-        mode, obj_ids = self._dispatch()
-        self.history.append(_Action(mode, start, obj_ids))
-        if mode == "propagation_full":
-            return self._propagate_full(order, end, reverse)
-        if mode == "propagation_partial":
-            return self._propagate_partial(order, reverse, obj_ids or [])
-        return self._fetch(order)
+        """``propagate_in_video``: yields ``(frame_index, outputs)`` per frame, for each
+        direction in ``directions`` (``reverse`` flags) in turn.
 
-    @torch.inference_mode()
-    def _propagate_full(
-        self, order: list[int], end: int, reverse: bool
+        Validated now (a missing prompt raises before the first frame); starting the stream
+        makes older streams stale. Each frame is one of three steps, read from the ledger:
+        *detect* (a concept is active and the frame was not detected since the concept prompt:
+        detection and tracking of every object, the official full propagation), *retrack*
+        (clicked objects whose result there predates their last click: the official partial
+        propagation), or *fetch* (nothing new: the committed result). Detected frames wait in
+        the hotstart buffer (``hotstart_delay`` frames) before they are released; objects the
+        hotstart rule removes meanwhile are hidden in them.
+
+        Deviations from the official action history, on purpose: a frame is never detected
+        twice for one concept prompt (officially a second ``"forward"`` re-runs the pipeline on
+        the advanced state and changes ids), and each direction computes what it lacks
+        (officially ``"forward"`` then ``"both"`` re-runs forward and skips backward).
+        """
+        for reverse in directions:
+            self.processing_order(start, max_frames, reverse)
+        self.generation += 1
+        return self._stream(self.generation, start, max_frames, directions)
+
+    def _stream(
+        self, generation: int, start: int | None, max_frames: int | None, directions: list[bool]
     ) -> Iterator[tuple[int, Outputs]]:
+        for reverse in directions:
+            self.check_current(generation)
+            yield from self._pass(generation, start, max_frames, reverse)
+
+    def _pass(
+        self, generation: int, start: int | None, max_frames: int | None, reverse: bool
+    ) -> Iterator[tuple[int, Outputs]]:
+        order, _ = self.processing_order(start, max_frames, reverse)
         delay = self.heuristics.hotstart_delay
-        buffer: list[tuple[int, list[int]]] = []
-        for frame_idx in order:
-            _, suppressed = self._det_track_one_frame(frame_idx, reverse)
-            self.processed.add(frame_idx)
-            buffer.append((frame_idx, suppressed))
-            if delay <= 0:
-                ready, buffer = buffer, []
-            elif frame_idx == end:
-                ready, buffer = buffer, []
-            elif len(buffer) >= delay:
-                ready, buffer = buffer[:1], buffer[1:]
+        held: list[int] = []  # stepped frames not yet yielded, in order (the hotstart buffer)
+        fetched: set[int] = set()  # frames final before this pass: shown as committed
+        try:
+            for frame_idx in order:
+                self.check_current(generation)
+                self._step(frame_idx, reverse, fetched)
+                held.append(frame_idx)
+                while held and (
+                    delay <= 0 or len(held) >= delay or self.ledger.is_final(held[0])
+                ):
+                    self.check_current(generation)  # the consumer may have changed things
+                    f = held.pop(0)
+                    yield f, self._release(f, f in fetched)
+        except Sam3VideoError as exc:
+            if isinstance(exc, StaleStreamError):
+                raise
+            # A frame that cannot be read (or another typed failure) ends the pass: first
+            # every frame finished before it is released, then the error.
+            while held:
+                self.check_current(generation)
+                f = held.pop(0)
+                yield f, self._release(f, f in fetched)
+            raise
+        while held:
+            self.check_current(generation)
+            f = held.pop(0)
+            yield f, self._release(f, f in fetched)
+
+    def _step(self, frame_idx: int, reverse: bool, fetched: set[int]) -> None:
+        """One committed step on a frame (see `propagate`)."""
+        timed = bool(self.observers)
+        stages: dict[str, float] = {}
+        clock = _Clock(stages if timed else None)
+        if self.concept.active and frame_idx not in self.ledger.detected:
+            _, suppressed = self._det_track_one_frame(
+                frame_idx, reverse, stages if timed else None
+            )
+            self.ledger.detected.add(frame_idx)
+            self.ledger.pending[frame_idx] = tuple(suppressed)
+            kind = "detect"
+        else:
+            stale = self.ledger.stale(frame_idx, self.obj_ids)
+            if stale:
+                self._retrack(frame_idx, reverse, stale)
+                kind = "retrack"
             else:
-                ready = []
-            for f, suppressed_f in ready:
-                hidden = set(self.metadata.removed_ids) | set(suppressed_f)
-                masks = self.cache.get(f) or {}
-                masks = {i: m for i, m in masks.items() if i not in hidden}
-                self.cache.put(f, masks)
-                yield f, self._format(f, masks, hidden=())
-
-    @torch.inference_mode()
-    def _propagate_partial(
-        self, order: list[int], reverse: bool, obj_ids: list[int]
-    ) -> Iterator[tuple[int, Outputs]]:
-        states = [s for s in self.states if any(i in s.obj_ids for i in obj_ids)]
-        for state in states:
-            state.preflight()
-        for frame_idx in order:
-            refined: dict[int, Tensor] = {}
-            for state in states:
-                state.preflight()
-            for out in track_states(states, frame_idx, reverse, run_mem_encoder=True):
-                for k, obj_id in enumerate(out.obj_ids):
-                    if obj_id not in obj_ids:
-                        continue
-                    logits = fill_holes_in_mask_scores(
-                        out.low_res_masks[k : k + 1].float(),
-                        max_area=self.heuristics.fill_hole_area,
-                    )
-                    video = F.interpolate(
-                        logits, size=self.video_size, mode="bilinear", align_corners=False
-                    )
-                    refined[obj_id] = (video[0] > 0).cpu()
-                    score = float(out.object_score_logits[k].reshape(()))
-                    self.metadata.set_frame_scores(frame_idx, {obj_id: score})
-            masks = self.cache.get(frame_idx) or {}
-            masks.update(refined)
-            suppressed = self.metadata.suppressed_at(frame_idx)
-            masks = {i: m for i, m in masks.items() if i not in suppressed}
-            self.cache.put(frame_idx, masks)
+                if self.ledger.is_final(frame_idx):
+                    fetched.add(frame_idx)
+                kind = "fetch"
+        if kind != "fetch":
             self.processed.add(frame_idx)
-            yield frame_idx, self._format(frame_idx, masks, hidden=())
+        if timed:
+            event = StepEvent(frame_idx, reverse, kind, clock.total(), stages)
+            for observer in list(self.observers):
+                observer(event)
 
-    def _fetch(self, order: list[int]) -> Iterator[tuple[int, Outputs]]:
-        for frame_idx in order:
-            masks = self.cache.get(frame_idx) or {}
-            hidden = self.metadata.suppressed_at(frame_idx)
-            yield frame_idx, self._format(frame_idx, masks, hidden=hidden)
+    def _release(self, frame_idx: int, fetched: bool) -> Outputs:
+        """A frame leaves the hotstart buffer: a pending frame becomes final with the objects
+        removed or suppressed so far hidden (what is shown from now on); a final one is shown
+        as committed."""
+        masks = self.ledger.get(frame_idx)
+        if frame_idx in self.ledger.pending:
+            hidden = set(self.metadata.removed_ids) | set(self.ledger.pending.pop(frame_idx))
+            masks = {i: m for i, m in masks.items() if i not in hidden}
+            self.ledger.put(frame_idx, masks)
+            return self._format(frame_idx, masks, hidden=())
+        if fetched:
+            return self._format(frame_idx, masks, hidden=self.metadata.suppressed_at(frame_idx))
+        return self._format(frame_idx, masks, hidden=())
+
+    def release_pending(self) -> list[tuple[int, Outputs]]:
+        """Release every frame still held by the hotstart buffer of an interrupted
+        propagation (in processing order), with the heuristics applied to what is known: for a
+        caller that stops early and wants every computed frame (e.g. the CLI on Ctrl-C)."""
+        return [(f, self._release(f, False)) for f in list(self.ledger.pending)]
 
     # ------------------------------------------------------------------ outputs
 
@@ -584,3 +673,20 @@ class VideoSession:
                 "bbox": [int(round(v)) for v in boxes[k]],
             }
         return result
+
+
+class _Clock:
+    """Seconds per stage into ``stages`` (a no-op when ``stages`` is None)."""
+
+    def __init__(self, stages: dict[str, float] | None) -> None:
+        self.stages = stages
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.stages is not None:
+            now = time.perf_counter()
+            self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+            self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
