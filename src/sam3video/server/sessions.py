@@ -143,8 +143,8 @@ class SessionRegistry:
         with self._lock:
             if len(self._entries) + self._pending >= self.max_sessions:
                 raise TooManySessionsError(
-                    f"session_id: the server holds its maximum of {self.max_sessions} open "
-                    "sessions; close one (or wait for idle ones to expire) and retry"
+                    f"The server holds its maximum of {self.max_sessions} open sessions; close "
+                    "one (or wait for idle ones to expire) and retry"
                 )
             self._pending += 1
         try:
