@@ -22,6 +22,7 @@ from sam3video.errors import (
     SourceNotFoundError,
     UnsupportedSourceError,
 )
+from sam3video.io import open_frames
 from sam3video.io.export import YtvisWriter, read_ytvis
 from sam3video.predictor import Sam3VideoPredictor
 from sam3video.requests import (
@@ -97,10 +98,16 @@ class ServerCore:
                 name=name,
                 uploaded=upload is not None,
                 last_used=0.0,
+                fps=self._fps(real),
             )
             self.registry.touch(entry)
             self.registry.add(entry)
         return entry
+
+    def _fps(self, path: str) -> float | None:
+        """Read once: the page's frame reader is opened only when frames are asked for."""
+        with open_frames(path, loader=self.predictor.video_loader_type, cache_size=1) as frames:
+            return frames.fps
 
     def close_session(self, session_id: str) -> bool:
         """Blocking (waits for the frame a propagation is tracking)."""
@@ -118,7 +125,7 @@ class ServerCore:
             "num_frames": info["num_frames"],
             "height": height,
             "width": width,
-            "fps": entry.frames(self.predictor.video_loader_type).fps,
+            "fps": entry.fps,
             "obj_ids": [int(i) for i in info["obj_ids"]],
             "memory": info["memory"],
             "text": entry.text,
@@ -206,12 +213,11 @@ class ServerCore:
         """The CLI's YTVIS JSON of every frame tracked so far (blocking)."""
         info = self.predictor.session_info(entry.session_id)
         height, width = info["video_size"]
-        fps = entry.frames(self.predictor.video_loader_type).fps
         with tempfile.TemporaryDirectory(prefix="sam3video-export-") as folder:
             path = Path(folder) / "results.json"
             video_name = Path(entry.name).stem or "video"
             with YtvisWriter(
-                path, video_name, height, width, info["num_frames"], fps=fps, text=entry.text
+                path, video_name, height, width, info["num_frames"], fps=entry.fps, text=entry.text
             ) as writer:
                 for frame_index, outputs in sorted(entry.snapshot().items()):
                     writer.write(frame_index, decode_outputs(outputs))

@@ -42,6 +42,7 @@ class SessionEntry:
     name: str  # the path as clients name it (relative to the media root, or the upload name)
     uploaded: bool
     last_used: float
+    fps: float | None = None
     text: str | None = None
     stream: Stream | None = None
     last_stream: dict[str, Any] | None = None
