@@ -29,56 +29,54 @@ from sam3video.io import FrameSource, open_frames
 from sam3video.io.frames import _probe_video
 
 LOADERS = ("cv2", "pyav")
-# Frames the decoder outputs (what SAM 3's cv2 read loop sees). tree.avi declares 444 frame
-# slots at 15 fps but holds 68 coded frames (the other slots are empty "repeat" chunks).
-SHARED_COUNTS = {"bikes.mp4": 250, "bigbuckbunny.mp4": 132, "tree.avi": 68}
-SHARED_SIZES = {"bikes.mp4": (272, 640), "bigbuckbunny.mp4": (720, 1280), "tree.avi": (240, 320)}
+# Stand-ins for three real videos (`_media.SAMPLES`: same names, sizes, counts, rates and
+# container quirks), encoded on first use. Frames are what the decoder outputs (what SAM 3's
+# cv2 read loop sees): tree.avi declares 444 frame slots at 15 fps but holds 68 coded frames
+# (the other slots are empty "repeat" chunks).
+SAMPLE_COUNTS = {"bikes.mp4": 250, "bigbuckbunny.mp4": 132, "tree.avi": 68}
+SAMPLE_SIZES = {"bikes.mp4": (272, 640), "bigbuckbunny.mp4": (720, 1280), "tree.avi": (240, 320)}
 RANDOM_READS = {"bikes.mp4": 24, "bigbuckbunny.mp4": 4, "tree.avi": 68}
 # bigbuckbunny.mp4 is one 132-frame group of pictures at 720p: read back its first 64 only.
 BACKWARD_FROM = {"bikes.mp4": 250, "bigbuckbunny.mp4": 64, "tree.avi": 68}
 
-needs_shared = pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/data/videos not present")
 
-
-# -- the shared videos ----------------------------------------------------------------------------
+# -- the sample videos ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def oracle() -> dict[tuple[str, str], tuple[list[str], dict[int, np.ndarray]]]:
     """Per (video, loader): md5 of every frame from a plain sequential read, and sample frames."""
     out = {}
-    for name, count in SHARED_COUNTS.items():
+    for name, count in SAMPLE_COUNTS.items():
         samples = frozenset(np.linspace(0, count - 1, 6).round().astype(int).tolist())
         for loader in LOADERS:
             out[name, loader] = reference_digests(VIDEOS / name, loader, keep=samples)
     return out
 
 
-@needs_shared
-@pytest.mark.parametrize("name", sorted(SHARED_COUNTS))
-def test_shared_counts_and_attributes(name: str, oracle: dict) -> None:
+@pytest.mark.parametrize("name", sorted(SAMPLE_COUNTS))
+def test_sample_counts_and_attributes(name: str, oracle: dict) -> None:
     path = VIDEOS / name
     for loader in LOADERS:
         with open_frames(path, loader) as source:
             assert isinstance(source, FrameSource)
             # Exact count: equal to a full sequential decode with either library.
-            assert len(source) == SHARED_COUNTS[name]
+            assert len(source) == SAMPLE_COUNTS[name]
             assert len(source) == len(oracle[name, "cv2"][0]) == len(oracle[name, "pyav"][0])
-            assert (source.height, source.width) == SHARED_SIZES[name]
+            assert (source.height, source.width) == SAMPLE_SIZES[name]
             assert source.path == path
             assert source.fps == pytest.approx(25.0 if name.endswith(".mp4") else 15.0, rel=1e-3)
 
 
-@needs_shared
 @pytest.mark.parametrize("loader", LOADERS)
-@pytest.mark.parametrize("name", sorted(SHARED_COUNTS))
-def test_shared_forward_backward_random(name: str, loader: str, oracle: dict) -> None:
+@pytest.mark.parametrize("name", sorted(SAMPLE_COUNTS))
+def test_sample_forward_backward_random(name: str, loader: str, oracle: dict) -> None:
     path = VIDEOS / name
     expected = oracle[name, loader][0]
     n = len(expected)
     with open_frames(path, loader) as source:
         forward = [digest(frame) for frame in source]
-        assert source[0].shape == (*SHARED_SIZES[name], 3) and source[0].dtype == np.uint8
+        assert source[0].shape == (*SAMPLE_SIZES[name], 3) and source[0].dtype == np.uint8
     assert forward == expected  # identical to a plain sequential read with the same library
 
     m = BACKWARD_FROM[name]
@@ -86,7 +84,7 @@ def test_shared_forward_backward_random(name: str, loader: str, oracle: dict) ->
         backward = [digest(source[i]) for i in range(m - 1, -1, -1)][::-1]
         decoded = source.cache_info().decoded
         window = 32 // 2
-        longest_gop = int(np.diff(np.append(source._info.seek_points, n)).max())
+        longest_gop = int(np.diff(np.append(source._info.seek_frames, n)).max())
     assert backward == expected[:m]
     if loader == "pyav":  # (OpenCV decodes inside its own seeks, out of the counter's sight)
         # Stepping back decodes each group of pictures once per window of cached frames, not
@@ -100,9 +98,8 @@ def test_shared_forward_backward_random(name: str, loader: str, oracle: dict) ->
             assert digest(source[i]) == expected[i], f"frame {i}"
 
 
-@needs_shared
-@pytest.mark.parametrize("name", sorted(SHARED_COUNTS))
-def test_shared_loaders_agree(name: str, oracle: dict) -> None:
+@pytest.mark.parametrize("name", sorted(SAMPLE_COUNTS))
+def test_sample_loaders_agree(name: str, oracle: dict) -> None:
     samples = oracle[name, "pyav"][1]
     with open_frames(VIDEOS / name, "cv2") as a, open_frames(VIDEOS / name, "pyav") as b:
         for i in sorted(samples):
@@ -112,11 +109,11 @@ def test_shared_loaders_agree(name: str, oracle: dict) -> None:
             assert np.array_equal(b[i], samples[i])
 
 
-@needs_shared
 def test_variable_frame_rate_avi_uses_decoded_frames() -> None:
     # tree.avi's container claims 444 frames; the index is rebuilt by decoding.
     info = _probe_video(VIDEOS / "tree.avi")
     assert info.verified_by == "full-decode"
+    assert "declares 444 frames" in info.reason
     assert info.num_frames == 68
     assert _probe_video(VIDEOS / "tree.avi") is info  # verified once, then cached
     assert _probe_video(VIDEOS / "bikes.mp4").verified_by == "container"
@@ -161,10 +158,14 @@ def test_generated_formats_all_orders(generated: Path, name: str, loader: str) -
 
 
 def test_generated_count_verification_paths(generated: Path) -> None:
-    # mp4/mov/avi declare a count that matches their packets; mkv/webm declare none.
+    # mp4/mov declare a count that matches their packets; mkv/webm declare none. An AVI stores
+    # no presentation timestamps, so one whose stream reorders frames (B-frames) is decoded.
     assert _probe_video(generated / "h264_bframes.mp4").verified_by == "container"
+    assert _probe_video(generated / "mpeg4.mov").verified_by == "container"
     assert _probe_video(generated / "h264.mkv").verified_by == "tail-decode"
     assert _probe_video(generated / "vp9.webm").verified_by == "tail-decode"
+    avi = _probe_video(generated / "mpeg4_bframes.avi")
+    assert avi.verified_by == "full-decode" and "AVI" in avi.reason
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
