@@ -254,3 +254,23 @@ def test_a_stream_computes_at_most_its_buffer_ahead_of_its_reader():
     ahead, after_one, closed, status = asyncio.run(scenario())
     assert ahead == 2 and after_one == 3
     assert closed and status == "cancelled"
+
+
+def test_closing_a_session_while_it_streams_with_one_worker(media):
+    """Closing waits for the frame being tracked (it needs the one model worker) and ends
+    the stream; the session is gone and the server still serves."""
+    with serve(media, workers=1) as server, server.client() as http:
+        sid = _clicked_session(http)
+        with http.stream("POST", f"/v1/sessions/{sid}/propagate", json={}) as response:
+            lines = response.iter_lines()
+            next(lines)
+            started = time.monotonic()
+            closed = http.post("/v1/requests", json={"type": "close_session", "session_id": sid})
+            assert closed.json() == {"is_success": True}
+            assert time.monotonic() - started < 10
+            rest = [json.loads(line) for line in lines if line]
+        assert len(rest) + 1 < LONG_FRAMES
+        assert http.get(f"/v1/sessions/{sid}").status_code == 404
+        assert sid not in server.core.predictor.session_ids
+        other = _clicked_session(http, CLIP)
+        assert http.delete(f"/v1/sessions/{other}").status_code == 200

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from sam3video.errors import (
     DecodeError,
     InvalidInputError,
@@ -151,7 +153,9 @@ class ServerCore:
             entry = await self.pool.run(self.open_session, req.resource_path, req.session_id)
             return {"session_id": entry.session_id}
         if isinstance(req, CloseSession):
-            await self.pool.run(self.close_session, req.session_id)
+            # Not in the model pool: closing waits for a running stream's frame, which needs
+            # a model worker.
+            await run_in_threadpool(self.close_session, req.session_id)
             return {"is_success": True}  # idempotent, as the predictor
         entry = self.registry.get(req.session_id)
         return await self.pool.run(self._run_on_session, entry, req, dict(request))
