@@ -3,20 +3,27 @@
 Each synthetic frame draws its index as a 16-bit code of 8x8 black/white blocks in its top two
 block rows (robust to lossy codecs), over a background that changes from frame to frame, so a
 decoded frame tells which frame it is (`read_code`).
+
+``VIDEOS`` is a folder of generated stand-ins for the three real videos the tests were written
+against (same names, sizes, frame counts, frame rates and container quirks; see `SAMPLES`), so
+a fresh clone needs no data beside it. They are encoded once per machine into the temporary
+folder (about 10 s) and reused; the folder is made on first use of ``VIDEOS``.
 """
 
 from __future__ import annotations
 
+import getpass
+import os
+import shutil
+import tempfile
 import zlib
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VIDEOS = SHARED / "data" / "videos"
 
 _BLOCK = 8
 _BITS = 16
@@ -170,3 +177,92 @@ def digest(frame: np.ndarray) -> str:
     """A cheap fingerprint of a frame's shape and bytes (CRC-32)."""
     data = np.ascontiguousarray(frame)
     return f"{data.shape}:{zlib.crc32(memoryview(data).cast('B')):08x}"
+
+
+# -- generated stand-ins for the real test videos --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """How one stand-in video is encoded (the properties of the real video it replaces)."""
+
+    frames: int
+    height: int
+    width: int
+    fps: int
+    codec: str
+    gop: int
+    b_frames: int
+    slots: int = 0  # AVI only: frame slots the container declares (> frames: empty "repeats")
+
+
+SAMPLES = {
+    # 640x272 H.264 with B-frames and several groups of pictures.
+    "bikes.mp4": Sample(250, 272, 640, 25, "libx264", gop=50, b_frames=2),
+    # 720p H.264, one 132-frame group of pictures, no B-frames.
+    "bigbuckbunny.mp4": Sample(132, 720, 1280, 25, "libx264", gop=132, b_frames=0),
+    # An AVI declaring 444 frame slots at 15 fps of which 68 hold coded frames: the muxer fills
+    # the gaps between timestamps with empty chunks, as in a variable-frame-rate capture.
+    "tree.avi": Sample(68, 240, 320, 15, "mpeg4", gop=25, b_frames=0, slots=444),
+}
+MEDIA_VERSION = 1  # bump when SAMPLES or the encoders' settings change
+
+
+def write_sample(path: Path, sample: Sample) -> Path:
+    """Encode ``sample`` at ``path`` (MP4 via `write_video`; AVI with gaps in its timeline)."""
+    if not sample.slots:
+        return write_video(
+            path,
+            sample.frames,
+            codec=sample.codec,
+            height=sample.height,
+            width=sample.width,
+            fps=sample.fps,
+            gop=sample.gop,
+            b_frames=sample.b_frames,
+        )
+    slots = np.linspace(0, sample.slots - 1, sample.frames).round().astype(int)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(sample.codec, rate=sample.fps)
+        stream.width, stream.height, stream.pix_fmt = sample.width, sample.height, "yuv420p"
+        stream.codec_context.gop_size = sample.gop
+        stream.codec_context.qmax = 4  # keep the code blocks crisp
+        for k, pts in enumerate(slots):
+            frame = av.VideoFrame.from_ndarray(
+                coded_frame(k, sample.height, sample.width), format="rgb24"
+            )
+            frame.pts, frame.time_base = int(pts), Fraction(1, sample.fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def sample_videos() -> Path:
+    """The folder holding every video of `SAMPLES`, encoded on the first call on a machine."""
+    folder = Path(tempfile.gettempdir()) / f"sam3video-test-media-{getpass.getuser()}"
+    folder = folder / f"v{MEDIA_VERSION}-av{av.__version__}"
+    if all((folder / name).is_file() for name in SAMPLES):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
+    try:
+        for name, sample in SAMPLES.items():
+            write_sample(staging / name, sample)
+        try:
+            os.rename(staging, folder)  # atomic: another run sees all files or none
+        except OSError:  # another run finished first (or a partial folder is in the way)
+            if not all((folder / name).is_file() for name in SAMPLES):
+                shutil.rmtree(folder, ignore_errors=True)
+                os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def __getattr__(name: str) -> Path:
+    # ``VIDEOS`` is computed on first use, so importing this module encodes nothing.
+    if name == "VIDEOS":
+        return sample_videos()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,9 @@
 ``info``, ``--help``, the progress display and checkpoint discovery.
 
 The round trip runs the real command as a subprocess with the tiny model (synthetic weights,
-meaningless masks) on a few frames of ../shared/data/videos/bikes.mp4 and reads every output
-back. The other behaviours run in-process through `sam3video.cli.main` / `run_track`, some
-with a scripted stand-in for the predictor (no model: fast).
+meaningless masks) on a few frames of a generated 640x272 video (`_media.VIDEOS`) and reads
+every output back. The other behaviours run in-process through `sam3video.cli.main` /
+`run_track`, some with a scripted stand-in for the predictor (no model: fast).
 """
 
 from __future__ import annotations
@@ -14,24 +14,28 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
-import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from _media import VIDEOS, coded_frame
+from PIL import Image
 
 from sam3video import checkpoints, cli
-from sam3video.errors import CheckpointError, SourceNotFoundError
 from sam3video.io.export import decode_ytvis_masks, read_png_masks, read_ytvis
 from sam3video.io.frames import open_frames
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VIDEO = SHARED / "data" / "videos" / "bikes.mp4"  # 640x272, 250 frames
+VIDEO = VIDEOS / "bikes.mp4"  # 640x272, 250 frames
 H, W, N = 272, 640, 250
 MAX_FRAMES = 8  # frames 0..7 forward
+# The tiny model keeps an object on every frame for this prompt (not "person": the hotstart
+# rule removes its detection, and nothing is left to compare).
+TEXT = "bike"
 CLI = [sys.executable, "-m", "sam3video.cli"]
 
 
@@ -76,7 +80,7 @@ def round_trip(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     out = tmp / "out"
     argv = [
-        "track", str(VIDEO), "--text", "person", "--model", "tiny", "--device", "cpu",
+        "track", str(VIDEO), "--text", TEXT, "--model", "tiny", "--device", "cpu",
         "--max-frames", str(MAX_FRAMES), "--direction", "forward",
         "--format", "ytvis,png,overlay", "--out", str(out),
     ]  # fmt: skip
@@ -102,7 +106,7 @@ def api_results() -> dict[int, dict]:
             "session_id"
         ]
         first = predictor.handle_request(
-            {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "person"}
+            {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": TEXT}
         )
         results = {first["frame_index"]: first["outputs"]}
         for item in predictor.handle_stream_request(
@@ -140,7 +144,7 @@ def test_track_json_equals_the_api(round_trip):
     data = read_ytvis(out / "results.json")
     (video,) = data["videos"]
     assert (video["height"], video["width"], video["length"]) == (H, W, N)
-    assert data["categories"][0]["name"] == "person"
+    assert data["categories"][0]["name"] == TEXT
     masks = decode_ytvis_masks(data)
     assert len(masks) == N
     for t in range(N):
@@ -179,33 +183,38 @@ def test_track_overlay_has_the_source_frames(round_trip):
 
 
 def test_track_ctrl_c_in_a_real_run(tmp_path):
-    """SIGINT while tracking: exit 130, the files hold exactly the frames done so far.
-
-    A click prompt: its propagation yields every frame at once (a text prompt's first
-    results wait for SAM 3's 15-frame hotstart buffer)."""
+    """SIGINT while tracking a text prompt: exit 130, and the files hold every frame that was
+    tracked, including those SAM 3's 15-frame hotstart buffer still held back."""
     out = tmp_path / "out"
     argv = [
-        "track", str(VIDEO), "--points", "320,136", "--model", "tiny", "--device", "cpu",
+        "track", str(VIDEO), "--text", "person", "--model", "tiny", "--device", "cpu",
         "--direction", "forward", "--format", "ytvis,png,overlay", "--out", str(out),
+        "--threads", "1",
     ]  # fmt: skip
     proc = start_cli(argv, tmp_path)
     try:
-        deadline = time.monotonic() + 240
-        while len(list((out / "masks").glob("*.png"))) < 3:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no frame written in time"
-            time.sleep(0.05)
+        lines = []
+        for line in proc.stderr:  # progress shows the first tracked frame at once
+            lines.append(line)
+            if "tracking 1/250 frames" in line:
+                break
+        assert lines and "tracking 1/250 frames" in lines[-1], "".join(lines)
+        time.sleep(1.0)  # a few more frames
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert "interrupted after" in stderr and stdout == ""
+    assert "Traceback" not in stderr and stdout == ""
+    (message,) = [line for line in stderr.splitlines() if "interrupted after" in line]
+    tracked = int(message.split("interrupted after ")[1].split()[0])
     pngs = read_png_masks(out / "masks")
     done = sorted(pngs)
-    assert 3 <= len(done) < N and done == list(range(len(done)))
+    assert 2 <= len(done) < N and done == list(range(len(done)))
+    assert f"saved {len(done)} frames" in message and f"{tracked} frames tracked" in message
+    assert len(done) >= tracked, "every tracked frame is in the files"
+    assert "from the hotstart buffer" in message, message
     masks = decode_ytvis_masks(read_ytvis(out / "results.json"))
     assert {t for t, m in masks.items() if m} == {t for t, m in pngs.items() if m}
     for t in done:
@@ -226,16 +235,21 @@ class ScriptedPredictor:
     that many propagated frames.
     """
 
-    def __init__(self, interrupt_after: int | None = None) -> None:
+    def __init__(
+        self, interrupt_after: int | None = None, size: tuple[int, int] = (H, W), frames: int = N
+    ) -> None:
         self.requests: list[dict] = []
+        self.frames = frames
         self.prompts = 0
         self.interrupt_after = interrupt_after
         self.streamed = 0
+        self.size = size
+        self.threads: list[int] = []  # torch's thread count during each propagation
 
-    def outputs(self) -> dict:
+    def outputs(self, frame_index: int = 0) -> dict:
         result = {}
         for j in range(self.prompts):
-            mask = np.zeros((H, W), bool)
+            mask = np.zeros(self.size, bool)
             mask[10 * j : 10 * j + 10, :50] = True
             result[j] = {"mask": mask, "score": 0.5 + 0.1 * self.prompts, "bbox": [0, 0, 1, 1]}
         return result
@@ -251,11 +265,12 @@ class ScriptedPredictor:
 
     def handle_stream_request(self, request: dict):
         self.requests.append(dict(request))
+        self.threads.append(torch.get_num_threads())
         start, n = request["start_frame_index"], request["max_frame_num_to_track"]
-        n = N if n is None else n
+        n = self.frames if n is None else n
         order = []
         if request["propagation_direction"] in ("forward", "both"):
-            order += list(range(start, min(start + n, N - 1) + 1))
+            order += list(range(start, min(start + n, self.frames - 1) + 1))
         if request["propagation_direction"] in ("backward", "both"):
             order += list(range(start - 1, max(start - n, 0) - 1, -1))
         return self._stream(order)
@@ -266,7 +281,70 @@ class ScriptedPredictor:
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(5)  # the KeyboardInterrupt arrives first
             self.streamed += 1
-            yield {"frame_index": t, "outputs": self.outputs()}
+            yield {"frame_index": t, "outputs": self.outputs(t)}
+
+
+class HoldingSession:
+    """What `sam3video.cli.watch` reads from a session: observers of each tracked frame, a
+    lock, and the frames held back (``release_pending``)."""
+
+    def __init__(self, predictor: HoldingPredictor) -> None:
+        self.predictor = predictor
+        self.observers: list = []
+        self.lock = threading.RLock()
+        self.pending: list[int] = []
+
+    def release_pending(self) -> list[tuple[int, dict]]:
+        held, self.pending = self.pending, []
+        return [(t, self.predictor.outputs(t)) for t in held]
+
+
+class HoldingPredictor(ScriptedPredictor):
+    """A scripted predictor whose propagation holds each frame back ``delay`` frames (as
+    SAM 3's hotstart buffer) and tells its session's observers about each tracked frame.
+
+    The prompt finds objects 0 and 1; the propagation shows object 1 only, on every frame
+    the prompt frame included (the hotstart rule removed object 0). ``interrupt_after``
+    counts tracked frames."""
+
+    def __init__(self, delay: int = 5, **kw) -> None:
+        super().__init__(**kw)
+        self.delay = delay
+        self.session = HoldingSession(self)
+        self._sessions = {"s": self.session}
+        self.tracked = 0
+
+    def band(self, j: int) -> dict:
+        mask = np.zeros(self.size, bool)
+        mask[10 * j : 10 * j + 10, :50] = True
+        return {"mask": mask, "score": 0.9, "bbox": [0, 10 * j, 50, 10 * j + 10]}
+
+    def handle_request(self, request: dict) -> dict:
+        if request["type"] == "add_prompt":
+            self.requests.append(dict(request))
+            return {
+                "frame_index": request["frame_index"],
+                "outputs": {0: self.band(0), 1: self.band(1)},
+            }
+        return super().handle_request(request)
+
+    def outputs(self, frame_index: int = 0) -> dict:
+        return {1: self.band(1)}
+
+    def _stream(self, order):
+        session = self.session
+        for t in order:
+            if self.interrupt_after is not None and self.tracked == self.interrupt_after:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the KeyboardInterrupt arrives first
+            self.tracked += 1
+            session.pending.append(t)
+            for observer in list(session.observers):
+                observer(SimpleNamespace(frame_index=t, kind="detect"))
+            while len(session.pending) > self.delay or (t == order[-1] and session.pending):
+                released = session.pending.pop(0)
+                self.streamed += 1
+                yield {"frame_index": released, "outputs": self.outputs(released)}
 
 
 def run_scripted(argv: list[str], predictor: ScriptedPredictor) -> int:
@@ -278,9 +356,27 @@ def test_text_and_points_track_the_concept_then_the_clicks(tmp_path, capsys):
     predictor = ScriptedPredictor()
     code = run_scripted(
         [
-            "track", str(VIDEO), "--text", "bike", "--box", "0.5,0.5,0.2,0.2", "0.3,0.3,0.1,0.1:0",
-            "--points", "100,50", "120,60:0", "--frame", "20", "--max-frames", "4",
-            "--direction", "both", "--format", "png,ytvis", "--out", str(tmp_path), "--quiet",
+            "track",
+            str(VIDEO),
+            "--text",
+            "bike",
+            "--box",
+            "0.5,0.5,0.2,0.2",
+            "0.3,0.3,0.1,0.1:0",
+            "--points",
+            "100,50",
+            "120,60:0",
+            "--frame",
+            "20",
+            "--max-frames",
+            "4",
+            "--direction",
+            "both",
+            "--format",
+            "png,ytvis",
+            "--out",
+            str(tmp_path),
+            "--quiet",
         ],  # fmt: skip
         predictor,
     )
@@ -307,7 +403,8 @@ def test_text_and_points_track_the_concept_then_the_clicks(tmp_path, capsys):
     assert [a["obj_id"] for a in data["annotations"]] == [0, 1]
     assert data["annotations"][0]["per_frame_scores"][20] == pytest.approx(0.7)
     out = capsys.readouterr()
-    assert "frames   7 of 250" in out.out and "objects  2" in out.out
+    assert "frames   7 of 250 (2 passes: text and boxes, then clicks)" in out.out
+    assert "objects  2" in out.out
     assert out.err == "", "--quiet"
 
 
@@ -343,7 +440,8 @@ def test_ctrl_c_closes_the_exports_and_exits_130(tmp_path, capsys):
     assert run_scripted(argv, predictor) == 130
     assert predictor.requests[-1]["type"] == "close_session"
     err = capsys.readouterr().err
-    assert "interrupted after 4 frames" in err and "Traceback" not in err
+    assert "interrupted after 4 frames tracked; saved 4 frames with 1 object in" in err
+    assert "masks/ (4 PNGs)" in err and "Traceback" not in err
     assert sorted(read_png_masks(tmp_path / "masks")) == [0, 1, 2, 3]
     masks = decode_ytvis_masks(read_ytvis(tmp_path / "results.json"))
     assert [t for t, m in masks.items() if m] == [0, 1, 2, 3]
@@ -364,7 +462,134 @@ def test_no_file_is_written_when_the_first_prompt_fails(tmp_path, capsys):
     with pytest.raises(RuntimeError):
         run_scripted(argv, predictor)
     assert predictor.requests[-1]["type"] == "close_session"
-    assert list((tmp_path / "o").iterdir()) == []
+    assert not (tmp_path / "o").exists(), "the folder it created is removed"
+
+
+def test_plurals_after_one_frame(tmp_path, capsys):
+    argv = ["track", str(VIDEO), "--text", "x", "--format", "png", "--out", str(tmp_path)]
+    assert run_scripted(argv, ScriptedPredictor(interrupt_after=1)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 1 frame tracked; saved 1 frame with 1 object in" in err
+    assert "masks/ (1 PNG)" in err
+
+
+def test_ctrl_c_writes_the_frames_the_hotstart_buffer_holds(tmp_path, capsys):
+    """Interrupted after 9 tracked frames of which the buffer released 4: all 9 are saved."""
+    predictor = HoldingPredictor(delay=5, interrupt_after=9)
+    argv = [
+        "track", str(VIDEO), "--text", "x", "--direction", "forward", "--format",
+        "ytvis,png,overlay", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert run_scripted(argv, predictor) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 9 frames tracked; saved 9 frames (5 of them from the hotstart " in err
+    assert sorted(read_png_masks(tmp_path / "masks")) == list(range(9))
+    with open_frames(tmp_path / "overlay.mp4") as overlay:
+        assert len(overlay) == 9
+    assert predictor.session.observers == [], "the observer is removed"
+
+
+def test_progress_counts_tracked_frames_not_released_ones(tmp_path, capsys, monkeypatch):
+    """The buffer releases the first frame after 6 are tracked; progress moves from the
+    first one, and the time left appears after a few frames."""
+    from sam3video.cli import track as track_module
+
+    lines = []
+
+    class Recording(cli.Progress):
+        def advance_to(self, done, objects=None):
+            super().advance_to(done, objects)
+            lines.append((self.done, predictor.streamed, self._numbers()[1]))
+
+    monkeypatch.setattr(track_module, "Progress", Recording)
+    predictor = HoldingPredictor(delay=5)
+    argv = [
+        "track", str(VIDEO), "--text", "x", "--direction", "forward", "--max-frames", "10",
+        "--format", "png", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert run_scripted(argv, predictor) == 0
+    early = [done for done, released, _ in lines if released == 0]
+    assert early == [1, 2, 3, 4, 5, 6], "tracked frames counted before any release"
+    assert lines[0][2] == "estimating time left" and lines[-1][2].endswith("left")
+    assert lines[-1][0] == 10
+    err = capsys.readouterr().err
+    assert "tracking 1/10 frames (10%), 0 objects, estimating time left" in err
+    assert "tracking 10/10 frames (100%), 1 object," in err
+
+
+def test_summary_counts_what_the_files_hold(tmp_path, capsys):
+    """The prompt found objects 0 and 1; propagation removed 0 from every frame (hotstart):
+    the files hold object 1 only, and the summary says 1."""
+    argv = [
+        "track", str(VIDEO), "--text", "x", "--direction", "forward", "--max-frames", "8",
+        "--format", "ytvis,png", "--out", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    assert run_scripted(argv, HoldingPredictor(delay=3)) == 0
+    out = capsys.readouterr().out
+    assert "frames   8 of 250\n" in out and "objects  1\n" in out
+    annotations = read_ytvis(tmp_path / "results.json")["annotations"]
+    assert [a["obj_id"] for a in annotations] == [1]
+    assert "masks/ (8 PNGs)" in out
+
+
+def test_threads_flag_and_default(tmp_path, capsys, monkeypatch):
+    from sam3video.cli.runtime import default_threads
+
+    assert default_threads({"OMP_NUM_THREADS": "3"}) == 3
+    physical = default_threads({})
+    assert 1 <= physical <= (os.cpu_count() or 1)
+    assert default_threads({"OMP_NUM_THREADS": "many"}) == physical
+    before = torch.get_num_threads()
+    predictor = ScriptedPredictor()
+    argv = ["track", str(VIDEO), "--text", "x", "--max-frames", "2", "--direction", "forward"]
+    argv += ["--format", "png", "--out", str(tmp_path), "--threads", "1"]
+    assert run_scripted(argv, predictor) == 0
+    assert predictor.threads == [1] and torch.get_num_threads() == before
+    assert "; 1 thread\n" in capsys.readouterr().out
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    predictor = ScriptedPredictor()
+    assert run_scripted(argv[:-2], predictor) == 0
+    assert predictor.threads == [2] and "; 2 threads\n" in capsys.readouterr().out
+
+
+def test_a_single_image_gives_a_png_overlay(tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(coded_frame(0, H, W)).save(image)
+    out = tmp_path / "out"
+    argv = ["track", str(image), "--text", "x", "--format", "ytvis,overlay", "--out", str(out)]
+    assert run_scripted(argv + ["--quiet"], ScriptedPredictor(frames=1)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["overlay.png", "results.json"]
+    with Image.open(out / "overlay.png") as overlay:
+        assert overlay.format == "PNG" and overlay.size == (W, H)
+    assert "overlay.png" in capsys.readouterr().out
+
+
+def test_a_failed_run_removes_the_folders_it_created(tmp_path):
+    class Failing(ScriptedPredictor):
+        def handle_stream_request(self, request):
+            raise RuntimeError("boom")
+
+    nested = tmp_path / "a" / "b" / "c"
+    argv = ["track", str(VIDEO), "--points", "5,5", "--format", "png", "--out", str(nested)]
+    with pytest.raises(RuntimeError):  # the prompt's result was written: the folder stays
+        run_scripted(argv, Failing())
+    assert (nested / "masks" / "00000.png").is_file()
+
+    class FailingAtOnce(ScriptedPredictor):
+        def handle_request(self, request):
+            if request["type"] == "add_prompt":
+                raise RuntimeError("boom")
+            return super().handle_request(request)
+
+    other = tmp_path / "x" / "y"
+    argv[-1] = str(other)
+    with pytest.raises(RuntimeError):
+        run_scripted(argv, FailingAtOnce())
+    assert not (tmp_path / "x").exists(), "nothing written: every folder it made is removed"
+    argv[-1] = str(tmp_path)
+    with pytest.raises(RuntimeError):
+        run_scripted(argv, FailingAtOnce())
+    assert tmp_path.is_dir(), "a folder that existed is kept"
 
 
 # --------------------------------------------------------------------- errors
@@ -419,8 +644,16 @@ def test_bad_sources_and_outputs(tmp_path, capsys, no_checkpoint_env):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     one_line_error(capsys, cli.main(["track", str(text), *base]), 2, "not a supported source")
+    code = cli.main(["track", str(VIDEO), *base, "--out", str(text)])
+    line = one_line_error(capsys, code, 2, "is a file, not a folder")
+    assert line.startswith(f"sam3video: error: --out: {str(text)!r}")
     code = cli.main(["track", str(VIDEO), *base, "--out", str(text / "sub")])
-    one_line_error(capsys, code, 2, "--out: cannot write in the folder")
+    one_line_error(capsys, code, 2, f"{str(text)!r} is a file")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code = cli.main(["track", str(VIDEO), *base, "--out", str(locked / "o")])
+        one_line_error(capsys, code, 2, "--out: cannot write in the folder")
     if not torch.cuda.is_available():
         code = cli.main(["track", str(VIDEO), *base, "--device", "cuda"])
         one_line_error(capsys, code, 2, "--device: CUDA is not available")
@@ -440,7 +673,7 @@ def test_checkpoint_errors(tmp_path, capsys, no_checkpoint_env, monkeypatch):
     # nothing local, offline (or no huggingface_hub): says how to get the weights
     line = one_line_error(capsys, cli.main(argv), 1, "--checkpoint PATH")
     assert "SAM3VIDEO_CHECKPOINT" in line and "--model tiny" in line
-    assert list((tmp_path / "o").iterdir()) == []
+    assert not (tmp_path / "o").exists(), "a failed run leaves no folder behind"
 
 
 def test_errors_in_a_subprocess_have_exit_codes_and_no_traceback(tmp_path):
@@ -517,12 +750,13 @@ def test_info(tmp_path, capsys, no_checkpoint_env, monkeypatch):
 
 def test_progress_bar_on_a_terminal():
     stream = io.StringIO()
-    progress = cli.Progress(3, stream=stream, tty=True)
+    progress = cli.Progress(3, stream=stream, tty=True, eta_after=1)
     for _ in range(3):
         progress.update(1, objects=2)
     progress.close()
     text = stream.getvalue()
     assert text.startswith("\rtracking 1/3") and "3/3" in text and "100%" in text
+    assert "estimating time left" in text, "no time left from the first frame alone"
     assert "2 objects" in text and "frames/s" in text and text.endswith("\n")
 
 
@@ -531,14 +765,49 @@ def test_progress_log_lines_and_quiet():
     progress = cli.Progress(50, stream=stream, tty=False, log_every=3600)
     for _ in range(50):
         progress.update(1, objects=1)
+    progress.end_pass()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, "the first frame and the end, nothing in between"
-    assert "1/50" in lines[0] and "50/50 frames (100%), 1 object," in lines[1]
+    assert "1/50 frames (2%), 1 object, estimating time left" in lines[0]
+    assert "50/50 frames (100%), 1 object," in lines[1]
     silent = io.StringIO()
     quiet = cli.Progress(5, stream=silent, tty=True, enabled=False)
     quiet.update(5)
+    quiet.end_pass()
     quiet.close()
     assert silent.getvalue() == ""
+
+
+def test_progress_time_left_skips_the_slow_first_frame(monkeypatch):
+    """The first frame took 20 s (warm-up), then 1 frame/s: the time left is counted at
+    1 frame/s, from the third frame after the first."""
+    from sam3video.cli import progress as progress_module
+
+    now = [100.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: now[0])
+    stream = io.StringIO()
+    progress = cli.Progress(100, stream=stream, tty=False, log_every=0, eta_after=3)
+    now[0] += 20
+    progress.update(1)
+    for _ in range(4):
+        now[0] += 1
+        progress.update(1)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(", ")[-1] for line in lines] == ["estimating time left"] * 3 + [
+        "1:37 left",
+        "1:35 left",
+    ]
+    assert "1.00 frames/s" in lines[-1]
+    progress.begin("pass 2 of 2 (clicks)", 10)
+    progress.update(1)
+    assert (
+        stream.getvalue().splitlines()[-1].startswith("sam3video: pass 2 of 2 (clicks) 1/10 frames")
+    )
+
+
+def test_plural():
+    assert cli.plural(1, "frame") == "1 frame" and cli.plural(0, "frame") == "0 frames"
+    assert cli.plural(2, "PNG") == "2 PNGs" and cli.plural(1, "object") == "1 object"
 
 
 def test_point_and_box_parsing():
@@ -549,83 +818,3 @@ def test_point_and_box_parsing():
     for bad in ("10", "10,20,30", "a,b", "1,2:", "1,inf"):
         with pytest.raises(Exception, match="expected X,Y|finite"):
             cli.parse_point(bad)
-
-
-# --------------------------------------------------------------------- checkpoint discovery
-
-
-def fake_hf_cache(root: Path, with_ref: bool = True) -> Path:
-    repo = root / "hub" / "models--facebook--sam3"
-    file = repo / "snapshots" / "abc123" / "sam3.pt"
-    file.parent.mkdir(parents=True)
-    torch.save({"w": torch.zeros(1)}, file)
-    if with_ref:
-        (repo / "refs").mkdir()
-        (repo / "refs" / "main").write_text("abc123")
-    return file
-
-
-@pytest.mark.parametrize("with_ref", [True, False])
-def test_discovery_order(tmp_path, with_ref):
-    cached = fake_hf_cache(tmp_path / "hf", with_ref)
-    env = {"HF_HOME": str(tmp_path / "hf")}
-    assert checkpoints.hf_cache_dir(env) == tmp_path / "hf" / "hub"
-    location = checkpoints.locate_checkpoint(None, env)
-    assert (location.source, location.path) == ("hf-cache", cached)
-    mine = tmp_path / "env.pt"
-    torch.save({}, mine)
-    env[checkpoints.ENV_VAR] = str(mine)
-    assert checkpoints.locate_checkpoint(None, env).path == mine
-    assert checkpoints.locate_checkpoint(str(cached), env).source == "argument"
-    assert checkpoints.resolve_checkpoint(None, env, download=False) == mine
-
-
-def test_discovery_without_anything(tmp_path):
-    env = {"HF_HUB_CACHE": str(tmp_path / "empty")}
-    location = checkpoints.locate_checkpoint(None, env)
-    assert location.source == "download" and location.path is None
-    with pytest.raises(CheckpointError, match="no SAM 3 checkpoint found"):
-        checkpoints.resolve_checkpoint(None, env, download=False)
-    with pytest.raises(SourceNotFoundError, match="SAM3VIDEO_CHECKPOINT"):
-        checkpoints.locate_checkpoint(None, {checkpoints.ENV_VAR: str(tmp_path / "x.pt")})
-
-
-def test_verify_checkpoint(tmp_path):
-    good = tmp_path / "good.pt"
-    torch.save({"w": torch.arange(1000.0)}, good)
-    assert checkpoints.verify_checkpoint(good) == good
-    assert zipfile.is_zipfile(good)
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    for bad, why in ((cut, "cut short"), (empty, "empty")):
-        with pytest.raises(CheckpointError, match=why):
-            checkpoints.verify_checkpoint(bad, "hf-cache")
-    with pytest.raises(CheckpointError, match="expected a file"):
-        checkpoints.verify_checkpoint(tmp_path)
-    from safetensors.torch import save_file
-
-    tensors = tmp_path / "w.safetensors"
-    save_file({"w": torch.zeros(3)}, tensors)
-    assert checkpoints.verify_checkpoint(tensors) == tensors
-    broken = tmp_path / "b.safetensors"
-    broken.write_bytes(b"\xff" * 8 + b"{}")
-    with pytest.raises(CheckpointError, match="safetensors header"):
-        checkpoints.verify_checkpoint(broken)
-
-
-def test_download_errors_say_what_to_do():
-    def named(name: str, base: type = Exception) -> Exception:
-        return type(name, (base,), {})("details")
-
-    gated = checkpoints.explain_download_error(named("GatedRepoError"))
-    assert "accept the licence" in str(gated) and "huggingface-cli login" in str(gated)
-    offline = checkpoints.explain_download_error(named("LocalEntryNotFoundError"))
-    assert "cannot be reached" in str(offline)
-    missing = checkpoints.explain_download_error(ImportError("no module"))
-    assert "pip install 'sam3video[hub]'" in str(missing)
-    other = checkpoints.explain_download_error(named("HfHubHTTPError"))
-    for error in (gated, offline, missing, other):
-        assert isinstance(error, CheckpointError)
-        assert "--checkpoint PATH" in str(error) and "\n" not in str(error)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
-from _media import SHARED, coded_frame, read_code, write_video
+from _manifest import FIXTURES
+from _media import coded_frame, read_code, write_video
 from PIL import Image
 from pycocotools import mask as mask_util
 
@@ -28,13 +31,17 @@ from sam3video.io.export import (
     YtvisWriter,
     color_for_id,
     decode_ytvis_masks,
+    labels,
     read_png_masks,
     read_ytvis,
     render_overlay,
 )
 
 H, W, T = 64, 96, 20
-TOY = SHARED / "data" / "ytvis" / "toy_saco_veval_sav_test_gt.json"
+# Meta's SA-Co/VEval toy ground truth (one 146-frame 720x1280 video, 33 masklets) with the
+# masks of frames 0 and 40 kept (null elsewhere) and the categories it uses: a real file of
+# the format users exchange, cut to 8 kB gzipped.
+TOY = FIXTURES / "toy_saco_veval_sav_test_gt.json.gz"
 
 
 def ellipse(t: int, obj_id: int) -> np.ndarray:
@@ -201,9 +208,10 @@ def test_ytvis_errors(tmp_path: Path) -> None:
         read_ytvis(tmp_path / "list.json")
 
 
-@pytest.mark.skipif(not TOY.exists(), reason="shared data not present")
-def test_decode_saco_toy_file() -> None:
-    data = read_ytvis(TOY)
+def test_decode_saco_toy_file(tmp_path: Path) -> None:
+    path = tmp_path / TOY.stem
+    path.write_bytes(gzip.decompress(TOY.read_bytes()))
+    data = read_ytvis(path)
     video = data["videos"][0]
     frames = [0, 40]
     masks = decode_ytvis_masks(data, frames=frames)
@@ -296,32 +304,63 @@ def test_color_for_id() -> None:
 
 
 def test_render_overlay() -> None:
-    frame = coded_frame(3, H, W)
+    h, w = 120, 200
+    frame = coded_frame(3, h, w)
     original = frame.copy()
-    square = np.zeros((H, W), bool)
-    square[30:60, 10:50] = True
-    above = np.zeros((H, W), bool)
-    above[40:60, 30:70] = True
-    image = render_overlay(frame, {5: {"mask": above, "score": 0.5}, 2: {"mask": square}})
+    square = np.zeros((h, w), bool)
+    square[50:110, 20:100] = True
+    above = np.zeros((h, w), bool)
+    above[70:110, 60:140] = True
+    outputs = {5: {"mask": above, "score": 0.5}, 2: {"mask": square}}
+    image = render_overlay(frame, outputs)
     np.testing.assert_array_equal(frame, original)  # input untouched
-    assert image.shape == (H, W, 3) and image.dtype == np.uint8
-    np.testing.assert_array_equal(image[:, 75:], frame[:, 75:])  # far from every mask
-    inner = slice(34, 56)  # away from contours and labels
-    blend2 = 0.5 * frame[inner, 14:26] + 0.5 * np.array(color_for_id(2))
-    low = slice(44, 56)  # below the label of id 5
-    blend5 = 0.5 * frame[low, 54:66] + 0.5 * np.array(color_for_id(5))
-    assert np.abs(image[inner, 14:26] - blend2).max() <= 0.5
-    overlap = (slice(44, 56), slice(34, 46))  # the higher id is on top
-    assert (
-        np.abs(image[overlap] - (0.5 * frame[overlap] + 0.5 * np.array(color_for_id(5)))).max()
-        <= 0.5
-    )
-    assert np.abs(image[low, 54:66] - blend5).max() <= 0.5
-    assert (image[30] != frame[30]).any()  # contour / label drawn on the top edge
+    assert image.shape == (h, w, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[:, 150:], frame[:, 150:])  # far from every mask
+    # The labels: "#2" and "#5 0.50" on filled boxes of the objects' colours, not overlapping.
+    style = labels.label_style(h, w)
+    sizes = [style.size("#2"), style.size("#5 0.50")]
+    rects = labels.place_labels([(20, 50, 100, 110), (60, 70, 140, 110)], sizes, h, w)
+    for (x0, y0, x1, y1), obj_id in zip(rects, (2, 5)):
+        patch = image[y0:y1, x0:x1].reshape(-1, 3)
+        assert (patch == color_for_id(obj_id)).all(axis=1).mean() > 0.6, obj_id
+    inner = (slice(95, 105), slice(25, 55))  # inside id 2 only, away from contours and labels
+    blend2 = 0.5 * frame[inner] + 0.5 * np.array(color_for_id(2))
+    assert np.abs(image[inner] - blend2).max() <= 0.5
+    overlap = (slice(95, 105), slice(70, 95))  # the higher id is on top
+    blend5 = 0.5 * frame[overlap] + 0.5 * np.array(color_for_id(5))
+    assert np.abs(image[overlap] - blend5).max() <= 0.5
     np.testing.assert_array_equal(render_overlay(frame, {}), frame)
-    np.testing.assert_array_equal(render_overlay(frame, {1: {"mask": np.zeros((H, W))}}), frame)
+    np.testing.assert_array_equal(render_overlay(frame, {1: {"mask": np.zeros((h, w))}}), frame)
     with pytest.raises(InvalidInputError, match="frame_rgb"):
         render_overlay(frame[..., 0], {})
+
+
+def test_label_text_and_font_size() -> None:
+    assert labels.label_text(2, 0.587) == "#2 0.59" and labels.label_text(7, None) == "#7"
+    small, wide = labels.label_style(64, 96), labels.label_style(272, 640)
+    assert small.size("#2 0.59")[1] < wide.size("#2 0.59")[1]
+    (_, text_height), _ = cv2.getTextSize("#2 0.59", labels.FONT, wide.scale, wide.thickness)
+    assert text_height >= 15, "legible on a 640x272 frame (it was ~10 px)"
+    full_hd = labels.label_style(1080, 1920)
+    assert 2.5 < full_hd.size("#2")[1] / wide.size("#2")[1] < 3.5  # scales with the frame
+
+
+def test_labels_do_not_collide() -> None:
+    h, w = 272, 640
+    size = (90, 24)
+    same = [(100, 100, 200, 200)] * 4  # four objects with one box: four different spots
+    rects = labels.place_labels(same, [size] * 4, h, w)
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] and a[2] <= w and 0 <= a[1] and a[3] <= h
+        for b in rects[:i]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert rects[0] == (100, 76, 190, 100), "the first label sits above its box"
+    top = labels.place_labels([(10, 0, 300, 50)], [size], h, w)
+    assert top == [(10, 0, 100, 24)], "no room above: inside the top edge"
+    corner = labels.place_labels([(600, 260, 640, 272)], [size], h, w)
+    assert corner[0][2] <= w and corner[0][3] <= h, "kept inside the frame"
+    crowded = labels.place_labels([(0, 0, 640, 272)] * 30, [size] * 30, h, w)
+    assert len(crowded) == 30, "more labels than room: every label still gets a spot"
 
 
 def test_overlay_video(tmp_path: Path) -> None:
@@ -391,7 +430,7 @@ def test_json_is_plain_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", [(48, 64), (49, 67)])
 def test_overlay_mpeg4_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size) -> None:
     """Without libx264 the MPEG-4 Part 2 encoder is used, at the same size and frame count."""
-    monkeypatch.setattr(export, "_pick_codec", lambda: "mpeg4")
+    monkeypatch.setattr(export.overlay, "_pick_codec", lambda: "mpeg4")
     h, w = size
     frames = [coded_frame(t, h, w) for t in range(6)]
     with OverlayWriter(tmp_path / "m.mp4", 12.5, h, w, source=frames) as writer:
@@ -402,3 +441,24 @@ def test_overlay_mpeg4_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert (len(video), video.height, video.width) == (6, h, w)
         assert video.fps == pytest.approx(12.5)
         assert [read_code(video[t]) for t in (0, 1, 3, 4, 5)] == [0, 1, 3, 4, 5]
+
+
+def test_overlay_of_a_single_image_is_a_png(tmp_path: Path) -> None:
+    h, w = 48, 64
+    frame = coded_frame(0, h, w)
+    mask = np.zeros((h, w), bool)
+    mask[20:40, 10:30] = True
+    path = tmp_path / "overlay.png"
+    outputs = {3: {"mask": mask, "score": 0.9}}
+    with OverlayWriter(path, 25.0, h, w, source=[frame]) as writer:
+        writer.write(0, outputs)
+    with Image.open(path) as image:  # lossless
+        assert image.format == "PNG" and image.size == (w, h)
+        np.testing.assert_array_equal(np.array(image), render_overlay(frame, outputs))
+    assert leftovers(tmp_path, {"overlay.png"}) == []
+    with pytest.raises(InvalidInputError, match="one frame"):
+        OverlayWriter(tmp_path / "two.png", 25.0, h, w, source=[frame, frame])
+    with OverlayWriter(tmp_path / "free.png", 25.0, h, w) as writer:
+        writer.write(4, {}, frame=frame)
+        with pytest.raises(InvalidInputError, match="one frame"):
+            writer.write(5, {}, frame=frame)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _manifest import manifest_lines
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.config import full_config, tiny_config
@@ -25,7 +26,6 @@ from sam3video.model.segmentation_head import UniversalSegmentationHead
 from sam3video.model.weights import synthetic_state_dict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TOL = 1e-4
 
 PREFIX = {
@@ -159,11 +159,8 @@ def test_segmentation_head_parity(seg_fx):
 
 
 def _official_tsv() -> dict[str, tuple[int, ...]]:
-    path = SHARED / "reference" / "sam3_official_state_dict.tsv"
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared folder sits beside the repository)")
     rows = {}
-    for line in path.read_text().splitlines():
+    for line in manifest_lines():
         key, shape, _ = line.split("\t")
         rows[key] = tuple(ast.literal_eval(shape))
     return rows

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import warnings
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _media import VIDEOS
 
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.memory_encoder import MaskDownSampler
 from sam3video.model.prompt_encoder import PromptEncoder
 from sam3video.video.tracking import TrackingState
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VIDEO = SHARED / "data" / "videos" / "bikes.mp4"  # 640x272
 
 LOW = [torch.bfloat16, torch.float16]
 H, W = 60, 80  # video size of the tracking-state runs
@@ -194,7 +191,6 @@ def check_outputs(outputs: dict, height: int, width: int) -> None:
         assert out["bbox"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
-@pytest.mark.skipif(not VIDEO.exists(), reason=f"shared video missing: {VIDEO}")
 def test_predictor_bfloat16_text_click_propagate():
     from sam3video.predictor import Sam3VideoPredictor
 
@@ -204,7 +200,7 @@ def test_predictor_bfloat16_text_click_propagate():
     assert {p.dtype for p in predictor.model.parameters()} == {torch.bfloat16}
     height, width = 272, 640
     try:
-        req = {"type": "start_session", "resource_path": str(VIDEO)}
+        req = {"type": "start_session", "resource_path": str(VIDEOS / "bikes.mp4")}
         sid = predictor.handle_request(req)["session_id"]
         r = predictor.handle_request(
             {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "person"}

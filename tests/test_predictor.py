@@ -1,7 +1,7 @@
 """The request API: the seed's four examples, output format, errors, sessions and threads.
 
-Runs the tiny config with synthetic weights on a real video from ../shared/data/videos (the
-masks are meaningless; the behaviour and the format are what is checked).
+Runs the tiny config with synthetic weights on generated stand-ins for real videos
+(`_media.VIDEOS`; the masks are meaningless: the behaviour and the format are what is checked).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _manifest import SHARED
+from _media import VIDEOS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,9 +19,9 @@ from sam3video import InvalidInputError, Sam3VideoError, UnknownIdError
 from sam3video.errors import FrameIndexError
 from sam3video.predictor import Sam3VideoPredictor
 
-VIDEO = SHARED / "data" / "videos" / "bikes.mp4"  # 640x272, 250 frames
+VIDEO = VIDEOS / "bikes.mp4"  # 640x272, 250 frames
 H, W, N = 272, 640, 250
-SHORT_VIDEO = SHARED / "data" / "videos" / "tree.avi"  # 320x240, 68 coded frames
+SHORT_VIDEO = VIDEOS / "tree.avi"  # 320x240, 68 coded frames
 
 
 @pytest.fixture(scope="module")

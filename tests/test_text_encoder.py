@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _manifest import manifest_lines
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.config import full_config, tiny_config
@@ -15,8 +16,6 @@ from sam3video.model.tokenizer import SimpleTokenizer
 from sam3video.model.weights import synthetic_state_dict
 
 FIXTURE = Path(__file__).parent / "fixtures" / "text_encoder.pt"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MANIFEST = SHARED / "reference" / "sam3_official_state_dict.tsv"
 PREFIX = "detector.backbone.language_backbone."
 ATOL = 1e-4  # float32, same op order up to the attention kernel
 
@@ -69,15 +68,12 @@ def test_tiny_keys_and_shapes_match_official(model, fixture):
 
 
 def test_full_keys_and_shapes_match_manifest():
-    if not MANIFEST.is_file():
-        pytest.skip(f"manifest not found at {MANIFEST}")
     expected = {}
-    with MANIFEST.open() as fh:
-        for key, shape, _dtype in csv.reader(fh, delimiter="\t"):
-            if key.startswith(PREFIX):
-                expected[key[len(PREFIX) :]] = tuple(
-                    int(s) for s in shape.strip("()").split(",") if s.strip()
-                )
+    for key, shape, _dtype in csv.reader(manifest_lines(), delimiter="\t"):
+        if key.startswith(PREFIX):
+            expected[key[len(PREFIX) :]] = tuple(
+                int(s) for s in shape.strip("()").split(",") if s.strip()
+            )
     m = build(full_config(), device="meta")
     ours = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     assert len(expected) == 295

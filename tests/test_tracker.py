@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _manifest import manifest_lines
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.build import build_vision_backbone
@@ -39,8 +40,6 @@ from sam3video.model.weights import synthetic_state_dict
 from sam3video.video.tracking import TrackingState
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MANIFEST = SHARED / "reference" / "sam3_official_state_dict.tsv"
 PREFIX = "tracker."
 NECK_PREFIX = "detector.backbone.vision_backbone."
 
@@ -132,7 +131,7 @@ def test_full_state_dict_on_meta_matches_manifest():
         model = build_tracker(full_config())
     ours = [(PREFIX + k, tuple(v.shape)) for k, v in model.state_dict().items()]
     official = []
-    for line in MANIFEST.read_text().splitlines():
+    for line in manifest_lines():
         parts = line.split("\t")
         if parts[0].startswith(PREFIX):
             official.append((parts[0], tuple(ast.literal_eval(parts[1]))))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _manifest import manifest_lines
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.config import full_config, tiny_config
@@ -24,8 +25,6 @@ from sam3video.model.two_way_transformer import TwoWayTransformer
 from sam3video.model.weights import synthetic_state_dict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MANIFEST = SHARED / "reference" / "sam3_official_state_dict.tsv"
 ATOL = 1e-4
 
 PREFIX_PROMPT = "tracker.sam_prompt_encoder."
@@ -56,7 +55,7 @@ def shapes(module: torch.nn.Module) -> dict[str, list[int]]:
 @lru_cache(maxsize=1)
 def manifest() -> dict[str, list[int]]:
     out = {}
-    for line in MANIFEST.read_text().splitlines():
+    for line in manifest_lines():
         parts = line.split("\t")
         if len(parts) >= 2:
             out[parts[0]] = list(ast.literal_eval(parts[1]))
@@ -367,7 +366,6 @@ def test_state_dict_matches_official_tiny():
     assert shapes(prompt_encoder(mask_in_chans=16)) == meta["official_keys_mask16"]
 
 
-@pytest.mark.skipif(not MANIFEST.exists(), reason="shared manifest not present")
 def test_state_dict_matches_manifest_full():
     cfg = full_config()
     with torch.device("meta"):

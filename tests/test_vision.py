@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _manifest import manifest_lines
 
 from sam3video.errors import ConfigError, InvalidInputError
 from sam3video.model.build import build_vision_backbone
@@ -22,7 +23,6 @@ from sam3video.model.weights import synthetic_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-MANIFEST = ROOT.parent / "shared" / "reference" / "sam3_official_state_dict.tsv"
 PREFIX = "detector.backbone.vision_backbone."
 ATOL = 1e-4  # float32 parity tolerance (max abs diff)
 
@@ -36,7 +36,7 @@ def state_manifest(state: dict, prefix: str = "") -> dict[str, tuple[tuple[int, 
 def official_manifest(prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """Rows ``key<TAB>(d0, d1, ...)<TAB>dtype`` of the official manifest under ``prefix``."""
     out = {}
-    for line in MANIFEST.read_text().splitlines():
+    for line in manifest_lines():
         if line.startswith(prefix):
             key, shape, dtype = line.split("\t")
             dims = tuple(int(d) for d in shape.strip("()").replace(" ", "").split(",") if d)

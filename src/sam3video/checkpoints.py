@@ -5,11 +5,12 @@ Discovery order (the first that applies wins; nothing is loaded while looking):
 1. an explicit path (the command line's ``--checkpoint``);
 2. the environment variable ``SAM3VIDEO_CHECKPOINT`` (an empty value counts as unset);
 3. the Hugging Face cache: a ``sam3.pt`` of ``facebook/sam3`` downloaded before, found with
-   ``huggingface_hub.try_to_load_from_cache`` when huggingface_hub is installed, else by
-   looking for ``models--facebook--sam3/snapshots/*/sam3.pt`` in the hub cache folder
-   (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``,
-   else ``~/.cache/huggingface/hub``; the snapshot ``refs/main`` names first);
-4. a download through huggingface_hub (`sam3video.predictor.download_checkpoint`).
+   ``huggingface_hub.try_to_load_from_cache`` when huggingface_hub is installed, else (or when
+   it finds none) by looking for ``models--facebook--sam3/snapshots/*/sam3.pt`` in the hub
+   cache folder (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+   ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``; the snapshot
+   ``refs/main`` names first);
+4. a download through huggingface_hub (`download_checkpoint`).
 
 Decisions
   * A path given explicitly or through the environment that does not exist is an error
@@ -19,17 +20,29 @@ Decisions
     truncated download fails here), a legacy pickle, or a safetensors file with a sane
     header. Nothing is decoded; the model loader reports key or shape mismatches later.
   * Each failure (huggingface_hub missing, offline, gated repository without access, corrupt
-    file) raises `CheckpointError` with one paragraph that says what to do.
+    file) raises `CheckpointError` with one paragraph that says what to do. The login command
+    is `hf auth login` (the ``hf`` command of recent huggingface_hub versions, which no longer
+    ship the older login command).
+  * Offline, the hub client retries for about 25 s and logs each retry. So a download first
+    checks, within `PROBE_TIMEOUT` seconds, that the endpoint (``$HF_ENDPOINT``, default
+    huggingface.co) answers on its port, and fails at once when it does not, or when
+    ``HF_HUB_OFFLINE`` is set; the hub's own log lines are silenced while it downloads (its
+    progress bar stays). Behind a proxy (``HTTPS_PROXY`` and the like) the direct check is
+    skipped: only the hub knows how to reach the endpoint then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import struct
+import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sam3video.errors import CheckpointError, SourceNotFoundError
 
@@ -38,6 +51,7 @@ __all__ = [
     "HF_FILENAME",
     "HF_REPO",
     "CheckpointLocation",
+    "download_checkpoint",
     "explain_download_error",
     "find_in_hf_cache",
     "hf_cache_dir",
@@ -49,7 +63,10 @@ __all__ = [
 ENV_VAR = "SAM3VIDEO_CHECKPOINT"
 HF_REPO = "facebook/sam3"  # equal to sam3video.predictor.HF_REPO (not imported: no torch here)
 HF_FILENAME = "sam3.pt"
+LOGIN = "`hf auth login`"
+PROBE_TIMEOUT = 3.0  # seconds to reach the hub endpoint before calling it offline
 _HF_PAGE = f"https://huggingface.co/{HF_REPO}"
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 _HOW_BY_HAND = (
     f"or download {HF_FILENAME} from {_HF_PAGE} yourself and pass it with --checkpoint "
     f"PATH (or set {ENV_VAR}=PATH); `--model tiny` runs the pipeline without weights "
@@ -93,8 +110,10 @@ def find_in_hf_cache(env: Mapping[str, str] | None = None) -> Path | None:
         pass
     else:
         found = try_to_load_from_cache(HF_REPO, HF_FILENAME, cache_dir=cache)
-        # A str is a path; None or the hub's "known missing" sentinel mean not cached.
-        return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+        # A str is a path; None or the hub's "known missing" sentinel mean not cached (by
+        # the hub's reckoning: a snapshot without refs/main is found by the scan below).
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
     repo = cache / ("models--" + HF_REPO.replace("/", "--"))
     snapshots = repo / "snapshots"
     try:
@@ -163,14 +182,94 @@ def resolve_checkpoint(
                 f"no SAM 3 checkpoint found ({ENV_VAR} unset, no {HF_FILENAME} in the Hugging "
                 f"Face cache {hf_cache_dir(env)}); " + _HOW_BY_HAND
             )
-        from sam3video.predictor import download_checkpoint
-
-        try:
-            path = Path(download_checkpoint())
-        except CheckpointError as error:
-            raise explain_download_error(error.__cause__ or error) from error
+        path = download_checkpoint(env)
         location = CheckpointLocation("hf-cache", path, f"{path} (downloaded)")
     return verify_checkpoint(location.path, location.source)
+
+
+def download_checkpoint(
+    env: Mapping[str, str] | None = None, probe_timeout: float = PROBE_TIMEOUT
+) -> Path:
+    """Download ``sam3.pt`` of ``facebook/sam3`` into the Hugging Face cache; its path.
+
+    Fails fast offline and keeps the hub client's retry messages off the terminal (see the
+    module notes).
+
+    Raises:
+        CheckpointError: huggingface_hub missing, offline, no access, or another failure,
+            with what to do.
+    """
+    env = os.environ if env is None else env
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as error:
+        raise explain_download_error(error) from error
+    if env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise CheckpointError(
+            f"could not download {HF_FILENAME} from {HF_REPO}: HF_HUB_OFFLINE is set (the "
+            "Hugging Face hub is switched off); unset it, connect to the internet and run "
+            "again, " + _HOW_BY_HAND
+        )
+    endpoint = env.get("HF_ENDPOINT") or "https://huggingface.co"
+    behind_proxy = any(env.get(name) for name in _PROXY_VARS)
+    problem = None if behind_proxy else _unreachable(endpoint, probe_timeout)
+    if problem is not None:
+        raise CheckpointError(
+            f"could not download {HF_FILENAME} from {HF_REPO}: {endpoint} cannot be reached "
+            f"({problem}; offline?); connect to the internet and run again, " + _HOW_BY_HAND
+        )
+    try:
+        with _quiet_hub():
+            return Path(hf_hub_download(HF_REPO, HF_FILENAME))
+    except Exception as error:  # the hub's errors vary by version: explained by name
+        raise explain_download_error(error) from error
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """Why ``url``'s host does not accept a connection within ``timeout`` s; None if it does.
+
+    The name lookup has no timeout of its own, so the attempt runs in a daemon thread."""
+    parts = urlsplit(url)
+    host = parts.hostname or "huggingface.co"
+    try:
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:  # a malformed port: let the hub report it
+        return None
+    outcome: list[OSError | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=attempt, name="sam3video-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        return f"no answer from {host} within {timeout:g} s"
+    error = outcome[0]
+    if error is None:
+        return None
+    return f"{host}: {error.strerror or error}"
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """The hub client logs errors only (no "Retrying in 1s" lines) inside the block."""
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+
+        level = hub_logging.get_verbosity()
+        hub_logging.set_verbosity_error()
+    except (ImportError, AttributeError):  # a hub version without these: leave it as is
+        yield
+        return
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(level)
 
 
 def verify_checkpoint(path: str | os.PathLike[str], source: str = "argument") -> Path:
@@ -245,15 +344,13 @@ def explain_download_error(error: BaseException) -> CheckpointError:
         return CheckpointError(
             f"no SAM 3 checkpoint found locally, and downloading {HF_FILENAME} needs "
             "huggingface_hub, which is not installed: `pip install 'sam3video[hub]'`, accept "
-            f"the licence at {_HF_PAGE}, run `huggingface-cli login`, then run again; "
-            + _HOW_BY_HAND
+            f"the licence at {_HF_PAGE}, run {LOGIN}, then run again; " + _HOW_BY_HAND
         )
     if names & {"GatedRepoError", "RepositoryNotFoundError"}:
         return CheckpointError(
             f"the Hugging Face repository {HF_REPO} is gated and this machine has no access "
             f"to it ({detail}): open {_HF_PAGE}, accept the licence (approval can take a "
-            "while), log in with `huggingface-cli login` (or set HF_TOKEN), then run again; "
-            + _HOW_BY_HAND
+            f"while), log in with {LOGIN} (or set HF_TOKEN), then run again; " + _HOW_BY_HAND
         )
     offline = {
         "LocalEntryNotFoundError",
@@ -272,5 +369,5 @@ def explain_download_error(error: BaseException) -> CheckpointError:
         )
     return CheckpointError(
         f"could not download {HF_FILENAME} from {HF_REPO} ({detail}); check your access at "
-        f"{_HF_PAGE} and your login (`huggingface-cli login`), then run again, " + _HOW_BY_HAND
+        f"{_HF_PAGE} and your login ({LOGIN}), then run again, " + _HOW_BY_HAND
     )

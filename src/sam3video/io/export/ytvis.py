@@ -1,29 +1,4 @@
-"""Exporting results: SA-Co/YTVIS JSON, indexed PNG masks and an overlay MP4.
-
-The predictor streams one result per frame: ``frame_index`` and
-``outputs = {obj_id: {"mask": bool (H, W), "score": float, "bbox": [x0, y0, x1, y1]}}`` at the
-video's resolution, frames in any order (forward then backward for ``"both"``, so a frame may
-come twice). Each writer here takes those results one frame at a time with
-``writer.write(frame_index, outputs)``, keeps its memory bounded whatever the length of the
-video, and is a context manager whose ``close()`` is idempotent.
-
-Decisions
----------
-All writers
-  * A frame written twice replaces the first write for that frame: **the last write wins**,
-    whole frame (an object of the first write that the second lacks is gone from that frame).
-  * ``obj_id`` is an ``int`` (or numpy integer) ``>= 0``; ``mask`` is a 2-D array of the
-    writer's ``(height, width)``, bool, or any dtype read as ``mask != 0``. The ``"bbox"`` field
-    is not used: boxes are recomputed from the masks, so boxes, areas and masks always agree
-    (they equal the product's boxes, which are its masks' boxes).
-  * Writers create missing parent folders. An output path that cannot be created (a path
-    under a file, a folder where a file is expected, no permission) raises
-    `InvalidInputError` naming the path, when the writer is created.
-  * ``close()`` also runs when the ``with`` block exits on an exception, ``KeyboardInterrupt``
-    included, so the frames written so far are saved; the exception then propagates. Final
-    files are written to a temporary file beside the target and renamed over it, so the
-    target is either the complete previous file or the complete new one, never a partial one.
-  * ``write()`` after ``close()`` raises `InvalidInputError`.
+"""SA-Co / YTVIS JSON: streaming writer, reader and mask decoder.
 
 SA-Co / YTVIS JSON (`YtvisWriter`, `read_ytvis`, `decode_ytvis_masks`)
   * The file has the layout of the SA-Co/VEval ground-truth files (``info``, ``videos``,
@@ -53,34 +28,6 @@ SA-Co / YTVIS JSON (`YtvisWriter`, `read_ytvis`, `decode_ytvis_masks`)
     frames asked for with ``frames=``: all masks of a video are held in memory at once, so ask
     for a few frames of a long video. Object keys are ``"obj_id"`` when present, else the
     annotation ``"id"``.
-
-Indexed PNGs (`PngWriter`, `read_png_masks`)
-  * One 8-bit palette (``"P"``) PNG per written frame, named ``00000.png`` by frame index
-    (``123456.png`` beyond five digits), with the DAVIS palette (the PASCAL VOC colour map).
-  * **Pixel value = obj_id + 1**, 0 = background: SAM 3's object ids start at 0, so the plain
-    id cannot be the pixel value. Ids 0..254 fit; a larger id raises `InvalidInputError`
-    naming it (use the JSON export for more objects).
-  * Overlapping masks (the product's masks normally do not overlap): **the higher id wins**.
-  * Each PNG is written to a temporary name and renamed, so an interrupted run never leaves
-    a truncated PNG. `read_png_masks` reads ``<digits>.png`` files (palette or grayscale) and
-    returns ``{frame_index: {obj_id: mask}}`` with ``obj_id = pixel value - 1``.
-
-Overlay video (`OverlayWriter`, `render_overlay`, `color_for_id`)
-  * `render_overlay` blends each mask's colour into the frame (opacity 0.5; the higher id on
-    top where masks overlap), draws its contour in full colour and labels it with
-    ``"<id> <score>"`` on a box of its colour above its bounding box (inside when there is no
-    room). Empty masks draw nothing.
-  * `color_for_id` is the DAVIS palette entry of the PNG pixel value, ``obj_id % 255 + 1``,
-    so the overlay and the PNGs show an object in the same colour, for every run.
-  * `OverlayWriter` renders each frame as it arrives and keeps it as a JPEG (quality 95) in
-    a temporary folder beside the output (last write wins); ``close()`` encodes the MP4 in
-    frame order, so frames may arrive in any order while memory stays bounded. With
-    ``source`` (a `FrameSource` or any sequence of RGB frames) the video has
-    ``len(source)`` frames and frames without results are the plain source frames; without
-    it, the video holds the written frames only, in frame order. No frame at all: no file.
-  * Codec: H.264 (PyAV ``libx264``, crf 18, ``yuv420p``; ``yuv444p`` for odd sizes, which
-    4:2:0 cannot hold, and which some players such as browsers do not play) when FFmpeg has
-    it, else MPEG-4 Part 2 (``mpeg4``). The video has the source's size and ``fps``.
 """
 
 from __future__ import annotations
@@ -88,165 +35,33 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import weakref
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import date
-from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
 
-import av
-import cv2
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_util
 
 from sam3video import __version__
 from sam3video.errors import (
     DecodeError,
-    FrameIndexError,
     InvalidInputError,
     SourceNotFoundError,
     UnsupportedSourceError,
 )
+from sam3video.io.export.common import (
+    check_frame_index,
+    check_int,
+    check_outputs,
+    output_file,
+    temp_in,
+    unlink_quietly,
+)
 
-__all__ = [
-    "DAVIS_PALETTE",
-    "OverlayWriter",
-    "PngWriter",
-    "YtvisWriter",
-    "color_for_id",
-    "decode_ytvis_masks",
-    "read_png_masks",
-    "read_ytvis",
-    "render_overlay",
-]
-
-MAX_PNG_ID = 254  # pixel value = id + 1 must fit in 8 bits
-
-
-def _davis_palette() -> np.ndarray:
-    """(256, 3) uint8: the PASCAL VOC / DAVIS colour map (bits of the index spread over RGB)."""
-    index = np.arange(256)
-    palette = np.zeros((256, 3), np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-    return palette.astype(np.uint8)
-
-
-DAVIS_PALETTE: np.ndarray = _davis_palette()
-DAVIS_PALETTE.flags.writeable = False
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _check_int(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidInputError(f"{field}: expected an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise InvalidInputError(f"{field}: expected an int >= {minimum}, got {int(value)}")
-    return int(value)
-
-
-def _check_frame_index(frame_index: Any, num_frames: int | None) -> int:
-    bound = "" if num_frames is None else f" and < {num_frames}"
-    if isinstance(frame_index, (bool, np.bool_)) or not isinstance(frame_index, (int, np.integer)):
-        raise FrameIndexError(f"frame_index: expected an int >= 0{bound}, got {frame_index!r}")
-    if frame_index < 0 or (num_frames is not None and frame_index >= num_frames):
-        raise FrameIndexError(f"frame_index: expected an int >= 0{bound}, got {int(frame_index)}")
-    return int(frame_index)
-
-
-def _check_outputs(
-    outputs: Any, height: int, width: int, need_score: bool
-) -> list[tuple[int, np.ndarray, float | None]]:
-    """``outputs`` -> ``[(obj_id, bool (H, W) mask, score or None)]`` in ascending id order."""
-    if not isinstance(outputs, Mapping):
-        raise InvalidInputError(
-            f"outputs: expected a mapping obj_id -> {{'mask', 'score'}}, got "
-            f"{type(outputs).__name__}"
-        )
-    items = []
-    for obj_id, entry in outputs.items():
-        obj_id = _check_int(obj_id, "outputs: obj_id", 0)
-        if not isinstance(entry, Mapping) or "mask" not in entry:
-            raise InvalidInputError(
-                f"outputs[{obj_id}]: expected a mapping with a 'mask', got {entry!r:.80}"
-            )
-        mask = np.asarray(entry["mask"])
-        if mask.shape != (height, width):
-            raise InvalidInputError(
-                f"outputs[{obj_id}]['mask']: expected shape ({height}, {width}), got "
-                f"{tuple(mask.shape)}"
-            )
-        if mask.dtype != np.bool_:
-            mask = mask != 0
-        score = entry.get("score")
-        if score is not None or need_score:
-            if isinstance(score, (bool, np.bool_)) or not isinstance(
-                score, (int, float, np.integer, np.floating)
-            ):
-                raise InvalidInputError(
-                    f"outputs[{obj_id}]['score']: expected a finite float, got {score!r}"
-                )
-            score = float(score)
-            if not math.isfinite(score):
-                raise InvalidInputError(
-                    f"outputs[{obj_id}]['score']: expected a finite float, got {score}"
-                )
-        items.append((obj_id, mask, score))
-    items.sort(key=lambda item: item[0])
-    return items
-
-
-def _output_file(path: Any, field: str) -> Path:
-    """Validated output file path whose parent folder exists (created if needed)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise InvalidInputError(f"{field}: expected a str or os.PathLike, got {path!r}")
-    target = Path(os.fspath(path)).expanduser()
-    if target.is_dir():
-        raise InvalidInputError(f"{field}: expected a file path, got the folder {str(target)!r}")
-    _make_folder(target.parent, field)
-    return target
-
-
-def _make_folder(folder: Path, field: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InvalidInputError(
-            f"{field}: cannot create the folder {str(folder)!r} ({error.strerror or error})"
-        ) from error
-    if not folder.is_dir():
-        raise InvalidInputError(f"{field}: {str(folder)!r} exists and is not a folder")
-
-
-def _temp_in(folder: Path, prefix: str, suffix: str, field: str) -> Path:
-    """Create an empty temporary file in ``folder`` (same file system: atomic rename)."""
-    try:
-        handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
-    except OSError as error:
-        raise InvalidInputError(
-            f"{field}: cannot write in the folder {str(folder)!r} ({error.strerror or error})"
-        ) from error
-    os.close(handle)
-    os.chmod(name, 0o644)  # mkstemp creates 0600; results are ordinary readable files
-    return Path(name)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-# ----------------------------------------------------------------------------- YTVIS JSON
+__all__ = ["YtvisWriter", "decode_ytvis_masks", "read_ytvis"]
 
 
 class _Track:
@@ -292,9 +107,9 @@ class YtvisWriter:
     ) -> None:
         if not isinstance(video_name, str) or not video_name:
             raise InvalidInputError(f"video_name: expected a non-empty str, got {video_name!r}")
-        self.height = _check_int(height, "height", 1)
-        self.width = _check_int(width, "width", 1)
-        self.num_frames = _check_int(num_frames, "num_frames", 1)
+        self.height = check_int(height, "height", 1)
+        self.width = check_int(width, "width", 1)
+        self.num_frames = check_int(num_frames, "num_frames", 1)
         if fps is not None and (
             isinstance(fps, bool)
             or not isinstance(fps, (int, float, np.integer, np.floating))
@@ -304,11 +119,11 @@ class YtvisWriter:
             raise InvalidInputError(f"fps: expected None or a float > 0, got {fps!r}")
         if text is not None and not isinstance(text, str):
             raise InvalidInputError(f"text: expected None or a str, got {text!r}")
-        self.path = _output_file(path, "path")
+        self.path = output_file(path, "path")
         self.video_name = video_name
         self.fps = None if fps is None else float(fps)
         self.text = text
-        self._spool_path = _temp_in(self.path.parent, f".{self.path.name}.", ".spool.jsonl", "path")
+        self._spool_path = temp_in(self.path.parent, f".{self.path.name}.", ".spool.jsonl", "path")
         self._spool: IO[bytes] = open(self._spool_path, "w+b")  # noqa: SIM115 (closed in close)
         # Delete the spool even if close() is never called (the JSON is then not written).
         self._finalizer = weakref.finalize(self, _drop_spool, self._spool, self._spool_path)
@@ -329,8 +144,8 @@ class YtvisWriter:
         """
         if self._closed:
             raise InvalidInputError(f"YtvisWriter({str(self.path)!r}): write() after close()")
-        t = _check_frame_index(frame_index, self.num_frames)
-        items = _check_outputs(outputs, self.height, self.width, need_score=True)
+        t = check_frame_index(frame_index, self.num_frames)
+        items = check_outputs(outputs, self.height, self.width, need_score=True)
         records = []
         if items:
             # One encode call for all objects: (H, W, N) Fortran-ordered uint8.
@@ -375,14 +190,14 @@ class YtvisWriter:
         temp = None
         try:
             self._spool.flush()
-            temp = _temp_in(self.path.parent, f".{self.path.name}.", ".tmp", "path")
+            temp = temp_in(self.path.parent, f".{self.path.name}.", ".tmp", "path")
             with open(temp, "w", encoding="utf-8") as out:
                 self._write_json(out)
             os.replace(temp, self.path)
             temp = None
         finally:
             if temp is not None:
-                _unlink(temp)
+                unlink_quietly(temp)
             self._finalizer()
             self._tracks.clear()
             self._frame_ids.clear()
@@ -464,7 +279,7 @@ class YtvisWriter:
 
 def _drop_spool(spool: IO[bytes], path: Path) -> None:
     spool.close()
-    _unlink(path)
+    unlink_quietly(path)
 
 
 def read_ytvis(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -513,7 +328,7 @@ def decode_ytvis_masks(
     videos = data.get("videos") if isinstance(data, Mapping) else None
     if not isinstance(videos, list):
         raise InvalidInputError("data: expected a YTVIS dict with a 'videos' list")
-    index = _check_int(video_index, "video_index", 0)
+    index = check_int(video_index, "video_index", 0)
     if index >= len(videos):
         raise InvalidInputError(
             f"video_index: expected an int < {len(videos)} (the number of videos), got {index}"
@@ -529,7 +344,7 @@ def decode_ytvis_masks(
     if frames is None:
         wanted = list(range(length))
     else:
-        wanted = sorted({_check_frame_index(t, length) for t in frames})
+        wanted = sorted({check_frame_index(t, length) for t in frames})
     height, width = int(video["height"]), int(video["width"])
     result: dict[int, dict[int, np.ndarray]] = {t: {} for t in wanted}
     for annotation in annotations:
@@ -552,349 +367,3 @@ def decode_ytvis_masks(
                 )
             result[t][obj_id] = mask
     return result
-
-
-# ----------------------------------------------------------------------------- PNG masks
-
-
-def _label_map(items: Sequence[tuple[int, np.ndarray, Any]], height: int, width: int) -> np.ndarray:
-    """int64 (H, W): position + 1 in ``items`` of the last (highest-id) mask covering a pixel."""
-    if not items:
-        return np.zeros((height, width), np.int64)
-    stack = np.stack([mask for _, mask, _ in items])  # (N, H, W)
-    last = len(items) - np.argmax(stack[::-1], axis=0)  # 1-based position of the last True
-    return np.where(stack.any(axis=0), last, 0)
-
-
-class PngWriter:
-    """Write per-frame indexed PNG masks into ``folder`` (see the module notes).
-
-    Pixel value = ``obj_id + 1`` (0 = background), DAVIS palette, file ``<frame:05d>.png``,
-    the higher id wins on overlaps, ids above 254 raise `InvalidInputError`.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str], height: int, width: int) -> None:
-        if not isinstance(folder, (str, os.PathLike)):
-            raise InvalidInputError(f"folder: expected a str or os.PathLike, got {folder!r}")
-        self.folder = Path(os.fspath(folder)).expanduser()
-        self.height = _check_int(height, "height", 1)
-        self.width = _check_int(width, "width", 1)
-        _make_folder(self.folder, "folder")
-        _unlink(_temp_in(self.folder, ".", ".tmp", "folder"))  # fail now if not writable
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def write(self, frame_index: int, outputs: Mapping[int, Mapping[str, Any]]) -> Path:
-        """Write ``<frame_index:05d>.png`` (replacing it); returns its path."""
-        if self._closed:
-            raise InvalidInputError(f"PngWriter({str(self.folder)!r}): write() after close()")
-        t = _check_frame_index(frame_index, None)
-        items = _check_outputs(outputs, self.height, self.width, need_score=False)
-        for obj_id, _, _ in items:
-            if obj_id > MAX_PNG_ID:
-                raise InvalidInputError(
-                    f"outputs: obj_id {obj_id} does not fit in an 8-bit PNG mask (pixel value "
-                    f"= id + 1, ids 0..{MAX_PNG_ID}); use the JSON export for more objects"
-                )
-        values = np.array([0] + [obj_id + 1 for obj_id, _, _ in items], np.uint8)
-        labels = values[_label_map(items, self.height, self.width)]
-        image = Image.fromarray(labels)  # "L", turned into "P" by the palette
-        image.putpalette(DAVIS_PALETTE.tobytes())
-        target = self.folder / f"{t:05d}.png"
-        temp = self.folder / f".{target.name}.tmp"
-        try:
-            image.save(temp, format="PNG")
-            os.replace(temp, target)
-        finally:
-            _unlink(temp)
-        return target
-
-    def close(self) -> None:
-        """Mark the writer closed (every PNG is already complete on disk). Idempotent."""
-        self._closed = True
-
-    def __enter__(self) -> PngWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def read_png_masks(folder: str | os.PathLike[str]) -> dict[int, dict[int, np.ndarray]]:
-    """Read the ``<digits>.png`` masks of ``folder``.
-
-    Returns:
-        ``{frame_index: {obj_id: bool (H, W) mask}}`` in ascending frame order, with
-        ``obj_id = pixel value - 1``; a PNG without objects maps to ``{}``.
-    """
-    source = Path(os.fspath(folder)).expanduser()
-    if not source.exists():
-        raise SourceNotFoundError(f"mask folder {str(source)!r} does not exist")
-    if not source.is_dir():
-        raise UnsupportedSourceError(f"mask folder {str(source)!r} is not a folder")
-    files = sorted(
-        (int(p.stem), p)
-        for p in source.iterdir()
-        if p.suffix.lower() == ".png" and p.stem.isdigit() and p.is_file()
-    )
-    result: dict[int, dict[int, np.ndarray]] = {}
-    for t, file in files:
-        try:
-            with Image.open(file) as image:
-                if image.mode not in ("P", "L"):
-                    raise UnsupportedSourceError(
-                        f"mask {str(file)!r}: expected a palette (P) or grayscale (L) PNG, got "
-                        f"mode {image.mode!r}"
-                    )
-                labels = np.array(image)
-        except OSError as error:
-            raise DecodeError(f"mask {str(file)!r} cannot be read ({error})") from error
-        values = np.unique(labels)
-        result[t] = {int(v) - 1: labels == v for v in values[values > 0]}
-    return result
-
-
-# ----------------------------------------------------------------------------- overlay
-
-
-def color_for_id(obj_id: int) -> tuple[int, int, int]:
-    """RGB colour of an object: the DAVIS palette entry ``obj_id % 255 + 1``."""
-    obj_id = _check_int(obj_id, "obj_id", 0)
-    r, g, b = DAVIS_PALETTE[obj_id % 255 + 1]
-    return int(r), int(g), int(b)
-
-
-def render_overlay(
-    frame_rgb: np.ndarray, outputs: Mapping[int, Mapping[str, Any]], alpha: float = 0.5
-) -> np.ndarray:
-    """Draw the masks, contours, ids and scores of one frame (see the module notes).
-
-    Args:
-        frame_rgb: uint8 (H, W, 3) RGB frame; not modified.
-        outputs: ``{obj_id: {"mask": bool (H, W), "score": float (optional)}}``.
-        alpha: opacity of the mask colours.
-
-    Returns:
-        A new uint8 (H, W, 3) RGB image.
-    """
-    frame = np.asarray(frame_rgb)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise InvalidInputError(
-            f"frame_rgb: expected a uint8 (H, W, 3) array, got {frame.dtype} {frame.shape}"
-        )
-    height, width = frame.shape[:2]
-    items = _check_outputs(outputs, height, width, need_score=False)
-    image = frame.copy()
-    if not items:
-        return image
-    colors = np.array([(0, 0, 0)] + [color_for_id(obj_id) for obj_id, _, _ in items], np.float32)
-    labels = _label_map(items, height, width)
-    covered = labels > 0
-    blended = (1.0 - alpha) * frame[covered] + alpha * colors[labels[covered]]
-    image[covered] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-    line = max(1, round(min(height, width) / 360))
-    scale = max(0.3, min(height, width) / 800)
-    thick = max(1, round(scale * 1.5))
-    pad = max(1, round(3 * scale))
-    for obj_id, mask, score in items:  # drawing, not a model forward
-        if not mask.any():
-            continue
-        color = color_for_id(obj_id)
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        cv2.drawContours(image, contours, -1, color, line, cv2.LINE_AA)
-        text = f"{obj_id}" if score is None else f"{obj_id} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-        box_h, box_w = th + base + 2 * pad, tw + 2 * pad
-        x = int(min(max(xs[0], 0), max(width - box_w, 0)))
-        y = int(ys[0]) - box_h
-        if y < 0:  # no room above the mask: label inside its top edge
-            y = int(min(ys[0], max(height - box_h, 0)))
-        cv2.rectangle(image, (x, y), (x + box_w - 1, y + box_h - 1), color, cv2.FILLED)
-        luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-        ink = (0, 0, 0) if luma > 140 else (255, 255, 255)
-        cv2.putText(
-            image,
-            text,
-            (x + pad, y + pad + th),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            ink,
-            thick,
-            cv2.LINE_AA,
-        )
-    return image
-
-
-def _pick_codec() -> str:
-    try:
-        av.codec.Codec("libx264", "w")
-    except Exception:  # FFmpeg built without x264
-        return "mpeg4"
-    return "libx264"
-
-
-class OverlayWriter:
-    """Write an MP4 of the video with the results drawn on it (see the module notes).
-
-    Args:
-        path: the MP4 file to write (parent folders are created).
-        fps: frame rate of the output (the source's).
-        height, width: frame size in pixels.
-        source: optional frames (a `FrameSource` or a sequence of uint8 (H, W, 3) RGB
-            arrays): gives the frame count, the frames of ``write(t, outputs)`` called without
-            ``frame``, and the plain frames of frames without results.
-
-    ``write(frame_index, outputs, frame=None)`` renders one frame (last write wins);
-    ``close()`` encodes the MP4 in frame order (idempotent; also on leaving a ``with`` block).
-    """
-
-    JPEG_QUALITY = 95
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        fps: float,
-        height: int,
-        width: int,
-        *,
-        source: Sequence[np.ndarray] | None = None,
-    ) -> None:
-        if (
-            isinstance(fps, bool)
-            or not isinstance(fps, (int, float, np.integer, np.floating))
-            or not math.isfinite(fps)
-            or fps <= 0
-        ):
-            raise InvalidInputError(f"fps: expected a float > 0, got {fps!r}")
-        self.height = _check_int(height, "height", 1)
-        self.width = _check_int(width, "width", 1)
-        if source is not None and not (
-            hasattr(source, "__len__") and hasattr(source, "__getitem__")
-        ):
-            raise InvalidInputError(
-                f"source: expected None or a sequence of frames, got {type(source).__name__}"
-            )
-        self.path = _output_file(path, "path")
-        self.fps = float(fps)
-        self.source = source
-        try:
-            self._folder = Path(
-                tempfile.mkdtemp(
-                    prefix=f".{self.path.name}.", suffix=".frames", dir=self.path.parent
-                )
-            )
-        except OSError as error:
-            raise InvalidInputError(
-                f"path: cannot write in the folder {str(self.path.parent)!r} "
-                f"({error.strerror or error})"
-            ) from error
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self._folder, True)
-        self._written: set[int] = set()
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def write(
-        self,
-        frame_index: int,
-        outputs: Mapping[int, Mapping[str, Any]],
-        frame: np.ndarray | None = None,
-    ) -> None:
-        """Render one frame and keep it until ``close()``; replaces an earlier write.
-
-        Args:
-            frame_index: int >= 0 (and < ``len(source)`` with a source).
-            outputs: ``{obj_id: {"mask": bool (H, W), "score": float}}``.
-            frame: uint8 (H, W, 3) RGB; ``None``: ``source[frame_index]``.
-        """
-        if self._closed:
-            raise InvalidInputError(f"OverlayWriter({str(self.path)!r}): write() after close()")
-        t = _check_frame_index(frame_index, None if self.source is None else len(self.source))
-        if frame is None:
-            if self.source is None:
-                raise InvalidInputError("frame: expected a uint8 (H, W, 3) array (no source given)")
-            frame = self.source[t]
-        frame = self._check_frame(frame, "frame")
-        image = render_overlay(frame, outputs)
-        _, data = cv2.imencode(
-            ".jpg",
-            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_JPEG_QUALITY, self.JPEG_QUALITY],
-        )
-        target = self._folder / f"{t:08d}.jpg"
-        temp = self._folder / f".{t:08d}.tmp"
-        try:
-            temp.write_bytes(data.tobytes())
-            os.replace(temp, target)
-        finally:
-            _unlink(temp)
-        self._written.add(t)
-
-    def close(self) -> None:
-        """Encode the MP4 (atomically) from the kept frames and delete them. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        temp = None
-        try:
-            indices = sorted(self._written) if self.source is None else range(len(self.source))
-            if len(indices) == 0:
-                return
-            temp = _temp_in(self.path.parent, f".{self.path.name}.", ".mp4", "path")
-            self._encode(temp, indices)
-            os.replace(temp, self.path)
-            temp = None
-        finally:
-            if temp is not None:
-                _unlink(temp)
-            self._finalizer()
-
-    def __enter__(self) -> OverlayWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _check_frame(self, frame: Any, field: str) -> np.ndarray:
-        frame = np.asarray(frame)
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise InvalidInputError(
-                f"{field}: expected a uint8 ({self.height}, {self.width}, 3) RGB array, got "
-                f"{frame.dtype} {tuple(frame.shape)}"
-            )
-        return frame
-
-    def _encode(self, file: Path, indices: Iterable[int]) -> None:
-        codec = _pick_codec()
-        odd = self.height % 2 or self.width % 2
-        with av.open(str(file), "w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
-            stream.width, stream.height = self.width, self.height
-            if codec == "libx264":
-                stream.pix_fmt = "yuv444p" if odd else "yuv420p"
-                stream.options = {"crf": "18", "preset": "veryfast"}
-            else:
-                stream.pix_fmt = "yuv420p"
-                stream.codec_context.qmax = 5  # keep text and contours sharp
-            for t in indices:
-                if t in self._written:
-                    data = np.fromfile(self._folder / f"{t:08d}.jpg", np.uint8)
-                    frame = av.VideoFrame.from_ndarray(
-                        cv2.imdecode(data, cv2.IMREAD_COLOR), format="bgr24"
-                    )
-                else:
-                    plain = self._check_frame(self.source[t], f"source[{t}]")
-                    frame = av.VideoFrame.from_ndarray(plain, format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)

@@ -1,0 +1,338 @@
+"""``sam3video track``: prompts on one frame, propagation, results written as they come.
+
+Decisions
+  * Everything the command line decides is checked before the model loads: the prompts
+    (through the request API's own validation, messages naming the flags), the frame, the
+    device and the output folder.
+  * A concept prompt (text and/or boxes) and clicks cannot share one request, and after
+    "text, then clicks" SAM 3 only propagates the clicked object; so the concept is added and
+    propagated first, then the clicks (a second pass that re-emits every frame with all
+    objects; later writes replace earlier ones, so the files hold the final result).
+  * Progress counts frames as they are tracked (`sam3video.cli.watch`); Ctrl-C then takes
+    the frames the hotstart buffer holds, so the files hold every frame that was computed.
+  * The summary counts what the files hold: the frames written and the objects on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam3video.cli.args import DEFAULT_OUT_ROOT, EXIT_INTERRUPTED, EXIT_OK, PROG
+from sam3video.cli.outputs import Exports, OutputFolder, hold_sigint
+from sam3video.cli.progress import Progress, plural
+from sam3video.cli.runtime import check_device, default_threads
+from sam3video.cli.watch import TrackingWatch
+from sam3video.errors import InvalidInputError
+
+__all__ = ["TrackSummary", "run_track", "track"]
+
+
+@dataclass
+class TrackSummary:
+    """What a ``track`` run did.
+
+    ``frames`` / ``objects``: the distinct frames and objects the files hold. ``tracked``:
+    frames the propagations computed (what ``track_seconds`` timed). ``flushed``: frames taken
+    from the hotstart buffer after Ctrl-C. ``passes``: what each pass tracked (``"text"``,
+    ``"clicks"``...).
+    """
+
+    frames: int = 0
+    objects: int = 0
+    tracked: int = 0
+    flushed: int = 0
+    results: int = 0
+    video_frames: int = 0
+    passes: list[str] = field(default_factory=list)
+    threads: int = 0
+    track_seconds: float = 0.0
+    write_seconds: float = 0.0
+    load_seconds: float = 0.0
+    out: Path | None = None
+    files: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def run_track(args: argparse.Namespace, predictor: Any = None) -> int:
+    """``sam3video track``: returns the exit code (0, or 130 when interrupted while
+    tracking); errors are raised (`sam3video.cli.main` turns them into exit codes).
+
+    ``predictor``: an existing `Sam3VideoPredictor` (or an object with its request API) to
+    use instead of loading one from ``--model`` / ``--checkpoint``.
+    """
+    summary = track(args, predictor)
+    saved = ", ".join(summary.files) or "nothing written"
+    if summary.interrupted:
+        buffered = ""
+        if summary.flushed:
+            buffered = f" ({summary.flushed} of them from the hotstart buffer)"
+        print(
+            f"{PROG}: interrupted after {plural(summary.tracked, 'frame')} tracked; saved "
+            f"{plural(summary.frames, 'frame')}{buffered} with "
+            f"{plural(summary.objects, 'object')} in {summary.out}: {saved}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    n = summary.tracked
+    per_frame = summary.track_seconds / n if n else 0.0
+    rate = n / summary.track_seconds if summary.track_seconds > 0 else 0.0
+    passes = ""
+    if len(summary.passes) > 1:
+        passes = f" ({len(summary.passes)} passes: {', then '.join(summary.passes)})"
+    print(f"frames   {summary.frames} of {summary.video_frames}{passes}")
+    print(f"objects  {summary.objects}")
+    print(
+        f"time     {per_frame:.3f} s/frame, {rate:.2f} frames/s (of which writing "
+        f"{summary.write_seconds / max(summary.results, 1):.3f} s/frame); "
+        f"model loaded in {summary.load_seconds:.1f} s; {plural(summary.threads, 'thread')}"
+    )
+    print(f"results  {summary.out}: {saved}")
+    return EXIT_OK
+
+
+def track(args: argparse.Namespace, predictor: Any = None) -> TrackSummary:
+    """Run the ``track`` job; returns its `TrackSummary` (``interrupted`` after Ctrl-C)."""
+    import torch
+
+    _check_prompts(args)
+    threads = args.threads or default_threads()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        summary = _track(args, predictor)
+    finally:
+        torch.set_num_threads(previous_threads)  # in-process callers keep their setting
+    summary.threads = threads
+    return summary
+
+
+def _track(args: argparse.Namespace, predictor: Any) -> TrackSummary:
+    import torch
+
+    from sam3video.errors import FrameIndexError
+    from sam3video.io import IMAGE_EXTENSIONS, open_frames
+    from sam3video.requests import check_points_in_frame, parse_request
+
+    device = check_device(args.device) if predictor is None else None
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+
+    with open_frames(args.video, loader=args.loader) as frames:
+        num_frames = len(frames)
+        if args.frame >= num_frames:
+            raise FrameIndexError(
+                f"--frame: expected a frame index in [0, {num_frames}) ({args.video} has "
+                f"{plural(num_frames, 'frame')}), got {args.frame}"
+            )
+        for request in _prompt_requests(args, "check"):  # validate before loading the model
+            try:
+                parse_request(request, stream=False)
+                if "points" in request:
+                    check_points_in_frame(request["points"], frames.width, frames.height)
+            except InvalidInputError as error:
+                raise _as_flag_error(error) from None
+        video = Path(args.video)
+        folder = OutputFolder(Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / video.stem)
+        out = folder.create()
+        still = video.suffix.lower() in IMAGE_EXTENSIONS and video.is_file()
+        exports = Exports(out, args.format, frames, args.text, still=still)
+        summary = TrackSummary(out=out, video_frames=num_frames)
+        try:
+            start = time.perf_counter()
+            if predictor is None:
+                predictor = _load_predictor(args, device, dtype)
+            summary.load_seconds = time.perf_counter() - start
+            _run_passes(args, predictor, exports, summary, num_frames)
+        finally:
+            if not exports.written:  # failed (or stopped) before any result: leave nothing
+                folder.discard()
+        summary.frames = len(exports.written)
+        summary.objects = len(exports.objects)
+        summary.write_seconds = exports.seconds
+        summary.files = exports.files()
+        return summary
+
+
+def _run_passes(
+    args: argparse.Namespace,
+    predictor: Any,
+    exports: Exports,
+    summary: TrackSummary,
+    num_frames: int,
+) -> None:
+    """Each prompt, then its propagation, written as the results come; Ctrl-C ends it with
+    the held frames written too."""
+    session_id = predictor.handle_request(
+        {"type": "start_session", "resource_path": str(args.video)}
+    )["session_id"]
+    requests = _prompt_requests(args, session_id)
+    summary.passes = [_pass_name(request) for request in requests]
+    per_pass = _expected_frames(num_frames, args.frame, args.max_frames, args.direction)
+    progress = Progress(per_pass, enabled=not args.quiet)
+    watch = TrackingWatch(predictor, session_id, lambda _: progress.advance_to(watch.tracked))
+    released, complete = 0, False
+    tick: float | None = None  # when the running propagation started
+
+    def write(item: dict[str, Any]) -> None:
+        exports.write(item["frame_index"], item["outputs"])
+        summary.results += 1
+
+    try:
+        with watch:
+            for k, request in enumerate(requests):
+                label = "tracking"
+                if len(requests) > 1:
+                    label = f"pass {k + 1} of {len(requests)} ({summary.passes[k]})"
+                progress.begin(label, per_pass)
+                watch.restart()
+                released = 0
+                write(predictor.handle_request(request))
+                stream = predictor.handle_stream_request(_propagate_request(args, session_id))
+                tick = time.perf_counter()
+                for item in stream:
+                    write(item)
+                    released += 1
+                    progress.advance_to(max(watch.tracked, released), len(exports.objects))
+                summary.tracked += max(watch.tracked, released)
+                summary.track_seconds += time.perf_counter() - tick
+                progress.end_pass()
+                released, tick = 0, None
+                watch.restart()
+        complete = True
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        summary.tracked += max(watch.tracked, released)
+        if tick is not None:
+            summary.track_seconds += time.perf_counter() - tick
+        with hold_sigint():  # a second Ctrl-C must not lose the frames being flushed
+            for frame_index, outputs in watch.held_frames():
+                write({"frame_index": frame_index, "outputs": outputs})
+                summary.flushed += 1
+    finally:
+        progress.close()
+        try:
+            exports.close(complete)
+        finally:
+            predictor.handle_request({"type": "close_session", "session_id": session_id})
+
+
+def _load_predictor(args: argparse.Namespace, device: Any, dtype: Any) -> Any:
+    from sam3video.checkpoints import locate_checkpoint, resolve_checkpoint, verify_checkpoint
+    from sam3video.predictor import Sam3VideoPredictor
+
+    checkpoint = None
+    if args.model == "full":
+        checkpoint = resolve_checkpoint(args.checkpoint)
+    elif args.checkpoint:
+        location = locate_checkpoint(args.checkpoint)
+        checkpoint = verify_checkpoint(location.path, location.source)
+    else:
+        print(
+            f"{PROG}: warning: --model tiny runs on SYNTHETIC weights: the masks are "
+            "meaningless (a test of the pipeline, not a segmentation)",
+            file=sys.stderr,
+        )
+    if not args.quiet:
+        where = f" from {checkpoint}" if checkpoint is not None else ""
+        print(f"{PROG}: loading the {args.model} model on {device}{where}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*synthetic weights.*")
+        return Sam3VideoPredictor(
+            checkpoint_path=checkpoint,
+            video_loader_type=args.loader,
+            model_config=args.model,
+            device=device,
+            dtype=dtype,
+        )
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+def _check_prompts(args: argparse.Namespace) -> None:
+    if args.text is None and not args.box and not args.points:
+        raise InvalidInputError(
+            'no prompt: expected --text, --box and/or --points (e.g. --text "person")'
+        )
+    if args.text is not None and not args.text.strip():
+        raise InvalidInputError(f"--text: expected a non-empty noun phrase, got {args.text!r}")
+
+
+def _prompt_requests(args: argparse.Namespace, session_id: str) -> list[dict[str, Any]]:
+    """One add_prompt per pass: the concept (text and/or boxes), then the clicks."""
+    requests: list[dict[str, Any]] = []
+    if args.text is not None or args.box:
+        request: dict[str, Any] = {
+            "type": "add_prompt",
+            "session_id": session_id,
+            "frame_index": args.frame,
+        }
+        if args.text is not None:
+            request["text"] = args.text
+        if args.box:
+            request["bounding_boxes"] = [list(box) for box, _ in args.box]
+            request["bounding_box_labels"] = [label for _, label in args.box]
+        requests.append(request)
+    if args.points:
+        requests.append(
+            {
+                "type": "add_prompt",
+                "session_id": session_id,
+                "frame_index": args.frame,
+                "points": [[x, y] for x, y, _ in args.points],
+                "point_labels": [label for _, _, label in args.points],
+            }
+        )
+    return requests
+
+
+def _pass_name(request: dict[str, Any]) -> str:
+    """``"text"``, ``"boxes"``, ``"text and boxes"`` or ``"clicks"``."""
+    if "points" in request:
+        return "clicks"
+    names = {"text": "text", "bounding_boxes": "boxes"}
+    parts = [name for key, name in names.items() if key in request]
+    return " and ".join(parts)
+
+
+def _propagate_request(args: argparse.Namespace, session_id: str) -> dict[str, Any]:
+    return {
+        "type": "propagate_in_video",
+        "session_id": session_id,
+        "propagation_direction": args.direction,
+        "start_frame_index": args.frame,
+        "max_frame_num_to_track": None if args.max_frames is None else args.max_frames - 1,
+    }
+
+
+_FLAG_OF_FIELD = {
+    "bounding_box_labels": "--box (labels)",
+    "bounding_boxes": "--box",
+    "point_labels": "--points (labels)",
+    "points": "--points",
+    "text": "--text",
+}
+
+
+def _as_flag_error(error: InvalidInputError) -> InvalidInputError:
+    """The same error, its leading request-field name replaced by the command-line flag."""
+    message = re.sub(
+        r"^(bounding_box_labels|bounding_boxes|point_labels|points|text)\b",
+        lambda m: _FLAG_OF_FIELD[m.group(1)],
+        str(error),
+    )
+    return type(error)(message)
+
+
+def _expected_frames(num_frames: int, start: int, max_frames: int | None, direction: str) -> int:
+    """How many results one propagation yields (the request API's processing order)."""
+    n = num_frames if max_frames is None else max_frames - 1
+    forward = min(start + n, num_frames - 1) - start + 1
+    backward = start - max(start - n, 0)
+    return {"forward": forward, "backward": backward, "both": forward + backward}[direction]
