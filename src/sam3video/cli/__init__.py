@@ -3,7 +3,8 @@
 ``sam3video track VIDEO --text "person"`` opens a session of `Sam3VideoPredictor`, adds the
 prompts on ``--frame``, propagates, and writes the results with the exporters of
 `sam3video.io.export` while the propagation runs. ``sam3video info`` prints versions,
-devices, threads and which checkpoint would be used.
+devices, threads and which checkpoint would be used. ``sam3video serve`` (the HTTP server)
+is `sam3video.server.cli`'s; this package only adds it to the parser.
 
 Modules: `args` (the parser), `track` (the job), `outputs` (the output folder and writers),
 `progress` (the display), `watch` (tracked frames and the hotstart buffer, from the session),
@@ -120,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not debug:
             warnings.showwarning = _show_warning
         try:
-            return COMMANDS[args.command](args)
+            run = COMMANDS.get(args.command) or args.func  # serve: sam3video.server.cli
+            return run(args)
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -146,7 +146,7 @@ def _device_name(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sam3video`` argument parser (subcommands ``track`` and ``info``)."""
+    """The ``sam3video`` argument parser (subcommands ``track``, ``info`` and ``serve``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser = _Parser(
@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         "use and from where (nothing is loaded or downloaded).",
     )
     _add_model_arguments(info)
+
+    from sam3video.server.cli import add_serve_parser  # light: FastAPI loads when it runs
+
+    add_serve_parser(commands, parents=[common])
     return parser
 
 
