@@ -10,10 +10,9 @@ folder, 640x272):
 1. text prompt ``--text`` on frame 0 (the detector then runs on every frame);
 2. N clicks on frame 0, each a new object (each click creates its own tracker state, as the
    product and the official code do for clicked objects);
-3. full propagation over frames 0..K (the session's action history is cleared so that the
-   propagation is a full one: detector + every tracker state on every frame, i.e. the steady
-   state of a video with N objects; a user's propagation right after clicks would be
-   partial, tracker only). Births are switched off (``new_det_thresh`` above 1) so that
+3. full propagation over frames 0..K (no frame was detected since the text prompt, so the
+   session detects and tracks every frame with every tracker state, i.e. the steady state of
+   a video with N objects). Births are switched off (``new_det_thresh`` above 1) so that
    exactly N objects are tracked whatever the synthetic weights detect.
 
 Frame 0 is the prompt frame (its tracker outputs are the clicks' cached ones); the reported
@@ -97,13 +96,13 @@ class TimedSession(VideoSession):
         with self.timer("detector"):
             return super()._detect(*args, **kwargs)
 
-    def _det_track_one_frame(self, frame_idx: int, reverse: bool):
+    def _det_track_one_frame(self, frame_idx: int, reverse: bool, stages=None):
         if self.rate_records is not None:  # the GEMM rate right before each frame (untimed)
             self.rate_records[frame_idx] = gemm_rate(seconds=1.0)
         folded = FOLDED[0]
         try:
             with self.timer.frame(*self._records(frame_idx)), self.timer("post"):
-                return super()._det_track_one_frame(frame_idx, reverse)
+                return super()._det_track_one_frame(frame_idx, reverse, stages)
         finally:
             self.folded_records[frame_idx] = FOLDED[0] - folded
 
@@ -219,14 +218,15 @@ def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | No
         session.add_points(0, np.array([[x, y]]), np.array([1]), None)
     t_clicks = time.perf_counter() - t0
 
-    session.history.clear()  # dispatch a FULL propagation (see module doc)
+    # No frame was detected since the text prompt: the propagation detects and tracks every
+    # frame with every object (the ledger decides; see VideoSession.propagate).
     session.records, session.flop_records, session.folded_records = {}, {}, {}
     session.rate_records = {} if count_flops else None
     counter = flop_counter() if count_flops else contextlib.nullcontext()
     TIMER.flops = (lambda: counter.get_total_flops() + FOLDED[0]) if count_flops else None
     t0 = time.perf_counter()
     with counter:
-        yielded = sum(1 for _ in session.propagate(0, n_frames, reverse=False))
+        yielded = sum(1 for _ in session.propagate(0, n_frames, [False]))
     t_prop = time.perf_counter() - t0
     TIMER.flops = None
     final_rate = gemm_rate(seconds=1.0) if count_flops else None

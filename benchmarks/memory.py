@@ -22,8 +22,8 @@ Request sequence, the same on both sides:
 2. text prompt ``person`` on frame 0;
 3. N clicks on frame 0, each a new object;
 4. one forward propagation over every frame, run as a FULL propagation (detector + tracker
-   of the clicked objects on every frame): ours clears its action history (as in
-   ``latency.py``), the official worker clears ``inference_state["action_history"]``;
+   of the clicked objects on every frame): ours does that by itself (no frame was detected
+   since the text prompt), the official worker clears ``inference_state["action_history"]``;
    without that the official predictor would run a partial propagation, which fails with
    "No cached outputs found" when no full propagation came before. The official hotstart
    bookkeeping has no first-frame entry for clicked objects (its clicks are meant to follow a
@@ -157,10 +157,10 @@ def _ours(media: Path, length: int, n_objects: int, config: str) -> dict:
         session.add_concept_prompt(0, TEXT, None)
         for x, y in click_points(n_objects, frames.height, frames.width):
             session.add_points(0, np.array([[x, y]]), np.array([1]), None)
-        session.history.clear()  # a full propagation (see latency.py)
+        # every frame is detected and tracked: none was since the text prompt
         t0 = time.perf_counter()
         shown = 0
-        for k, (_, outputs) in enumerate(session.propagate(0, None, reverse=False)):
+        for k, (_, outputs) in enumerate(session.propagate(0, None, [False])):
             shown = len(outputs)
             del outputs
             sampler(k)
