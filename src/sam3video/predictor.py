@@ -365,6 +365,12 @@ class Sam3VideoPredictor:
         if session.closed:
             raise UnknownIdError("session_id: this session was closed")
 
+    def get_session(self, session_id: str) -> VideoSession:
+        """The `VideoSession` behind a session id, for callers that build on the session
+        (observers of propagation steps, `VideoSession.release_pending`). Hold
+        ``session.lock`` while calling into it from several threads."""
+        return self._session(session_id)
+
     def session_info(self, session_id: str) -> dict[str, Any]:
         """Frames, video size, tracked object ids and the memory a session holds."""
         session = self._session(session_id)
