@@ -794,7 +794,7 @@ def test_progress_time_left_skips_the_slow_first_frame(monkeypatch):
         progress.update(1)
     lines = stream.getvalue().splitlines()
     assert [line.split(", ")[-1] for line in lines] == ["estimating time left"] * 3 + [
-        "1:37 left",
+        "1:36 left",
         "1:35 left",
     ]
     assert "1.00 frames/s" in lines[-1]
