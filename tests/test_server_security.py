@@ -176,6 +176,7 @@ def test_unknown_ids_name_no_other_session(server, http):
         ),
         (b'{"type": "add_prompt", "session_id": "S", "frame_index": 0, "text": 3}', "text"),
         (b'{"type": "start_session", "resource_path": 5}', "resource_path"),
+        (b'{"type": "start_session", "resource_path": "a\\u0000b.mp4"}', "resource_path"),
         (b'{"type": "start_sesion", "resource_path": "x"}', "type"),
         (b"[1, 2]", "request"),
         (b'"start_session"', "request"),

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path, PurePath
 from typing import BinaryIO
 
-from sam3video.errors import InvalidInputError, UnsupportedSourceError
+from sam3video.errors import InvalidInputError, SourceNotFoundError, UnsupportedSourceError
 from sam3video.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from sam3video.server.errors import ForbiddenPathError, PayloadTooLargeError
 
@@ -38,6 +38,8 @@ def resolve_media_path(root: Path, resource_path: str, field: str = "resource_pa
     Raises:
         ForbiddenPathError: ``..`` in the path, or a real path outside ``root``.
     """
+    if "\x00" in resource_path:
+        raise InvalidInputError(f"{field}: expected a path, got one with a NUL character")
     given = PurePath(resource_path)
     if ".." in given.parts:
         raise ForbiddenPathError(f"{field}: '..' is not allowed, got {resource_path!r}")
@@ -45,12 +47,15 @@ def resolve_media_path(root: Path, resource_path: str, field: str = "resource_pa
     real = Path(os.path.realpath(candidate))
     if not _inside(real, root):
         raise ForbiddenPathError(f"{field}: {resource_path!r} is outside the media root")
-    if real.is_dir():
-        for entry in os.scandir(real):
-            if entry.is_symlink() and not _inside(Path(os.path.realpath(entry.path)), root):
-                raise ForbiddenPathError(
-                    f"{field}: {resource_path!r} holds a link that leaves the media root"
-                )
+    try:
+        entries = list(os.scandir(real)) if real.is_dir() else []
+    except OSError as exc:  # too long, unreadable: as if it were not there
+        raise SourceNotFoundError(f"{field}: cannot read {resource_path!r}") from exc
+    for entry in entries:
+        if entry.is_symlink() and not _inside(Path(os.path.realpath(entry.path)), root):
+            raise ForbiddenPathError(
+                f"{field}: {resource_path!r} holds a link that leaves the media root"
+            )
     return str(real)
 
 
