@@ -212,3 +212,26 @@ def test_media_listing_health_metrics_and_docs(server, http):
     page = http.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
     assert http.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 4), (48, 64), (7, 1), (1, 9), (270, 480)])
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.5, 1.0])
+def test_rle_matches_pycocotools_both_ways(shape, density):
+    import warnings
+
+    from pycocotools import mask as mask_utils
+
+    from sam3video.server.rle import decode_mask, encode_mask
+
+    rng = np.random.default_rng(hash((shape, density)) % 2**32)
+    mask = rng.random(shape) < density
+    rle = encode_mask(mask)
+    coco = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert rle == {"size": list(shape), "counts": coco["counts"].decode()}
+    decoded = decode_mask(rle)
+    assert decoded.dtype == np.bool_ and decoded.flags.c_contiguous
+    assert np.array_equal(decoded, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools under numpy 2
+        assert np.array_equal(mask_utils.decode(coco).astype(bool), mask)
+    assert np.array_equal(decode_mask(encode_mask(mask.T)), mask.T)  # a non-contiguous view
