@@ -110,7 +110,8 @@ def test_closing_the_client_generator_early_stops_the_server(server):
         assert remote.session_info(sid)["propagation"]["status"] == "disconnected"
 
 
-def test_cancel_and_a_busy_session(server, http):
+@pytest.mark.parametrize("how", ["route", "seed request"])
+def test_cancel_and_a_busy_session(server, http, how):
     sid = _clicked_session(http)
     with http.stream("POST", f"/v1/sessions/{sid}/propagate", json={}) as response:
         lines = response.iter_lines()
@@ -121,7 +122,11 @@ def test_cancel_and_a_busy_session(server, http):
             "/v1/requests/stream", json={"type": "propagate_in_video", "session_id": sid}
         )
         assert busy.status_code == 409 and busy.json()["error"] == "SessionBusyError"
-        assert http.post(f"/v1/sessions/{sid}/cancel").json() == {"cancelled": True}
+        if how == "route":
+            assert http.post(f"/v1/sessions/{sid}/cancel").json() == {"cancelled": True}
+        else:
+            seed = {"type": "cancel_propagation", "session_id": sid}
+            assert http.post("/v1/requests", json=seed).json() == {"is_success": True}
         rest = [json.loads(line) for line in lines if line]  # the stream ends after a frame
     assert 1 + len(rest) < LONG_FRAMES
     assert all("error" not in line for line in rest)
@@ -138,8 +143,8 @@ def test_cancel_and_a_busy_session(server, http):
 
 
 def test_a_prompt_during_a_propagation_leaves_the_session_consistent(server, http):
-    """The prompt is applied; the running stream either finishes or ends with a typed error
-    line (a stale stream), never with a server error, and the session works after."""
+    """The prompt is applied; the running stream ends with one typed error line (the
+    predictor made it stale), never with a server error, and the session works after."""
     sid = _clicked_session(http)
     with http.stream("POST", f"/v1/sessions/{sid}/propagate", json={}) as response:
         lines = response.iter_lines()
@@ -149,8 +154,10 @@ def test_a_prompt_during_a_propagation_leaves_the_session_consistent(server, htt
         assert prompt.status_code == 200
         rest = [json.loads(line) for line in lines if line]
     errors = [line for line in rest if "error" in line]
-    assert all(e["error"] == "StaleStreamError" for e in errors), errors
-    assert not errors or "error" in rest[-1]
+    assert len(errors) == 1 and errors[0] is rest[-1], errors
+    assert errors[0]["error"] == "StaleStreamError"
+    assert len(rest) < LONG_FRAMES
+    assert _propagation(http, sid)["status"] == "error"
     with http.stream("POST", f"/v1/sessions/{sid}/propagate", json={}) as response:
         assert response.status_code == 200
         assert all("error" not in json.loads(line) for line in response.iter_lines() if line)

@@ -30,6 +30,7 @@ from sam3video.predictor import Sam3VideoPredictor
 from sam3video.requests import (
     REQUEST_TYPES,
     AddPrompt,
+    CancelPropagation,
     CloseSession,
     PropagateInVideo,
     RemoveObject,
@@ -152,6 +153,10 @@ class ServerCore:
         if isinstance(req, StartSession):
             entry = await self.pool.run(self.open_session, req.resource_path, req.session_id)
             return {"session_id": entry.session_id}
+        if isinstance(req, CancelPropagation):
+            # On the event loop, not queued behind model work: it must act at once.
+            self.cancel(self.registry.get(req.session_id))
+            return {"is_success": True}
         if isinstance(req, CloseSession):
             # Not in the model pool: closing waits for a running stream's frame, which needs
             # a model worker.
@@ -208,8 +213,15 @@ class ServerCore:
         return NdjsonStreamResponse(stream)
 
     def cancel(self, entry: SessionEntry) -> bool:
+        """Stop the session's propagation after the frame being tracked; False if none ran.
+        The predictor is told too (it takes no lock), so it stops at its own next frame
+        boundary even inside a long step."""
         stream = entry.stream
-        return stream is not None and stream.cancel("cancelled")
+        cancelled = stream is not None and stream.cancel("cancelled")
+        if cancelled:
+            request = {"type": "cancel_propagation", "session_id": entry.session_id}
+            self.predictor.handle_request(request)
+        return cancelled
 
     # -- export ----------------------------------------------------------------------------
 

@@ -67,12 +67,20 @@ class CloseSessionRequest(_Model):
     session_id: str
 
 
+class CancelPropagationRequest(_Model):
+    """Stop the session's running propagation after the frame being tracked."""
+
+    type: Literal["cancel_propagation"]
+    session_id: str
+
+
 SEED_REQUESTS = (
     StartSessionRequest,
     AddPromptRequest,
     RemoveObjectRequest,
     ResetSessionRequest,
     CloseSessionRequest,
+    CancelPropagationRequest,
 )
 
 # -- outputs ---------------------------------------------------------------------------------
