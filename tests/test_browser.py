@@ -127,3 +127,31 @@ def test_annotate_in_a_browser(server, page):
         covered |= mask
     # and nothing is drawn anywhere else
     assert np.abs(with_masks[~covered] - without[~covered]).max() <= 1
+
+
+def test_drag_a_box_and_remove_an_object(server, page):
+    """Runs after the first test on the same page: a dragged box is an exemplar prompt (a new
+    concept), the ✕ of an object removes it on the server."""
+    page.check("#show-masks")
+    box = page.locator("#view").bounding_box()
+    scale = box["width"] / 64
+    page.mouse.move(box["x"] + 10 * scale, box["y"] + 10 * scale)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 30 * scale, box["y"] + 25 * scale, steps=5)
+    page.mouse.move(box["x"] + 50 * scale, box["y"] + 40 * scale, steps=5)
+    page.mouse.up()
+    _wait_idle(page)
+    assert "Error" not in page.inner_text("#status"), page.inner_text("#status")
+    assert page.evaluate("window.sam3.results.size") == 1  # a new concept: old results gone
+
+    box = page.locator("#view").bounding_box()
+    page.click("#new-object")
+    page.mouse.click(box["x"] + 20 * scale, box["y"] + 30 * scale)
+    _wait_idle(page)
+    obj_id = page.evaluate("window.sam3.selected")
+    sid = page.evaluate("window.sam3.session.session_id")
+    page.click(f"#objects li[data-obj-id='{obj_id}'] button")
+    _wait_idle(page)
+    assert page.locator(f"#objects li[data-obj-id='{obj_id}']").count() == 0
+    with server.client() as http:
+        assert obj_id not in http.get(f"/v1/sessions/{sid}").json()["obj_ids"]
