@@ -270,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     from sam3video.server.cli import add_serve_parser  # light: FastAPI loads when it runs
 
     add_serve_parser(commands, parents=[common])
+
+    from sam3video.batch.cli import add_batch_parser  # light: each loads its work when it runs
+    from sam3video.evaluation.cli import add_eval_parser
+
+    add_batch_parser(commands, parents=[common])
+    add_eval_parser(commands, parents=[common])
     return parser
 
 
