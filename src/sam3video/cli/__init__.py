@@ -3,8 +3,9 @@
 ``sam3video track VIDEO --text "person"`` opens a session of `Sam3VideoPredictor`, adds the
 prompts on ``--frame``, propagates, and writes the results with the exporters of
 `sam3video.io.export` while the propagation runs. ``sam3video info`` prints versions,
-devices, threads and which checkpoint would be used. ``sam3video serve`` (the HTTP server)
-is `sam3video.server.cli`'s; this package only adds it to the parser.
+devices, threads and which checkpoint would be used. ``serve``, ``batch`` and ``eval``
+belong to `sam3video.server`, `sam3video.batch` and `sam3video.evaluation`; this package only
+adds them to the parser (each sets ``args.func``).
 
 Modules: `args` (the parser), `track` (the job), `outputs` (the output folder and writers),
 `progress` (the display), `watch` (tracked frames and the hotstart buffer, from the session),
