@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -78,6 +79,9 @@ def run_ray(
     options = replace(options, threads=threads)
     context = ray.data.DataContext.get_current()
     saved = (context.enable_progress_bars, context.max_errored_blocks)
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its execution log would scroll over our progress
     context.enable_progress_bars = False  # ours shows videos and frames
     context.max_errored_blocks = len(jobs)  # a lost video must not stop the others
     results: dict[str, VideoResult] = {}
@@ -108,6 +112,7 @@ def run_ray(
         failure = describe(error)
     finally:
         context.enable_progress_bars, context.max_errored_blocks = saved
+        logger.setLevel(level)
         if started:
             ray.shutdown()
     if not interrupted:
