@@ -121,10 +121,8 @@ def test_closed_click_propagation_is_resumed_not_lost(predictor, clip, read):
     got = [next(stream) for _ in range(read)]
     stream.close()
     assert [r["frame_index"] for r in got] == [f for f, _ in expected[:read]]
-    _same(_run(predictor, sid, start_frame_index=3), expected)
-    # And again: everything is committed now, only fetched. (The start is given: the default,
-    # the first frame with outputs, moved to where the backward pass got.)
-    _same(_run(predictor, sid, start_frame_index=3), expected)
+    _same(_run(predictor, sid), expected)
+    _same(_run(predictor, sid), expected)  # and again: everything is committed, fetched
 
 
 def test_closed_text_propagation_equals_an_uninterrupted_one(predictor, clip):
@@ -371,3 +369,37 @@ def test_bad_bpe_file_is_a_typed_error(tmp_path):
 def test_overlong_file_name_is_a_typed_error(predictor, tmp_path):
     with pytest.raises(Sam3VideoError):
         _start(predictor, str(tmp_path / ("v" * 300 + ".mp4")))
+
+
+# -- cancel_propagation: from another thread, at the next frame boundary ------------------------
+
+
+def test_cancel_from_another_thread_ends_the_stream_and_keeps_the_frames(predictor, clip):
+    expected = _fresh_click_run(predictor, clip)
+    sid = _start(predictor, clip)
+    _click(predictor, sid, 3)
+    got, ended = [], threading.Event()
+
+    def consume():
+        for r in _stream(predictor, sid):
+            got.append(r["frame_index"])
+            if len(got) == 2:
+                canceller.start()
+                canceller.join(10)
+        ended.set()
+
+    canceller = threading.Thread(
+        target=predictor.handle_request,
+        args=({"type": "cancel_propagation", "session_id": sid},),
+    )
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    consumer.join(30)
+    assert ended.is_set(), "the cancelled stream ends cleanly (no error)"
+    assert got == [3, 4]  # stopped at the next frame boundary
+    _same(_run(predictor, sid), expected)  # nothing lost
+    # A cancel with no running propagation changes nothing.
+    assert predictor.handle_request({"type": "cancel_propagation", "session_id": sid}) == {
+        "is_success": True
+    }
+    _same(_run(predictor, sid), expected)

@@ -521,6 +521,6 @@ def test_ablation_without_temporal_disambiguation(predictor):
     )
     next(gen)
     # without the hotstart buffer the first frame comes out before later frames are processed
-    assert p._sessions[sid].processed == {0}
+    assert p.get_session(sid).ledger.detected == {0}
     assert [r["frame_index"] for r in gen] == [1, 2, 3, 4, 5]
     p.shutdown()

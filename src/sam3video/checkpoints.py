@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 ENV_VAR = "SAM3VIDEO_CHECKPOINT"
-HF_REPO = "facebook/sam3"  # equal to sam3video.predictor.HF_REPO (not imported: no torch here)
+HF_REPO = "facebook/sam3"
 HF_FILENAME = "sam3.pt"
 LOGIN = "`hf auth login`"
 PROBE_TIMEOUT = 3.0  # seconds to reach the hub endpoint before calling it offline

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sam3video import checkpoints
 from sam3video.errors import CheckpointError, InvalidInputError, UnknownIdError
 from sam3video.io.frames import IMAGE_EXTENSIONS, open_frames
 from sam3video.model.build import Sam3VideoModel, build_sam3_video_model
@@ -33,6 +34,7 @@ from sam3video.model.config import get_config
 from sam3video.model.detector import make_geometry_prompt
 from sam3video.requests import (
     AddPrompt,
+    CancelPropagation,
     CloseSession,
     PropagateInVideo,
     RemoveObject,
@@ -45,10 +47,6 @@ from sam3video.requests import (
 )
 from sam3video.video.planner import VideoHeuristics
 from sam3video.video.session import Outputs, VideoSession, concept_tokens
-
-HF_REPO = "facebook/sam3"
-HF_FILENAME = "sam3.pt"
-
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -119,26 +117,18 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def download_checkpoint() -> str:
-    """Fetch ``sam3.pt`` from the Hugging Face repo ``facebook/sam3`` (cached by the hub)."""
-    how = (
-        "Meta's SAM 3 weights are gated: accept the licence at "
-        f"https://huggingface.co/{HF_REPO}, log in (`huggingface-cli login` or HF_TOKEN), "
-        f"then retry; or download {HF_FILENAME} yourself and pass "
-        "checkpoint_path='/path/to/sam3.pt'."
-    )
+    """Fetch ``sam3.pt`` from the Hugging Face repo ``facebook/sam3`` (cached by the hub).
+
+    `sam3video.checkpoints.download_checkpoint` does the work (it fails fast offline and
+    keeps the hub's retry log quiet); its errors are given the Python way out as well.
+    """
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
+        return str(checkpoints.download_checkpoint())
+    except CheckpointError as exc:
         raise CheckpointError(
-            "checkpoint_path: None asks for a download from the Hugging Face hub, but "
-            "huggingface_hub is not installed (pip install 'sam3video[hub]'). " + how
-        ) from exc
-    try:
-        return hf_hub_download(HF_REPO, HF_FILENAME)
-    except Exception as exc:  # offline, gated, missing token: the hub's errors vary
-        raise CheckpointError(
-            f"checkpoint_path: could not download {HF_FILENAME} from {HF_REPO} "
-            f"({type(exc).__name__}: {exc}). " + how
+            f"checkpoint_path: None asks for a download, which failed: {exc}. In Python, "
+            "pass checkpoint_path='/path/to/sam3.pt', or model_config='tiny' to try the "
+            "pipeline without weights."
         ) from exc
 
 
@@ -232,8 +222,8 @@ class Sam3VideoPredictor:
     # ------------------------------------------------------------------ dispatch
 
     def handle_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Dispatch ``start_session``, ``add_prompt``, ``remove_object``, ``reset_session``
-        or ``close_session``.
+        """Dispatch ``start_session``, ``add_prompt``, ``remove_object``, ``reset_session``,
+        ``close_session`` or ``cancel_propagation``.
 
         The request is validated, and everything it needs is read (the prompt frame decoded,
         the text tokenized), before the session changes: a failed request leaves the session
@@ -252,6 +242,9 @@ class Sam3VideoPredictor:
         session = self._session(req.session_id)
         if isinstance(req, AddPrompt):
             return self._add_prompt(session, req)
+        if isinstance(req, CancelPropagation):
+            session.cancel()  # no lock: the running stream holds it during a frame
+            return {"is_success": True}
         with session.lock, torch.inference_mode():
             self._check_open(session)
             if isinstance(req, RemoveObject):
@@ -378,6 +371,7 @@ class Sam3VideoPredictor:
             return {
                 "num_frames": session.num_frames,
                 "video_size": session.video_size,
+                "fps": session.frames.fps,
                 "obj_ids": session.obj_ids,
                 "memory": session.memory_footprint(),
             }

@@ -96,6 +96,7 @@ __all__ = [
     "PROPAGATION_DIRECTIONS",
     "REQUEST_TYPES",
     "AddPrompt",
+    "CancelPropagation",
     "CloseSession",
     "PropagateInVideo",
     "RemoveObject",
@@ -206,11 +207,41 @@ class CloseSession:
     session_id: str
 
 
-Request = StartSession | AddPrompt | PropagateInVideo | RemoveObject | ResetSession | CloseSession
+@dataclass(frozen=True)
+class CancelPropagation:
+    """Stop the session's running propagation at the next frame boundary (from any thread).
+
+    The frames it finished keep their results and its stream ends cleanly; without a running
+    propagation this does nothing. (SAM 3.1's predictor has the same request.)
+    """
+
+    request_type: ClassVar[str] = "cancel_propagation"
+    stream: ClassVar[bool] = False
+
+    session_id: str
+
+
+Request = (
+    StartSession
+    | AddPrompt
+    | PropagateInVideo
+    | RemoveObject
+    | ResetSession
+    | CloseSession
+    | CancelPropagation
+)
 
 REQUEST_TYPES: dict[str, type] = {
     cls.request_type: cls
-    for cls in (StartSession, AddPrompt, PropagateInVideo, RemoveObject, ResetSession, CloseSession)
+    for cls in (
+        StartSession,
+        AddPrompt,
+        PropagateInVideo,
+        RemoveObject,
+        ResetSession,
+        CloseSession,
+        CancelPropagation,
+    )
 }
 
 # Names a caller may reach for (the official model's own parameter names, short forms) that

@@ -3,9 +3,9 @@
 
 A full propagation holds each frame's outputs for 15 frames (SAM 3's hotstart buffer)
 before yielding them, so the request stream alone shows nothing for the first 15 frames and
-loses the held frames on Ctrl-C. This adapter is the one place that reaches past the request
-API, into the predictor's session (`VideoSession.observers`, `VideoSession.release_pending`);
-with a predictor that has neither (a stand-in, an older session) it observes nothing and
+loses the held frames on Ctrl-C. This adapter is the one place that goes past the request
+API, to the predictor's session (`Sam3VideoPredictor.get_session`: its `observers` and
+`release_pending`); with a predictor that has none (a stand-in) it observes nothing and
 flushes nothing, and progress counts released frames.
 """
 
@@ -25,8 +25,8 @@ class TrackingWatch:
     """
 
     def __init__(self, predictor: Any, session_id: str, on_tracked: Callable[[int], None]) -> None:
-        sessions = getattr(predictor, "_sessions", None)
-        self.session = sessions.get(session_id) if isinstance(sessions, dict) else None
+        get_session = getattr(predictor, "get_session", None)
+        self.session = get_session(session_id) if get_session is not None else None
         self.on_tracked = on_tracked
         self.tracked = 0  # frames computed since the last `restart`
         self._observers = getattr(self.session, "observers", None)

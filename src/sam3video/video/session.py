@@ -155,6 +155,7 @@ class VideoSession:
         # Called with a `StepEvent` after every propagation step (progress, benchmarks).
         self.observers: list[Callable[[StepEvent], None]] = []
         self.generation = 0
+        self._cancelled = -1  # the generation whose stream was asked to stop
         self.closed = False
         self._feature_cache: tuple[int, object] | None = None
         self._detection_cache: tuple[tuple[int, int], _Detections] | None = None
@@ -169,7 +170,7 @@ class VideoSession:
         self.states: list[TrackingState] = []
         self.metadata = TrackerMetadata()
         self.ledger = FrameLedger(self.video_size)
-        self.processed: set[int] = set()  # frames with outputs: the default propagation start
+        self.prompted: set[int] = set()  # frames with prompts: the default propagation start
         self._detection_cache = None
         self._tracker_feature_cache = FeatureCache()
         self._prompt_version += 1
@@ -196,6 +197,17 @@ class VideoSession:
             "cached_frames": len(self.ledger.masks),
             "states": len(self.states),
         }
+
+    def cancel(self) -> None:
+        """Ask the running propagation (if any) to stop at its next frame boundary. Safe from
+        any thread without the lock: it only marks the current stream's generation."""
+        self._cancelled = self.generation
+
+    def stops(self, generation: int) -> bool:
+        """At a frame boundary: True when the stream of ``generation`` was cancelled (it then
+        ends cleanly); raises `StaleStreamError` when the session changed since it started."""
+        self.check_current(generation)
+        return self._cancelled == generation
 
     def check_current(self, generation: int) -> None:
         """Raise `StaleStreamError` unless ``generation`` is the session's current one."""
@@ -301,7 +313,7 @@ class VideoSession:
             text_mask=mask[row : row + 1],
         )
         masks, _ = self._det_track_one_frame(frame_idx, reverse=False)
-        self.processed.add(frame_idx)
+        self.prompted.add(frame_idx)
         return self._format(frame_idx, masks, hidden=())
 
     def next_obj_id(self) -> int:
@@ -346,7 +358,7 @@ class VideoSession:
         masks = self.ledger.get(frame_idx)
         masks[obj_id] = (logits[0] > 0).cpu()
         self.ledger.put(frame_idx, masks)
-        self.processed.add(frame_idx)
+        self.prompted.add(frame_idx)
         return obj_id, self._format(frame_idx, masks, hidden=())
 
     def _clear_detector_frames_near(
@@ -516,15 +528,16 @@ class VideoSession:
         self, start: int | None, max_frames: int | None, reverse: bool
     ) -> tuple[list[int], int]:
         """Frames of one direction: ``"forward"`` start..start+max, ``"backward"`` start-1
-        down to start-max (the start frame is not repeated); ``start`` defaults to the first
-        frame with outputs."""
+        down to start-max (the start frame is not repeated). ``start`` defaults to the first
+        prompted frame (officially the first frame with outputs, which moves as propagations
+        run: an interrupted propagation would then change where the next one starts)."""
         if start is None:
-            if not self.processed:
+            if not self.prompted:
                 raise InvalidInputError(
                     "start_frame_index: no prompt has been added on any frame; add a prompt "
                     "first or give start_frame_index"
                 )
-            start = min(self.processed)
+            start = min(self.prompted)
         n = self.num_frames if max_frames is None else max_frames
         if reverse:
             end = max(start - n, 0)
@@ -561,7 +574,8 @@ class VideoSession:
         self, generation: int, start: int | None, max_frames: int | None, directions: list[bool]
     ) -> Iterator[tuple[int, Outputs]]:
         for reverse in directions:
-            self.check_current(generation)
+            if self.stops(generation):
+                return
             yield from self._pass(generation, start, max_frames, reverse)
 
     def _pass(
@@ -573,13 +587,15 @@ class VideoSession:
         fetched: set[int] = set()  # frames final before this pass: shown as committed
         try:
             for frame_idx in order:
-                self.check_current(generation)
+                if self.stops(generation):
+                    return  # cancelled: held frames stay pending, released by a later pass
                 self._step(frame_idx, reverse, fetched)
                 held.append(frame_idx)
                 while held and (
                     delay <= 0 or len(held) >= delay or self.ledger.is_final(held[0])
                 ):
-                    self.check_current(generation)  # the consumer may have changed things
+                    if self.stops(generation):  # the consumer may have changed things
+                        return
                     f = held.pop(0)
                     yield f, self._release(f, f in fetched)
         except Sam3VideoError as exc:
@@ -593,7 +609,8 @@ class VideoSession:
                 yield f, self._release(f, f in fetched)
             raise
         while held:
-            self.check_current(generation)
+            if self.stops(generation):
+                return
             f = held.pop(0)
             yield f, self._release(f, f in fetched)
 
@@ -618,8 +635,6 @@ class VideoSession:
                 if self.ledger.is_final(frame_idx):
                     fetched.add(frame_idx)
                 kind = "fetch"
-        if kind != "fetch":
-            self.processed.add(frame_idx)
         if timed:
             event = StepEvent(frame_idx, reverse, kind, clock.total(), stages)
             for observer in list(self.observers):
