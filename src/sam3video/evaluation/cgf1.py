@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from sam3video.evaluation.data import pair_ids
-from sam3video.evaluation.masklets import iou_matrix, rles
+from sam3video.evaluation.masklets import best_matching, iou_matrix, rles
 
 __all__ = ["IOU_THRESHOLDS", "CgF1", "cgf1"]
 
@@ -107,10 +107,8 @@ def _match_counts(gts: list, dts: list) -> tuple[np.ndarray, np.ndarray, np.ndar
     """(TP, FP, FN) per threshold of one sample (all 0 for a true negative)."""
     matched = np.zeros(0)
     if gts and dts:
-        from scipy.optimize import linear_sum_assignment
-
         ious = iou_matrix(dts, gts)
-        rows, cols = linear_sum_assignment(-ious)
+        rows, cols = best_matching(ious)
         matched = ious[rows, cols]
     tp = np.array([(matched >= t).sum() for t in IOU_THRESHOLDS], np.int64)
     return tp, len(dts) - tp, len(gts) - tp

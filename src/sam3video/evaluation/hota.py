@@ -29,7 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from sam3video.evaluation.data import pair_ids
-from sam3video.evaluation.masklets import rles
+from sam3video.evaluation.masklets import best_matching, rles
 
 __all__ = ["ALPHAS", "Hota", "phrase_hota"]
 
@@ -175,12 +175,10 @@ def _sequence(objects: list, detections: list, length: int) -> Hota:
             fp += len(d)
             fn += len(g)
             continue
-        from scipy.optimize import linear_sum_assignment
-
         gi = np.array([gt_index[k] for k in g], int)
         di = np.array([dt_index[k] for k in d], int)
         sim = similarity[t]
-        rows, cols = linear_sum_assignment(-(alignment[gi[:, np.newaxis], di] * sim))
+        rows, cols = best_matching(alignment[gi[:, np.newaxis], di] * sim)
         for a, alpha in enumerate(ALPHAS):
             ok = sim[rows, cols] >= alpha - _EPS
             count = int(ok.sum())

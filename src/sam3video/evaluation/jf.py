@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
-from sam3video.evaluation.masklets import iou_matrix, rles
+from sam3video.evaluation.masklets import best_matching, iou_matrix, rles
 
 __all__ = ["BOUND_TH", "JF", "ObjectJF", "boundary_f", "boundary_map", "disk", "j_and_f"]
 
@@ -237,10 +237,8 @@ def _choose(
     chosen: list[int | None] = [None] * len(anns)
     if not anns or not preds:
         return chosen
-    from scipy.optimize import linear_sum_assignment
-
     ious = iou_matrix(gt_masks, pred_masks)
-    for row, col in zip(*linear_sum_assignment(-ious)):
+    for row, col in zip(*best_matching(ious)):
         if ious[row, col] > 0:
             chosen[row] = int(col)
     return chosen

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_util
 
-__all__ = ["area", "iou_matrix", "rles", "video_iou"]
+from sam3video.errors import Sam3VideoError
+
+__all__ = ["MissingDependencyError", "area", "best_matching", "iou_matrix", "rles", "video_iou"]
 
 Masklet = list  # list[dict | None]
 
@@ -59,3 +61,19 @@ def iou_matrix(rows: Sequence[Masklet], cols: Sequence[Masklet]) -> np.ndarray:
         for j, b in enumerate(cols):
             out[i, j] = video_iou(a, b)
     return out
+
+
+class MissingDependencyError(Sam3VideoError, ImportError):
+    """An optional package the evaluation needs is not installed."""
+
+
+def best_matching(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the one-to-one matching with the largest total score (the
+    Hungarian algorithm, scipy's, as the official evaluators use: ties resolve the same)."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"the evaluation needs scipy ({error}); pip install 'sam3video[eval]'"
+        ) from None
+    return linear_sum_assignment(-scores)
