@@ -255,3 +255,29 @@ def test_cropping_gives_the_whole_frame_numbers(seed):
     union = (pred | gt).sum()
     assert j == pytest.approx((pred & gt).sum() / union)
     assert f == pytest.approx(boundary_f(pred, gt, disk(radius)))
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_the_command_line(tmp_path, capsys):
+    from sam3video import cli
+
+    gt, pred = GT_FILES["dense"], EVAL / "pred_dense_eroded.json.gz"
+    out = tmp_path / "report.json"
+    argv = ["eval", "--gt", str(gt), "--pred", str(pred), "--jf-match", "id", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    official = EXPECTED["dense"]["eroded"]
+    assert report["summary"]["J&F"] == pytest.approx(official["jf"]["J&F"], abs=TOL)
+    cgf1_official = official["dataset"]["video_mask_demo_cgf1_micro_50_95"]
+    assert report["summary"]["cgF1"] == pytest.approx(cgf1_official, abs=TOL)
+    assert f"cgF1          {report['summary']['cgF1']:.4f}" in printed
+    assert "mAP" in printed and "pHOTA" in printed and len(report["objects"]) == 33
+
+    assert cli.main(["eval", "--gt", str(gt), "--pred", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sam3video: error: ") and "none.json" in err
+    assert len(err.strip().splitlines()) == 1
+    assert cli.main(["eval", "--gt", str(gt), "--pred", str(pred), "--metrics", "bleu"]) == 2
