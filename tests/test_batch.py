@@ -240,3 +240,24 @@ def test_the_command_line(manifest, tmp_path, capsys):
     assert "would run 6 of 6 videos" in capsys.readouterr().out
     assert cli.main(["batch", "--help"]) == 0
     assert "--gpus-per-worker" in capsys.readouterr().out
+
+
+def test_ctrl_c_keeps_finished_videos_and_writes_the_summary(manifest, tmp_path, monkeypatch):
+    from sam3video.batch import job as job_module
+
+    real_track, calls = job_module._track, []
+
+    def track_then_interrupt(job, *args, **kwargs):
+        calls.append(job.id)
+        if len(calls) == 4:  # Ctrl-C in the middle of the fourth video
+            raise KeyboardInterrupt
+        return real_track(job, *args, **kwargs)
+
+    monkeypatch.setattr(job_module, "_track", track_then_interrupt)
+    out = tmp_path / "out"
+    assert run_batch(manifest, str(out), OPTIONS, quiet=True) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert statuses(out) == {"clip0": "ok", "clip1": "ok", "broken": "failed", "clip3": "not run",
+                             "clip4": "not run", "clip5": "not run"}  # fmt: skip
+    assert not (out / "clip3").exists() and not (out / PARTIAL).exists()
