@@ -312,6 +312,9 @@ class HoldingPredictor(ScriptedPredictor):
         self.delay = delay
         self.session = HoldingSession(self)
         self._sessions = {"s": self.session}
+
+    def get_session(self, session_id: str) -> HoldingSession:
+        return self._sessions[session_id]
         self.tracked = 0
 
     def band(self, j: int) -> dict:

@@ -182,7 +182,7 @@ def check_outputs(outputs: dict, height: int, width: int) -> None:
     assert isinstance(outputs, dict)
     for obj_id, out in outputs.items():
         assert type(obj_id) is int
-        assert set(out) == {"mask", "score", "bbox"}
+        assert set(out) == {"mask", "score", "bbox", "concept"}
         mask = out["mask"]
         assert isinstance(mask, np.ndarray) and mask.dtype == np.bool_
         assert mask.shape == (height, width) and mask.any()

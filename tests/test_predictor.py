@@ -44,7 +44,7 @@ def check_outputs(outputs: dict, size: tuple[int, int] = (H, W)) -> None:
     assert isinstance(outputs, dict)
     for obj_id, out in outputs.items():
         assert type(obj_id) is int
-        assert set(out) == {"mask", "score", "bbox"}
+        assert set(out) == {"mask", "score", "bbox", "concept"}
         mask = out["mask"]
         assert isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == size
         assert mask.any(), "objects with empty masks are omitted"
@@ -521,6 +521,6 @@ def test_ablation_without_temporal_disambiguation(predictor):
     )
     next(gen)
     # without the hotstart buffer the first frame comes out before later frames are processed
-    assert p.get_session(sid).ledger.detected == {0}
+    assert p.get_session(sid).ledger.detected == {"car": {0}}
     assert [r["frame_index"] for r in gen] == [1, 2, 3, 4, 5]
     p.shutdown()

@@ -62,7 +62,7 @@ def _check_json_outputs(outputs: dict, size=(H, W)) -> None:
     """The JSON mask format: string ids, COCO RLE strings, float scores, int boxes."""
     for key, out in outputs.items():
         assert key.isdigit()
-        assert set(out) == {"mask", "score", "bbox"}
+        assert set(out) == {"mask", "score", "bbox", "concept"}
         assert out["mask"]["size"] == list(size) and isinstance(out["mask"]["counts"], str)
         assert isinstance(out["score"], float)
         assert len(out["bbox"]) == 4 and all(isinstance(v, int) for v in out["bbox"])

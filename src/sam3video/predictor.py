@@ -37,6 +37,7 @@ from sam3video.requests import (
     CancelPropagation,
     CloseSession,
     PropagateInVideo,
+    RemoveConcept,
     RemoveObject,
     ResetSession,
     StartSession,
@@ -223,7 +224,7 @@ class Sam3VideoPredictor:
 
     def handle_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Dispatch ``start_session``, ``add_prompt``, ``remove_object``, ``reset_session``,
-        ``close_session`` or ``cancel_propagation``.
+        ``close_session``, ``cancel_propagation`` or ``remove_concept``.
 
         The request is validated, and everything it needs is read (the prompt frame decoded,
         the text tokenized), before the session changes: a failed request leaves the session
@@ -253,6 +254,9 @@ class Sam3VideoPredictor:
                 return {"is_success": True}
             if isinstance(req, ResetSession):
                 session.reset()
+                return {"is_success": True}
+            if isinstance(req, RemoveConcept):
+                session.remove_concept(req.text)
                 return {"is_success": True}
         raise AssertionError(f"unhandled request {req!r}")  # pragma: no cover
 
@@ -341,10 +345,12 @@ class Sam3VideoPredictor:
             geometry = make_geometry_prompt(
                 boxes=req.bounding_boxes, box_labels=req.bounding_box_labels
             )
-        tokens = concept_tokens(self.model, req.text)  # user input: outside the session lock
+        texts = req.texts or [None]  # boxes only: one box-only concept
+        prompts = [(text, geometry) for text in texts]  # boxes come with at most one text
+        tokens = concept_tokens(self.model, texts)  # user input: outside the session lock
         with session.lock, torch.inference_mode():
             self._check_open(session)
-            outputs = session.add_concept_prompt(frame, req.text, geometry, tokens)
+            outputs = session.add_concepts(frame, prompts, tokens, mode=req.concept_mode)
         return {"frame_index": frame, "outputs": outputs}
 
     def _session(self, session_id: str) -> VideoSession:
@@ -373,6 +379,7 @@ class Sam3VideoPredictor:
                 "video_size": session.video_size,
                 "fps": session.frames.fps,
                 "obj_ids": session.obj_ids,
+                "concepts": list(session.concepts),
                 "memory": session.memory_footprint(),
             }
 

@@ -99,6 +99,7 @@ __all__ = [
     "CancelPropagation",
     "CloseSession",
     "PropagateInVideo",
+    "RemoveConcept",
     "RemoveObject",
     "Request",
     "ResetSession",
@@ -110,6 +111,7 @@ __all__ = [
 ]
 
 PROPAGATION_DIRECTIONS = ("forward", "backward", "both")
+CONCEPT_MODES = ("replace", "add")
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _BOX_TOLERANCE = 1e-6  # float rounding of cx +/- w/2 must not reject a box touching the border
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -150,12 +152,20 @@ class AddPrompt:
 
     session_id: str
     frame_index: int
-    text: str | None = None
+    text: str | tuple[str, ...] | None = None
     points: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     bounding_boxes: np.ndarray | None = None
     bounding_box_labels: np.ndarray | None = None
     obj_id: int | None = None
+    concept_mode: str = "replace"
+
+    @property
+    def texts(self) -> list[str] | None:
+        """The concept noun phrases as a list (``text`` may be one str or several)."""
+        if self.text is None:
+            return None
+        return [self.text] if isinstance(self.text, str) else list(self.text)
 
 
 @dataclass(frozen=True)
@@ -208,6 +218,19 @@ class CloseSession:
 
 
 @dataclass(frozen=True)
+class RemoveConcept:
+    """Stop tracking one concept: the noun phrase and every object it found (their results
+    are deleted from every frame, as `RemoveObject`). Other concepts and clicked objects stay.
+    A box-only concept is named ``"visual"`` (the word the detector reads for it)."""
+
+    request_type: ClassVar[str] = "remove_concept"
+    stream: ClassVar[bool] = False
+
+    session_id: str
+    text: str
+
+
+@dataclass(frozen=True)
 class CancelPropagation:
     """Stop the session's running propagation at the next frame boundary (from any thread).
 
@@ -229,6 +252,7 @@ Request = (
     | ResetSession
     | CloseSession
     | CancelPropagation
+    | RemoveConcept
 )
 
 REQUEST_TYPES: dict[str, type] = {
@@ -241,6 +265,7 @@ REQUEST_TYPES: dict[str, type] = {
         ResetSession,
         CloseSession,
         CancelPropagation,
+        RemoveConcept,
     )
 }
 
@@ -448,6 +473,35 @@ def _check_bool(value: object, field: str) -> bool:
     return bool(value)
 
 
+def _check_texts(value: object, field: str) -> str | tuple[str, ...]:
+    """One noun phrase (the seed) or a non-empty list of distinct ones (several concepts)."""
+    if isinstance(value, str):
+        return _check_text(value, field)
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInputError(
+            f"{field}: expected a str (a noun phrase) or a list of them, got {_describe(value)}"
+        )
+    if not value:
+        raise InvalidInputError(f"{field}: expected at least one noun phrase, got an empty list")
+    texts = tuple(_check_text(t, f"{field}[{i}]") for i, t in enumerate(value))
+    seen: set[str] = set()
+    for i, t in enumerate(texts):
+        if t in seen:
+            raise InvalidInputError(
+                f"{field}[{i}]: expected distinct noun phrases, got {_shorten(t)} twice"
+            )
+        seen.add(t)
+    return texts
+
+
+def _check_concept_mode(value: object, field: str) -> str:
+    if not isinstance(value, str) or value not in CONCEPT_MODES:
+        raise InvalidInputError(
+            f"{field}: expected one of {_names(CONCEPT_MODES)}, got {_describe(value)}"
+        )
+    return value
+
+
 def _check_text(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{field}: expected a str (a noun phrase), got {_describe(value)}")
@@ -513,7 +567,8 @@ _FIELD_CHECKS = {
     "resource_path": _check_resource_path,
     "session_id": _check_session_id,
     "frame_index": _check_frame,
-    "text": _check_text,
+    "text": _check_texts,
+    "concept_mode": _check_concept_mode,
     "points": _check_points,
     "point_labels": _check_labels,
     "bounding_boxes": _check_boxes,
@@ -559,11 +614,21 @@ def _check_prompt_combination(values: dict[str, Any]) -> None:
             raise InvalidInputError(
                 f"point_labels: expected one label per point ({len(points)}), got {len(labels)}"
             )
+        if "concept_mode" in values:
+            raise InvalidInputError(
+                "concept_mode: only allowed with 'text' or 'bounding_boxes' (it says whether a "
+                "concept replaces or joins the session's concepts), got it with 'points'"
+            )
     elif "obj_id" in values:
         raise InvalidInputError(
             f"obj_id: only allowed with 'points' (it names the clicked object), got "
             f"obj_id={values['obj_id']} with a {'text' if text is not None else 'box'} prompt; "
             f"leave it out"
+        )
+    if boxes is not None and isinstance(text, tuple) and len(text) > 1:
+        raise InvalidInputError(
+            f"bounding_boxes: boxes belong to one concept, got them with {len(text)} noun "
+            "phrases; send each concept's boxes with its own text"
         )
     box_labels = values.get("bounding_box_labels")
     if boxes is not None and box_labels is not None and len(box_labels) != len(boxes):

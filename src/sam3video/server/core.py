@@ -33,6 +33,7 @@ from sam3video.requests import (
     CancelPropagation,
     CloseSession,
     PropagateInVideo,
+    RemoveConcept,
     RemoveObject,
     ResetSession,
     StartSession,
@@ -170,15 +171,23 @@ class ServerCore:
         response = self.predictor.handle_request(request)
         if isinstance(req, AddPrompt):
             outputs = encode_outputs(response["outputs"])
-            if req.points is None:
-                entry.new_concept(req.text)
+            if req.points is None and req.concept_mode == "replace":
+                entry.new_concept(None)
             entry.record(response["frame_index"], outputs)
+            self._name_concepts(entry)
             return {"frame_index": response["frame_index"], "outputs": outputs}
         if isinstance(req, RemoveObject):
             entry.drop_object(req.obj_id)
+        elif isinstance(req, RemoveConcept):
+            entry.drop_concept(req.text)
+            self._name_concepts(entry)
         elif isinstance(req, ResetSession):
             entry.new_concept(None)
         return response
+
+    def _name_concepts(self, entry: SessionEntry) -> None:
+        concepts = self.predictor.session_info(entry.session_id)["concepts"]
+        entry.text = ", ".join(concepts) if concepts else None
 
     async def stream(self, request: Any) -> NdjsonStreamResponse:
         """Start a propagation; the response streams it. Errors before the first frame

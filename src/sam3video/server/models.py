@@ -32,7 +32,12 @@ class AddPromptRequest(_Model):
     type: Literal["add_prompt"]
     session_id: str
     frame_index: int = Field(ge=0)
-    text: str | None = Field(None, description="a noun phrase: every instance is tracked")
+    text: str | list[str] | None = Field(
+        None, description="a noun phrase (or several): every instance is tracked"
+    )
+    concept_mode: Literal["replace", "add"] = Field(
+        "replace", description="replace the session's concepts, or add to them"
+    )
     points: list[list[float]] | None = Field(None, description="[[x, y], ...] in pixels")
     point_labels: list[int] | None = Field(None, description="1 foreground, 0 background")
     bounding_boxes: list[list[float]] | None = Field(
@@ -67,6 +72,14 @@ class CloseSessionRequest(_Model):
     session_id: str
 
 
+class RemoveConceptRequest(_Model):
+    """Stop tracking a concept and the objects it found."""
+
+    type: Literal["remove_concept"]
+    session_id: str
+    text: str
+
+
 class CancelPropagationRequest(_Model):
     """Stop the session's running propagation after the frame being tracked."""
 
@@ -81,6 +94,7 @@ SEED_REQUESTS = (
     ResetSessionRequest,
     CloseSessionRequest,
     CancelPropagationRequest,
+    RemoveConceptRequest,
 )
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -95,6 +109,7 @@ class ObjectOutput(_Model):
     mask: Rle
     score: float
     bbox: list[int] = Field(description="[x0, y0, x1, y1] pixels, x1/y1 exclusive")
+    concept: str | None = Field(None, description="the noun phrase that found it (None: clicks)")
 
 
 class FrameOutputs(_Model):
@@ -133,7 +148,8 @@ class UploadForm(_Model):
 
 class PromptBody(_Model):
     frame_index: int = Field(ge=0)
-    text: str | None = None
+    text: str | list[str] | None = None
+    concept_mode: Literal["replace", "add"] = "replace"
     points: list[list[float]] | None = None
     point_labels: list[int] | None = None
     bounding_boxes: list[list[float]] | None = None
@@ -161,7 +177,7 @@ class SessionInfo(_Model):
     fps: float | None
     obj_ids: list[int]
     memory: dict[str, Any] = Field(description="bytes the session holds, by part")
-    text: str | None = Field(description="the current concept prompt")
+    text: str | None = Field(description="the session's concepts, comma-separated")
     tracked_frames: int = Field(description="frames with results so far (the export's)")
     propagation: StreamInfo | None = Field(description="the running or last propagation")
     idle_seconds: float

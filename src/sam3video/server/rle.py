@@ -1,7 +1,8 @@
 """Masks in JSON: the predictor's outputs to and from COCO compressed RLE.
 
 ``{obj_id: {"mask": bool (H, W), "score": float, "bbox": [x0, y0, x1, y1]}}`` becomes
-``{"<obj_id>": {"mask": {"size": [H, W], "counts": "<RLE>"}, "score": float, "bbox": [...]}}``
+``{"<obj_id>": {"mask": {"size": [H, W], "counts": "<RLE>"}, "score": float, "bbox": [...],
+"concept": str | null}}``
 (pycocotools' encoding, column-major as COCO). Shared by the server and the Python client, so
 it imports numpy, OpenCV and pycocotools only (all core dependencies).
 """
@@ -70,6 +71,7 @@ def encode_outputs(outputs: Mapping[int, Mapping[str, Any]]) -> dict[str, dict[s
             "mask": encode_mask(out["mask"]),
             "score": float(out["score"]),
             "bbox": [int(v) for v in out["bbox"]],
+            "concept": out.get("concept"),
         }
         for obj_id, out in outputs.items()
     }
@@ -82,6 +84,7 @@ def decode_outputs(outputs: Mapping[str, Mapping[str, Any]]) -> dict[int, dict[s
             "mask": decode_mask(out["mask"]),
             "score": float(out["score"]),
             "bbox": [int(v) for v in out["bbox"]],
+            "concept": out.get("concept"),
         }
         for obj_id, out in outputs.items()
     }

@@ -58,10 +58,18 @@ class SessionEntry:
             self.results[frame_index] = outputs
 
     def new_concept(self, text: str | None) -> None:
-        """A text or box prompt replaces the concept and resets the objects."""
+        """A text or box prompt in ``"replace"`` mode (the default) replaces the concepts and
+        resets the objects. ``text``: the session's concepts, comma-separated."""
         with self.lock:
             self.results.clear()
             self.text = text
+
+    def drop_concept(self, text: str) -> None:
+        """A removed concept takes the objects it found with it."""
+        with self.lock:
+            for outputs in self.results.values():
+                for key in [k for k, o in outputs.items() if o.get("concept") == text]:
+                    del outputs[key]
 
     def drop_object(self, obj_id: int) -> None:
         key = str(obj_id)

@@ -14,8 +14,8 @@ Per frame the ledger holds:
   buffer, so objects that the hotstart rule removes later may still be hidden in it. A pending
   frame keeps the ids suppressed on it; it becomes *final* when released (what the user is
   shown from then on);
-- whether it was **detected** since the concept prompt (a full detection–tracking step ran on
-  it; such a frame is never detected twice);
+- for each concept, whether the frame was **detected** since that concept was prompted (a
+  full detection–tracking step of the concept ran on it; never twice);
 - the **click version** each object's result was computed with. Clicking an object bumps its
   version; its results on other frames are then stale and the next propagation re-tracks it
   there (the official "partial propagation"), frame by frame, in the propagation's direction.
@@ -37,7 +37,7 @@ class FrameLedger:
     shape: tuple[int, int]  # (H, W) of the video
     masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     pending: dict[int, tuple[int, ...]] = field(default_factory=dict)  # in processing order
-    detected: set[int] = field(default_factory=set)
+    detected: dict[str, set[int]] = field(default_factory=dict)  # concept -> frames
     versions: dict[int, int] = field(default_factory=dict)  # obj_id -> click version (>= 1)
     stamps: dict[int, dict[int, int]] = field(default_factory=dict)  # frame -> obj -> version
 

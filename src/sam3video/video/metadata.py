@@ -83,6 +83,49 @@ class TrackerMetadata:
             suppressed=dict(self.suppressed),
         )
 
+    # -- concept groups -------------------------------------------------------------------------
+    # Several concepts plan their objects apart (association, births, hotstart, suppression per
+    # concept). A group is the set of ids (ever) of one concept; `subset` gives the planner
+    # its view, `merged` takes the planner's result back. Shared tables (frame scores,
+    # suppressed, removed ids, the id counter) pass through whole: the planner only adds to them.
+    _PER_OBJECT = (
+        "obj_id_to_score",
+        "last_occluded",
+        "first_frame",
+        "unmatched_count",
+        "keep_alive",
+    )
+
+    def subset(self, group: set[int]) -> TrackerMetadata:
+        """The metadata of the objects in ``group`` (a copy) with the shared tables."""
+        out = TrackerMetadata(
+            obj_ids=[i for i in self.obj_ids if i in group],
+            max_obj_id=self.max_obj_id,
+            frame_scores=dict(self.frame_scores),
+            duplicate_count={
+                k: v for k, v in self.duplicate_count.items() if k[0] in group and k[1] in group
+            },
+            removed_ids=set(self.removed_ids),
+            suppressed=dict(self.suppressed),
+        )
+        for name in self._PER_OBJECT:
+            setattr(out, name, {k: v for k, v in getattr(self, name).items() if k in group})
+        return out
+
+    def merged(self, planned: TrackerMetadata, group: set[int]) -> TrackerMetadata:
+        """This metadata with the objects of ``group`` replaced by ``planned`` (a planner's
+        result for `subset(group)`, whose new ids join the group)."""
+        group = group | set(planned.obj_ids)
+        out = planned.copy()
+        out.obj_ids = [i for i in self.obj_ids if i not in group] + list(planned.obj_ids)
+        out.duplicate_count = {
+            k: v for k, v in self.duplicate_count.items() if not (k[0] in group and k[1] in group)
+        } | planned.duplicate_count
+        for name in self._PER_OBJECT:
+            mine = {k: v for k, v in getattr(self, name).items() if k not in group}
+            setattr(out, name, mine | getattr(planned, name))
+        return out
+
     # -- per-frame tables -----------------------------------------------------------------------
     def frame_tracker_scores(self, frame_idx: int) -> Mapping[int, float]:
         """``{obj_id: tracker score}`` of one frame (empty if the frame has none). Read only."""

@@ -98,24 +98,29 @@ class _Detections:
 
 
 @dataclass
-class _ConceptPrompt:
-    text: str | None = None
-    geometry: GeometryPrompt | None = None
-    text_feats: Tensor | None = None  # (1, 32, C)
-    text_mask: Tensor | None = None  # (1, 32)
+class Concept:
+    """One concept of a session: a noun phrase and/or exemplar boxes, encoded for the
+    detector. ``name`` is the text, or ``"visual"`` for a box-only concept (the word the
+    detector reads then); it is what outputs report as an object's ``"concept"``."""
 
-    @property
-    def active(self) -> bool:
-        return self.text is not None or self.geometry is not None
+    name: str
+    text: str | None
+    geometry: GeometryPrompt | None
+    text_feats: Tensor  # (1, 32, C)
+    text_mask: Tensor  # (1, 32)
+    version: int  # detections are cached per (frame, name, version)
 
 
-def concept_tokens(model: Sam3VideoModel, text: str | None) -> Tensor:
-    """The detector's two text rows for a concept prompt, tokenized: ``LongTensor (2, L)``.
+def concept_tokens(model: Sam3VideoModel, texts: str | None | list[str | None]) -> Tensor:
+    """The detector's text rows for concept prompts, tokenized: ``LongTensor (K + 1, L)``: one
+    row per text (a placeholder for a box-only concept) and the word ``"visual"`` last.
 
     Pure CPU work on user input, so callers do it before taking a session's lock.
     """
+    if texts is None or isinstance(texts, str):
+        texts = [texts]
     tokenizer = model.detector.backbone.language_backbone.tokenizer
-    return tokenizer([TEXT_PLACEHOLDER if text is None else text, VISUAL_TEXT])
+    return tokenizer([TEXT_PLACEHOLDER if t is None else t for t in texts] + [VISUAL_TEXT])
 
 
 class VideoSession:
@@ -158,7 +163,7 @@ class VideoSession:
         self._cancelled = -1  # the generation whose stream was asked to stop
         self.closed = False
         self._feature_cache: tuple[int, object] | None = None
-        self._detection_cache: tuple[tuple[int, int], _Detections] | None = None
+        self._detection_cache: dict[tuple[int, str, int], _Detections] = {}
         self._prompt_version = 0
         self.reset()
 
@@ -166,12 +171,15 @@ class VideoSession:
 
     def reset(self) -> None:
         """Back to a fresh session on the same frames (the official ``reset_state``)."""
-        self.concept = _ConceptPrompt()
+        self.concepts: dict[str, Concept] = {}  # in the order they were added
+        # obj_id -> the concept that found it (None: created by clicks); kept after removals,
+        # because the planner's hotstart counts outlive the tracking of an object.
+        self.object_concept: dict[int, str | None] = {}
         self.states: list[TrackingState] = []
         self.metadata = TrackerMetadata()
         self.ledger = FrameLedger(self.video_size)
         self.prompted: set[int] = set()  # frames with prompts: the default propagation start
-        self._detection_cache = None
+        self._detection_cache = {}
         self._tracker_feature_cache = FeatureCache()
         self._prompt_version += 1
         self.generation += 1
@@ -231,7 +239,7 @@ class VideoSession:
                 return cached[1]
         image = self.transform(frame_idx).to(device=self.device, dtype=self.dtype)
         neck = self.model.detector.backbone.forward_image(
-            image[None], need_detector=need_detector or self.concept.active, need_tracker=True
+            image[None], need_detector=need_detector or bool(self.concepts), need_tracker=True
         )
         self._feature_cache = (frame_idx, neck)
         return neck
@@ -254,14 +262,16 @@ class VideoSession:
 
     # ------------------------------------------------------------------ detector
 
-    def _detect(self, frame_idx: int) -> _Detections:
-        """Kept detections of a frame: prob > 0.5 after mask NMS (IoU > 0.1), query order."""
-        key = (frame_idx, self._prompt_version)
-        if self._detection_cache is not None and self._detection_cache[0] == key:
-            return self._detection_cache[1]
+    def _detect(self, frame_idx: int, name: str) -> _Detections:
+        """Kept detections of one concept on a frame: prob > 0.5 after mask NMS (IoU > 0.1),
+        query order. The backbone output is shared by every concept and the tracker; only
+        these text-conditioned heads run per concept."""
+        c = self.concepts[name]
+        key = (frame_idx, name, c.version)
+        if key in self._detection_cache:
+            return self._detection_cache[key]
         h = self.heuristics
         neck = self._features(frame_idx, need_detector=True)
-        c = self.concept
         out = self.model.detector.forward_grounding(
             neck.detector_feats, neck.detector_pos, c.text_feats, c.text_mask, c.geometry
         )
@@ -272,16 +282,11 @@ class VideoSession:
             kept = cand[mask_nms(masks[cand] > 0, probs[cand], h.det_nms_thresh)]
             cand = kept.sort().values
         dets = _Detections(masks[cand], probs[cand], out.pred_boxes_xyxy[0, cand].float())
-        self._detection_cache = (key, dets)
+        # Only the current frame's detections are worth keeping (one entry per concept).
+        cache = self._detection_cache
+        self._detection_cache = {k: v for k, v in cache.items() if k[0] == frame_idx}
+        self._detection_cache[key] = dets
         return dets
-
-    def _no_detections(self) -> _Detections:
-        s = self.model.config.low_res_mask_size
-        return _Detections(
-            torch.zeros(0, s, s, device=self.device),
-            torch.zeros(0, device=self.device),
-            torch.zeros(0, 4, device=self.device),
-        )
 
     # ------------------------------------------------------------------ prompts
 
@@ -292,29 +297,72 @@ class VideoSession:
         geometry: GeometryPrompt | None,
         tokens: Tensor | None = None,
     ) -> Outputs:
-        """Text and/or exemplar boxes: reset, then detect and track on ``frame_idx``.
+        """One concept (text and/or exemplar boxes) replacing the session's: the seed's
+        ``add_prompt`` with text or boxes. See `add_concepts`."""
+        return self.add_concepts(frame_idx, [(text, geometry)], tokens, mode="replace")
 
-        ``tokens`` are `concept_tokens` of ``text`` (computed here when not given). The frame
-        is decoded before anything changes, so an undecodable frame leaves the session as it
-        was.
+    def add_concepts(
+        self,
+        frame_idx: int,
+        prompts: list[tuple[str | None, GeometryPrompt | None]],
+        tokens: Tensor | None = None,
+        mode: str = "replace",
+    ) -> Outputs:
+        """Concepts ``(text, boxes)``: ``mode="replace"`` resets the session first (the seed
+        and upstream behaviour); ``"add"`` keeps the session's concepts, objects, ids and
+        clicks, and the new concepts join them. Then one detection–tracking step of the new
+        concepts on ``frame_idx``: with no track of its own yet, every detection of a new
+        concept above 0.5 becomes an object.
+
+        ``tokens`` are `concept_tokens` of the texts (computed here when not given). Nothing
+        changes before the frame is decoded and the names are checked.
         """
+        names = [VISUAL_TEXT if text is None else text for text, _ in prompts]
+        if mode == "add":
+            for name in names:
+                if name in self.concepts:
+                    raise InvalidInputError(
+                        f"text: {name[:100]!r} is already a concept of this session; remove "
+                        "it first (remove_concept) to prompt it again"
+                    )
         if tokens is None:
-            tokens = concept_tokens(self.model, text)
+            tokens = concept_tokens(self.model, [text for text, _ in prompts])
         self._features(frame_idx, need_detector=True)  # may raise DecodeError: nothing changed
         feats, mask = self.model.detector.backbone.language_backbone.encode_tokens(
             tokens.to(self.device)
         )
-        self.reset()
-        row = 0 if text is not None else 1
-        self.concept = _ConceptPrompt(
-            text=text,
-            geometry=geometry,
-            text_feats=feats[row : row + 1],
-            text_mask=mask[row : row + 1],
-        )
-        masks, _ = self._det_track_one_frame(frame_idx, reverse=False)
+        if mode == "replace":
+            self.reset()
+        else:
+            self.generation += 1
+        for k, (name, (text, geometry)) in enumerate(zip(names, prompts)):
+            row = k if text is not None else len(prompts)  # box-only: the word "visual"
+            self._prompt_version += 1
+            self.concepts[name] = Concept(
+                name,
+                text,
+                geometry,
+                feats[row : row + 1],
+                mask[row : row + 1],
+                self._prompt_version,
+            )
+            self.ledger.detected[name] = set()
+        masks, _ = self._det_track_one_frame(frame_idx, reverse=False, names=names)
         self.prompted.add(frame_idx)
         return self._format(frame_idx, masks, hidden=())
+
+    def remove_concept(self, name: str) -> None:
+        """Stop tracking a concept and every object it found (as `remove_object`)."""
+        if name not in self.concepts:
+            known = ", ".join(repr(n[:100]) for n in self.concepts) or "none"
+            raise UnknownIdError(
+                f"text: unknown concept {name[:100]!r}; the session's concepts: {known}"
+            )
+        self.generation += 1
+        for obj_id in [i for i in self.obj_ids if self.object_concept.get(i) == name]:
+            self.remove_object(obj_id)
+        del self.concepts[name]
+        del self.ledger.detected[name]
 
     def next_obj_id(self) -> int:
         """The id a click without ``obj_id`` gets: one above the largest id ever used, or the
@@ -346,6 +394,7 @@ class VideoSession:
             state = self._state_of(obj_id)
             out = state.add_points(frame_idx, obj_id, points, labels)
         self.generation += 1
+        self.object_concept.setdefault(obj_id, None)
         meta.register_click(obj_id, frame_idx)  # stored and frame score 1.0, un-hidden
         self.ledger.click(obj_id)
 
@@ -388,58 +437,113 @@ class VideoSession:
 
     # ------------------------------------------------------------------ one frame
 
-    def _det_track_one_frame(
-        self, frame_idx: int, reverse: bool, stages: dict[str, float] | None = None
-    ) -> tuple[dict, list[int]]:
-        """Detection, tracking, planning and execution on one frame (full propagation).
+    def group(self, name: str | None) -> set[int]:
+        """Ids (ever) planned with concept ``name``: the objects it found, and the clicked
+        objects when it is the session's first concept (so that a one-concept session plans
+        every object together, as upstream). ``None``: the clicked objects of a session
+        without concepts."""
+        first = next(iter(self.concepts), None)
+        return {
+            i for i, c in self.object_concept.items() if c == name or (c is None and name == first)
+        }
 
-        Returns the frame's unfiltered ``obj_id -> (1, H, W)`` masks (also in the ledger) and
-        this frame's suppressed ids. ``stages``, when given, receives seconds per stage.
+    def _det_track_one_frame(
+        self,
+        frame_idx: int,
+        reverse: bool,
+        names: list[str] | None = None,
+        stages: dict[str, float] | None = None,
+    ) -> tuple[dict, list[int]]:
+        """Detection, tracking, planning and execution on one frame (full propagation) for the
+        concepts ``names`` (default: all) and their objects.
+
+        One backbone pass serves every concept and the tracker. Each concept is planned apart
+        (association, births, hotstart, suppression: the official logic, per concept) over
+        its group of objects (`group`). Returns the frame's unfiltered ``obj_id -> (1, H, W)``
+        masks (also in the ledger) and this frame's suppressed ids. ``stages``, when given,
+        receives seconds per stage.
         """
         h = self.heuristics
-        meta = self.metadata
+        names = list(self.concepts) if names is None else names
         clock = _Clock(stages)
-        self._features(frame_idx, need_detector=self.concept.active)  # decode first
+        self._features(frame_idx, need_detector=True)  # decode first
         clock.lap("backbone")
-        dets = self._detect(frame_idx) if self.concept.active else self._no_detections()
+        dets = {name: self._detect(frame_idx, name) for name in names}
         clock.lap("detector")
 
-        # Every tracker state advances one frame (objects batched across states); memory is
-        # encoded after planning.
-        ids, low_res, scores = [], [], []
-        active = [state for state in self.states if state.num_objects]
+        # The tracker states of these groups advance one frame (objects batched across
+        # states); memory is encoded after planning.
+        groups = {name: self.group(name) for name in names}
+        members = set().union(*groups.values())
+        active = [s for s in self.states if s.num_objects and s.obj_ids[0] in members]
         for state in active:
             state.preflight()
+        low_res: dict[int, Tensor] = {}
+        scores: dict[int, Tensor] = {}
         for out in track_states(active, frame_idx, reverse, run_mem_encoder=False):
-            ids += out.obj_ids
-            low_res.append(out.low_res_masks.float())
-            scores.append(out.object_score_logits.float())
-        s = self.model.config.low_res_mask_size
-        if ids:
-            order = [ids.index(i) for i in meta.obj_ids]
-            trk = torch.cat(low_res)[order]
-            trk = fill_holes_in_mask_scores(trk, max_area=h.fill_hole_area)[:, 0]
-            trk_scores = torch.cat(scores)[order][:, 0]
-        else:
-            trk = torch.zeros(0, s, s, device=self.device)
-            trk_scores = torch.zeros(0, device=self.device)
+            filled = fill_holes_in_mask_scores(
+                out.low_res_masks.float(), max_area=h.fill_hole_area
+            )[:, 0]
+            for k, obj_id in enumerate(out.obj_ids):
+                low_res[obj_id] = filled[k]
+                scores[obj_id] = out.object_score_logits[k].float().reshape(())
         clock.lap("tracker")
 
-        plan = plan_frame(
-            dets.masks,
-            dets.scores,
-            trk,
-            trk_scores,
-            meta,
-            frame_idx,
-            reverse,
-            self.is_image_only,
-            dets.boxes,
-            h,
-        )
-        prev_ids = list(meta.obj_ids)
+        s = self.model.config.low_res_mask_size
         side = self.model.config.input_mask_size
+        masks = {
+            i: m for i, m in self.ledger.get(frame_idx).items() if i not in members
+        }  # other concepts' results on this frame stay
+        suppressed: list[int] = []
+        for name in names:
+            group = groups[name]
+            sub = self.metadata.subset(group)
+            prev_ids = list(sub.obj_ids)
+            if prev_ids:
+                trk = torch.stack([low_res[i] for i in prev_ids])
+                trk_scores = torch.stack([scores[i] for i in prev_ids])
+            else:
+                trk = torch.zeros(0, s, s, device=self.device)
+                trk_scores = torch.zeros(0, device=self.device)
+            d = dets[name]
+            plan = plan_frame(
+                d.masks,
+                d.scores,
+                trk,
+                trk_scores,
+                sub,
+                frame_idx,
+                reverse,
+                self.is_image_only,
+                d.boxes,
+                h,
+            )
+            self._execute(plan, d, prev_ids, frame_idx, side)
+            for obj_id in plan.new_obj_ids:
+                self.object_concept[obj_id] = name
+            built = build_frame_masks(
+                plan.trk_masks,
+                prev_ids,
+                d.masks,
+                plan.new_det_inds,
+                plan.new_obj_ids,
+                self.video_size,
+                h.fill_hole_area,
+            )
+            masks.update((i, m.cpu()) for i, m in built.items())
+            self.metadata = self.metadata.merged(plan.metadata, group)
+            suppressed += plan.suppressed_obj_ids
+        self.ledger.put(frame_idx, masks)
+        # Results computed now: the groups' objects, newborns included (not the other
+        # concepts' results carried over in ``masks``).
+        planned = members | {i for i, c in self.object_concept.items() if c in groups}
+        self.ledger.stamp(frame_idx, [i for i in self.obj_ids if i in planned])
+        clock.lap("plan")
+        return masks, suppressed
 
+    def _execute(self, plan, dets: _Detections, prev_ids: list[int], frame_idx: int, side: int):
+        """Carry out one concept's plan on the tracker states: reconditioning, the deferred
+        memory update of the tracks that entered the frame, births, hotstart removals."""
         # (a) reconditioning with high-confidence detections
         touched = []
         for obj_id, d in plan.recondition.items():
@@ -453,7 +557,7 @@ class VideoSession:
         if prev_ids:
             masks_in, score_in = prepare_memory_update(plan.trk_masks, side)
             for state in self.states:
-                rows = [prev_ids.index(i) for i in state.obj_ids]
+                rows = [prev_ids.index(i) for i in state.obj_ids if i in prev_ids]
                 if rows:
                     state.update_memory(frame_idx, masks_in[rows], score_in[rows])
         # (c) newborns in one new state; removals
@@ -467,22 +571,6 @@ class VideoSession:
             for state in list(self.states):
                 if obj_id in state.obj_ids and not state.remove_object(obj_id):
                     self.states.remove(state)
-        # (d) outputs
-        masks = build_frame_masks(
-            plan.trk_masks,
-            prev_ids,
-            dets.masks,
-            plan.new_det_inds,
-            plan.new_obj_ids,
-            self.video_size,
-            h.fill_hole_area,
-        )
-        masks = {i: m.cpu() for i, m in masks.items()}
-        self.ledger.put(frame_idx, masks)
-        self.metadata = plan.metadata
-        self.ledger.stamp(frame_idx, self.obj_ids)
-        clock.lap("plan")
-        return masks, plan.suppressed_obj_ids
 
     @staticmethod
     def _det_mask_for_tracker(mask: Tensor, side: int) -> Tensor:
@@ -591,9 +679,7 @@ class VideoSession:
                     return  # cancelled: held frames stay pending, released by a later pass
                 self._step(frame_idx, reverse, fetched)
                 held.append(frame_idx)
-                while held and (
-                    delay <= 0 or len(held) >= delay or self.ledger.is_final(held[0])
-                ):
+                while held and (delay <= 0 or len(held) >= delay or self.ledger.is_final(held[0])):
                     if self.stops(generation):  # the consumer may have changed things
                         return
                     f = held.pop(0)
@@ -619,22 +705,23 @@ class VideoSession:
         timed = bool(self.observers)
         stages: dict[str, float] = {}
         clock = _Clock(stages if timed else None)
-        if self.concept.active and frame_idx not in self.ledger.detected:
+        kind = "fetch"
+        due = [n for n in self.concepts if frame_idx not in self.ledger.detected[n]]
+        if due:
             _, suppressed = self._det_track_one_frame(
-                frame_idx, reverse, stages if timed else None
+                frame_idx, reverse, due, stages if timed else None
             )
-            self.ledger.detected.add(frame_idx)
-            self.ledger.pending[frame_idx] = tuple(suppressed)
+            for name in due:
+                self.ledger.detected[name].add(frame_idx)
+            held = self.ledger.pending.get(frame_idx, ())
+            self.ledger.pending[frame_idx] = held + tuple(suppressed)
             kind = "detect"
-        else:
-            stale = self.ledger.stale(frame_idx, self.obj_ids)
-            if stale:
-                self._retrack(frame_idx, reverse, stale)
-                kind = "retrack"
-            else:
-                if self.ledger.is_final(frame_idx):
-                    fetched.add(frame_idx)
-                kind = "fetch"
+        stale = self.ledger.stale(frame_idx, self.obj_ids)
+        if stale:
+            self._retrack(frame_idx, reverse, stale)
+            kind = "retrack" if kind == "fetch" else kind
+        elif kind == "fetch" and self.ledger.is_final(frame_idx):
+            fetched.add(frame_idx)
         if timed:
             event = StepEvent(frame_idx, reverse, kind, clock.total(), stages)
             for observer in list(self.observers):
@@ -663,31 +750,42 @@ class VideoSession:
     # ------------------------------------------------------------------ outputs
 
     def _format(self, frame_idx: int, masks: dict[int, Tensor], hidden) -> Outputs:
-        """The product's output dict for a frame's ``obj_id -> mask`` map."""
+        """The product's output dict for a frame's ``obj_id -> mask`` map.
+
+        Objects of one concept never overlap (the official non-overlap rule, by tracker
+        score); objects of different concepts may (a child is a "person" and a "child").
+        Clicked objects count with the session's first concept.
+        """
         meta = self.metadata
         known = {i: m for i, m in masks.items() if i in meta.obj_id_to_score}
-        out = postprocess_frame(
-            known,
-            meta.obj_id_to_score,
-            meta.frame_tracker_scores(frame_idx),
-            self.video_size,
-            hidden,
-        )
+        first = next(iter(self.concepts), None)
+        by_group: dict[str | None, dict[int, Tensor]] = {}
+        for i, m in known.items():
+            by_group.setdefault(self.object_concept.get(i) or first, {})[i] = m
         result: Outputs = {}
-        if out.obj_ids.numel() == 0:
-            return result
-        final = out.masks.cpu()
-        boxes = masks_to_boxes(final).tolist()  # exclusive x1/y1, from the final masks
-        present = final.flatten(1).any(dim=1).tolist()
-        for k, obj_id in enumerate(out.obj_ids.tolist()):
-            if not present[k]:
+        for group_masks in by_group.values():
+            out = postprocess_frame(
+                group_masks,
+                meta.obj_id_to_score,
+                meta.frame_tracker_scores(frame_idx),
+                self.video_size,
+                hidden,
+            )
+            if out.obj_ids.numel() == 0:
                 continue
-            result[int(obj_id)] = {
-                "mask": final[k].numpy(),
-                "score": float(out.probs[k]),
-                "bbox": [int(round(v)) for v in boxes[k]],
-            }
-        return result
+            final = out.masks.cpu()
+            boxes = masks_to_boxes(final).tolist()  # exclusive x1/y1, from the final masks
+            present = final.flatten(1).any(dim=1).tolist()
+            for k, obj_id in enumerate(out.obj_ids.tolist()):
+                if not present[k]:
+                    continue
+                result[int(obj_id)] = {
+                    "mask": final[k].numpy(),
+                    "score": float(out.probs[k]),
+                    "bbox": [int(round(v)) for v in boxes[k]],
+                    "concept": self.object_concept.get(int(obj_id)),
+                }
+        return dict(sorted(result.items()))
 
 
 class _Clock:
