@@ -1,8 +1,11 @@
 """Running a batch on this machine: in this process, or in N worker processes.
 
 ``workers == 1`` (the default): one model in this process, videos one after another, each
-video's frames decoded ahead in a background thread. ``workers > 1``: N spawned processes,
-each loading its own model once and taking the next video when it is free; on a machine
+video's frames decoded ahead in a background thread. ``workers > 1``: N worker processes
+(forked from a server process that imported torch once, so they start in a fraction of a
+spawned interpreter's time; spawned where there is no fork server), each loading its own
+model once and taking the next video when it is free; a worker that dies fails its video,
+not the batch. On a machine
 with several CUDA devices and ``--device auto`` or ``cuda``, worker k uses ``cuda:(k mod
 devices)``. CPU threads are shared out: ``--threads`` per worker, else the physical cores
 divided by N.
@@ -60,7 +63,7 @@ def run_workers(
     on_result: Callable[[VideoResult], None],
 ) -> Results:
     """Every video on ``workers`` processes, one model each."""
-    context = multiprocessing.get_context("spawn")  # no forked torch or decoder threads
+    context = _worker_context()
     counter = context.Value("i", 0)
     results: dict[str, VideoResult] = {}
     pool = ProcessPoolExecutor(
@@ -69,7 +72,7 @@ def run_workers(
         initializer=_start_worker,
         initargs=(options.to_dict(), location, counter, workers),
     )
-    interrupted = False
+    interrupted, failure = False, None
     try:
         futures = {pool.submit(_run_one, job.to_dict()): job for job in jobs}
         for future in as_completed(futures):
@@ -85,9 +88,27 @@ def run_workers(
             on_result(result)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as error:  # the pool broke before every video was handed out
+        failure = describe(error)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        for job in jobs:
+            if job.id not in results:
+                results[job.id] = VideoResult(job.id, job.video, FAILED, error=failure)
+                on_result(results[job.id])
     return results, interrupted
+
+
+def _worker_context() -> Any:
+    """Fresh processes, never forks of this one (its torch and decoder threads would not
+    survive a fork): forked from a server process that imported sam3video and torch once,
+    where the platform has one, else spawned (each importing torch itself)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["sam3video.batch.local"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 # ----------------------------------------------------------------------------- in a worker
