@@ -312,10 +312,10 @@ class HoldingPredictor(ScriptedPredictor):
         self.delay = delay
         self.session = HoldingSession(self)
         self._sessions = {"s": self.session}
+        self.tracked = 0
 
     def get_session(self, session_id: str) -> HoldingSession:
         return self._sessions[session_id]
-        self.tracked = 0
 
     def band(self, j: int) -> dict:
         mask = np.zeros(self.size, bool)

@@ -29,10 +29,12 @@ import torch
 from sam3video import checkpoints
 from sam3video.errors import CheckpointError, InvalidInputError, UnknownIdError
 from sam3video.io.frames import IMAGE_EXTENSIONS, open_frames
+from sam3video.io.live import LiveFrames
 from sam3video.model.build import Sam3VideoModel, build_sam3_video_model
 from sam3video.model.config import get_config
 from sam3video.model.detector import make_geometry_prompt
 from sam3video.requests import (
+    AddFrame,
     AddPrompt,
     CancelPropagation,
     CloseSession,
@@ -46,6 +48,7 @@ from sam3video.requests import (
     check_points_in_frame,
     parse_request,
 )
+from sam3video.video.live import LiveSession
 from sam3video.video.planner import VideoHeuristics
 from sam3video.video.session import Outputs, VideoSession, concept_tokens
 
@@ -224,7 +227,8 @@ class Sam3VideoPredictor:
 
     def handle_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Dispatch ``start_session``, ``add_prompt``, ``remove_object``, ``reset_session``,
-        ``close_session``, ``cancel_propagation`` or ``remove_concept``.
+        ``close_session``, ``cancel_propagation``, ``remove_concept`` or ``add_frame`` (live
+        sessions: ``start_session`` with ``live=True``).
 
         The request is validated, and everything it needs is read (the prompt frame decoded,
         the text tokenized), before the session changes: a failed request leaves the session
@@ -258,6 +262,14 @@ class Sam3VideoPredictor:
             if isinstance(req, RemoveConcept):
                 session.remove_concept(req.text)
                 return {"is_success": True}
+            if isinstance(req, AddFrame):
+                if not isinstance(session, LiveSession):
+                    raise InvalidInputError(
+                        "add_frame: this session reads a video (resource_path); only a live "
+                        "session (start_session with live=True) receives frames"
+                    )
+                index, outputs = session.add_frame(req.frame)
+                return {"frame_index": index, "outputs": outputs}
         raise AssertionError(f"unhandled request {req!r}")  # pragma: no cover
 
     def handle_stream_request(self, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -306,27 +318,40 @@ class Sam3VideoPredictor:
         with self._registry_lock:
             if session_id in self._sessions:
                 raise InvalidInputError(
-                    f"session_id: expected a new session id, got {session_id!r} which is "
-                    "already open (close it first or omit session_id)"
+                    f"session_id: expected a new session id, got {session_id[:100]!r} which "
+                    "is already open (close it first or omit session_id)"
                 )
-        frames = open_frames(
-            req.resource_path, loader=self.video_loader_type, prefetch=self.async_loading_frames
-        )
-        is_image = Path(req.resource_path).suffix.lower() in IMAGE_EXTENSIONS
-        session = VideoSession(
-            session_id,
-            self.model,
-            frames,
-            heuristics=self.heuristics,
-            device=self.device,
-            dtype=self.dtype,
-            is_image_only=is_image,
-        )
+        if req.live:
+            session: VideoSession = LiveSession(
+                session_id,
+                self.model,
+                LiveFrames(),
+                heuristics=self.heuristics,
+                device=self.device,
+                dtype=self.dtype,
+            )
+            frames = session.frames
+        else:
+            frames = open_frames(
+                req.resource_path,
+                loader=self.video_loader_type,
+                prefetch=self.async_loading_frames,
+            )
+            is_image = Path(req.resource_path).suffix.lower() in IMAGE_EXTENSIONS
+            session = VideoSession(
+                session_id,
+                self.model,
+                frames,
+                heuristics=self.heuristics,
+                device=self.device,
+                dtype=self.dtype,
+                is_image_only=is_image,
+            )
         with self._registry_lock:
             if session_id in self._sessions:  # lost a race with another thread
                 frames.close()
                 raise InvalidInputError(
-                    f"session_id: expected a new session id, got {session_id!r}"
+                    f"session_id: expected a new session id, got {session_id[:100]!r}"
                 )
             self._sessions[session_id] = session
         return {"session_id": session_id}

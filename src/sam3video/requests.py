@@ -93,8 +93,10 @@ import numpy as np
 from sam3video.errors import FrameIndexError, InvalidInputError, UnknownIdError
 
 __all__ = [
+    "CONCEPT_MODES",
     "PROPAGATION_DIRECTIONS",
     "REQUEST_TYPES",
+    "AddFrame",
     "AddPrompt",
     "CancelPropagation",
     "CloseSession",
@@ -134,8 +136,9 @@ class StartSession:
     request_type: ClassVar[str] = "start_session"
     stream: ClassVar[bool] = False
 
-    resource_path: str
+    resource_path: str | None = None  # required unless live
     session_id: str | None = None
+    live: bool = False
 
 
 @dataclass(frozen=True, eq=False)  # numpy fields: equality by identity, no hashing of arrays
@@ -230,6 +233,18 @@ class RemoveConcept:
     text: str
 
 
+@dataclass(frozen=True, eq=False)
+class AddFrame:
+    """Append the next frame to a live session and track it at once (``frame``: a read-only
+    copy, ``uint8 (H, W, 3)`` RGB; its size is checked against the stream's by the session)."""
+
+    request_type: ClassVar[str] = "add_frame"
+    stream: ClassVar[bool] = False
+
+    session_id: str
+    frame: np.ndarray
+
+
 @dataclass(frozen=True)
 class CancelPropagation:
     """Stop the session's running propagation at the next frame boundary (from any thread).
@@ -253,6 +268,7 @@ Request = (
     | CloseSession
     | CancelPropagation
     | RemoveConcept
+    | AddFrame
 )
 
 REQUEST_TYPES: dict[str, type] = {
@@ -266,6 +282,7 @@ REQUEST_TYPES: dict[str, type] = {
         CloseSession,
         CancelPropagation,
         RemoveConcept,
+        AddFrame,
     )
 }
 
@@ -339,6 +356,18 @@ def parse_request(request: Mapping[str, Any], *, stream: bool) -> Request:
         if value is None and spec.default is None:
             continue  # an optional field given as None means "not given"
         values[field_name] = _FIELD_CHECKS[field_name](value, field_name)
+    if cls is StartSession:
+        if values.get("live"):
+            if "resource_path" in values:
+                raise InvalidInputError(
+                    "resource_path: a live session receives its frames (add_frame); leave "
+                    "resource_path out with live=True"
+                )
+        elif "resource_path" not in values:
+            raise InvalidInputError(
+                "start_session: missing required field 'resource_path' (or live=True for a "
+                "session fed frame by frame)"
+            )
     if cls is AddPrompt:
         _check_prompt_combination(values)
         if "bounding_boxes" in values and "bounding_box_labels" not in values:
@@ -502,6 +531,18 @@ def _check_concept_mode(value: object, field: str) -> str:
     return value
 
 
+def _check_frame_array(value: object, field: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 3:
+        raise InvalidInputError(
+            f"{field}: expected an np.ndarray uint8 (H, W, 3) RGB frame, got {_describe(value)}"
+        )
+    if value.shape[2] != 3 or min(value.shape[:2]) < 1:
+        raise InvalidInputError(
+            f"{field}: expected an np.ndarray uint8 (H, W, 3) RGB frame, got shape {value.shape}"
+        )
+    return value
+
+
 def _check_text(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{field}: expected a str (a noun phrase), got {_describe(value)}")
@@ -578,6 +619,8 @@ _FIELD_CHECKS = {
     "start_frame_index": _check_frame,
     "max_frame_num_to_track": _check_count,
     "is_user_action": _check_bool,
+    "live": _check_bool,
+    "frame": _check_frame_array,
 }
 
 

@@ -150,7 +150,6 @@ class VideoSession:
         self.device = device or next(model.parameters()).device
         self.dtype = dtype
         self.is_image_only = is_image_only
-        self.num_frames = len(frames)
         self.video_size = (frames.height, frames.width)
         self.image_size = model.config.image_size
         self.lock = threading.RLock()
@@ -189,6 +188,15 @@ class VideoSession:
         self.closed = True
         self.generation += 1
         self.frames.close()
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def tracker_horizon(self) -> int:
+        """The frame count tracker states are made for (a live session's is open-ended)."""
+        return self.num_frames
 
     @property
     def obj_ids(self) -> list[int]:
@@ -255,7 +263,7 @@ class VideoSession:
         return TrackingState(
             self.model.tracker,
             self._tracker_features,
-            self.num_frames,
+            self.tracker_horizon,
             self.video_size,
             feature_cache=self._tracker_feature_cache,  # a frame is prepared once for all
         )
