@@ -99,7 +99,14 @@ def _line(result: VideoResult) -> str:
         return f"{result.id}: failed: {_error_text(result)}"
     if result.status == SKIPPED:
         return f"{result.id}: skipped (already done)"
-    return f"{result.id}: {result.frames} frames, {result.objects} objects, {result.seconds:.1f} s"
+    return (
+        f"{result.id}: {_plural(result.frames, 'frame')}, {_plural(result.objects, 'object')}, "
+        f"{result.seconds:.1f} s"
+    )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _error_text(result: VideoResult) -> str:
