@@ -270,31 +270,43 @@ class VideoSession:
 
     # ------------------------------------------------------------------ detector
 
-    def _detect(self, frame_idx: int, name: str) -> _Detections:
-        """Kept detections of one concept on a frame: prob > 0.5 after mask NMS (IoU > 0.1),
+    def _detect(self, frame_idx: int, names: list[str]) -> dict[str, _Detections]:
+        """Kept detections of concepts on a frame: prob > 0.5 after mask NMS (IoU > 0.1),
         query order. The backbone output is shared by every concept and the tracker; only
-        these text-conditioned heads run per concept."""
-        c = self.concepts[name]
-        key = (frame_idx, name, c.version)
-        if key in self._detection_cache:
-            return self._detection_cache[key]
+        the text-conditioned heads run per concept, as one batch for the text-only concepts
+        (concepts with exemplar boxes have prompts of their own lengths: one run each)."""
+        keys = {name: (frame_idx, name, self.concepts[name].version) for name in names}
+        todo = [name for name in names if keys[name] not in self._detection_cache]
+        # Only the current frame's detections are worth keeping (one entry per concept).
+        cache = {k: v for k, v in self._detection_cache.items() if k[0] == frame_idx}
+        batches = [[n for n in todo if self.concepts[n].geometry is None]]
+        batches += [[n] for n in todo if self.concepts[n].geometry is not None]
+        neck = self._features(frame_idx, need_detector=True) if todo else None
+        for batch in [b for b in batches if b]:
+            concepts = [self.concepts[n] for n in batch]
+            k = len(batch)
+            out = self.model.detector.forward_grounding(
+                [f.expand(k, -1, -1, -1) for f in neck.detector_feats],
+                [p.expand(k, -1, -1, -1) for p in neck.detector_pos],
+                torch.cat([c.text_feats for c in concepts]),
+                torch.cat([c.text_mask for c in concepts]),
+                concepts[0].geometry,
+            )
+            for row, name in enumerate(batch):
+                cache[keys[name]] = self._kept(out, row)
+        self._detection_cache = cache
+        return {name: cache[keys[name]] for name in names}
+
+    def _kept(self, out, row: int) -> _Detections:
+        """One prompt's detections above the threshold, after mask NMS, in query order."""
         h = self.heuristics
-        neck = self._features(frame_idx, need_detector=True)
-        out = self.model.detector.forward_grounding(
-            neck.detector_feats, neck.detector_pos, c.text_feats, c.text_mask, c.geometry
-        )
-        logits, masks = out.pred_logits[0].float(), out.pred_masks[0].float()
+        logits, masks = out.pred_logits[row].float(), out.pred_masks[row].float()
         probs = logits.sigmoid()
         cand = torch.nonzero(probs > h.score_threshold_detection).squeeze(1)
         if h.det_nms_thresh > 0 and cand.numel() > 1:
             kept = cand[mask_nms(masks[cand] > 0, probs[cand], h.det_nms_thresh)]
             cand = kept.sort().values
-        dets = _Detections(masks[cand], probs[cand], out.pred_boxes_xyxy[0, cand].float())
-        # Only the current frame's detections are worth keeping (one entry per concept).
-        cache = self._detection_cache
-        self._detection_cache = {k: v for k, v in cache.items() if k[0] == frame_idx}
-        self._detection_cache[key] = dets
-        return dets
+        return _Detections(masks[cand], probs[cand], out.pred_boxes_xyxy[row, cand].float())
 
     # ------------------------------------------------------------------ prompts
 
@@ -476,7 +488,7 @@ class VideoSession:
         clock = _Clock(stages)
         self._features(frame_idx, need_detector=True)  # decode first
         clock.lap("backbone")
-        dets = {name: self._detect(frame_idx, name) for name in names}
+        dets = self._detect(frame_idx, names)
         clock.lap("detector")
 
         # The tracker states of these groups advance one frame (objects batched across
