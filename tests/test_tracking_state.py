@@ -330,11 +330,12 @@ def test_remove_object_slices_memories_and_last_one_resets(tracker):
     state.add_points(0, 2, [[250.0, 110.0]], [1])
     both = list(state.propagate(0, 3))
     assert state.remove_object(1) == [2]
-    assert all(m.obj_ptr.shape[0] == 1 for m in state._non_cond.values())
-    assert state._cond[0].eff_iou_score is not None  # recomputed for every frame, as officially
+    assert all(m.obj_ptr.shape[0] == 1 for m in state.non_cond_memories.values())
+    # recomputed for every frame, as officially
+    assert state.cond_memories[0].eff_iou_score is not None
     again = state.add_points(2, 2, [[250.0, 110.0]], [1])
     assert again.obj_ids == [2]
-    assert torch.equal(state._cond[0].pred_masks, both[0].low_res_masks[1:])
+    assert torch.equal(state.cond_memories[0].pred_masks, both[0].low_res_masks[1:])
     assert state.remove_object(2) == []
     assert state.obj_ids == [] and state.cond_frames == [] and not state.tracking_has_started
 
@@ -354,7 +355,7 @@ def test_bfloat16_memory_storage(tracker):
     state = new_state(tracker, storage_dtype=torch.bfloat16)
     state.add_points(0, 1, [[35.0, 125.0]], [1])
     outs = list(state.propagate(0, 3))
-    assert all(m.maskmem_features.dtype == torch.bfloat16 for m in state._non_cond.values())
+    assert all(m.maskmem_features.dtype == torch.bfloat16 for m in state.non_cond_memories.values())
     assert outs[-1].low_res_masks.dtype == torch.float32
 
 

@@ -63,8 +63,9 @@ Differences from the official predictor (0.1.4), on purpose
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -220,6 +221,19 @@ class TrackingState:
         return len(self._obj_ids)
 
     @property
+    def cond_memories(self) -> Mapping[int, FrameMemory]:
+        """The memory bank's conditioning frames (prompted), read only: frame -> memory."""
+        return MappingProxyType(self._cond)
+
+    @property
+    def non_cond_memories(self) -> Mapping[int, FrameMemory]:
+        """The memory bank's tracked frames it still keeps, read only: frame -> memory."""
+        return MappingProxyType(self._non_cond)
+
+    def is_cond_frame(self, frame_idx: int) -> bool:
+        return frame_idx in self._cond
+
+    @property
     def cond_frames(self) -> list[int]:
         """Conditioning (prompted, merged) frames, in the order they were added."""
         return list(self._cond)
@@ -296,7 +310,7 @@ class TrackingState:
         self._objects.append(_ObjectPrompts())
         return len(self._obj_ids) - 1
 
-    def _features(self, frame_idx: int) -> FrameFeatures:
+    def frame_features(self, frame_idx: int) -> FrameFeatures:
         """The frame's prepared features (batch 1); only the latest frame is cached."""
         cached = self.feature_cache.entry
         if cached is not None and cached[0] == frame_idx:
@@ -473,7 +487,7 @@ class TrackingState:
 
         step = self.tracker.track_step(
             frame_idx,
-            self._features(frame_idx),
+            self.frame_features(frame_idx),
             self._cond,
             self._non_cond,
             self.num_frames,
@@ -553,7 +567,7 @@ class TrackingState:
 
         step = self.tracker.track_step(
             frame_idx,
-            self._features(frame_idx),
+            self.frame_features(frame_idx),
             self._cond,
             self._non_cond,
             self.num_frames,
@@ -671,7 +685,7 @@ class TrackingState:
             s = self.tracker.image_size
             high_res = F.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
             high_res = apply_non_overlapping_constraints(high_res)
-            feats = self._features(frame_idx).expand(b)
+            feats = self.frame_features(frame_idx).expand(b)
             maskmem = self.tracker.encode_memory(feats.vision, high_res, scores, binarize=True)
             maskmem = self._stored(maskmem)
         return masks, ptr, scores, ious, maskmem
@@ -778,21 +792,21 @@ class TrackingState:
     # The three parts of a propagated frame, split so that `track_states` can run the objects
     # of several states as one batch: the plan, the model step, the bookkeeping.
 
-    def _plan(self, frame_idx: int, reverse: bool) -> MemoryPlan:
+    def memory_plan(self, frame_idx: int, reverse: bool) -> MemoryPlan:
         """The stored frames that tracking ``frame_idx`` reads (not a conditioning frame)."""
         scores = {t: out.eff_iou_score for t, out in self._non_cond.items()}
         return self.tracker.plan_memory(
             frame_idx, list(self._cond), scores, self.num_frames, reverse
         )
 
-    def _cond_frame_output(self, frame_idx: int, reverse: bool) -> TrackerFrameOutput:
+    def cond_frame_output(self, frame_idx: int, reverse: bool) -> TrackerFrameOutput:
         """A conditioning frame reached by propagation yields its merged prompt outputs."""
         cond = self._cond[frame_idx]
         if self._clears_around_input():
             self._clear_around(frame_idx)
         return self._frame_output(frame_idx, reverse, cond.pred_masks, cond.object_score_logits)
 
-    def _store_step(
+    def store_step(
         self, frame_idx: int, reverse: bool, step: TrackStepOutput
     ) -> TrackerFrameOutput:
         """Keep a tracked frame's output as memory (it replaces any earlier one)."""
@@ -846,7 +860,7 @@ class TrackingState:
         outs = [o for o in outs if o is not None]
         if not outs:
             raise InvalidInputError(f"frame_idx: frame {frame_idx} has no stored output to update")
-        feats = self._features(frame_idx).expand(b)
+        feats = self.frame_features(frame_idx).expand(b)
         maskmem = self.tracker.encode_memory(
             feats.vision,
             # Logits stay float32 (sigmoid/threshold precision), whatever the model's dtype.
@@ -920,10 +934,10 @@ def track_states(
     outputs: list[TrackerFrameOutput | None] = [None] * len(states)
     groups: dict[tuple, tuple[MemoryPlan, list[int]]] = {}
     for i, state in enumerate(states):
-        if frame_idx in state._cond:
-            outputs[i] = state._cond_frame_output(frame_idx, reverse)
+        if state.is_cond_frame(frame_idx):
+            outputs[i] = state.cond_frame_output(frame_idx, reverse)
             continue
-        plan = state._plan(frame_idx, reverse)
+        plan = state.memory_plan(frame_idx, reverse)
         key = (
             id(state.tracker),
             state.get_features,
@@ -937,18 +951,20 @@ def track_states(
         first = group[0]
         sizes = [state.num_objects for state in group]
         if len(group) == 1:
-            cond, non_cond = first._cond, first._non_cond
+            cond, non_cond = first.cond_memories, first.non_cond_memories
         else:
             cond, non_cond = {}, {}
             for ref in (*plan.spatial, *plan.pointers):
-                store, attr = (cond, "_cond") if ref.from_cond else (non_cond, "_non_cond")
+                store, attr = (
+                    (cond, "cond_memories") if ref.from_cond else (non_cond, "non_cond_memories")
+                )
                 if ref.frame not in store:
                     store[ref.frame] = _concat_memories(
                         [getattr(state, attr)[ref.frame] for state in group]
                     )
         step = first.tracker.track_step(
             frame_idx,
-            first._features(frame_idx).expand(sum(sizes)),
+            first.frame_features(frame_idx).expand(sum(sizes)),
             cond,
             non_cond,
             first.num_frames,
@@ -958,7 +974,7 @@ def track_states(
             plan=plan,
         )
         for i, state, part in zip(members, group, _split_step(step, sizes)):
-            outputs[i] = state._store_step(frame_idx, reverse, part)
+            outputs[i] = state.store_step(frame_idx, reverse, part)
     return outputs  # type: ignore[return-value]
 
 
