@@ -24,6 +24,7 @@ import warnings
 import torch
 from _bench import markdown_table, median, report, synthetic_video
 
+from sam3video.model.build import build_sam3_video_model
 from sam3video.predictor import Sam3VideoPredictor
 from sam3video.video.session import StepEvent
 
@@ -67,7 +68,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        predictor = Sam3VideoPredictor(model_config=args.model, device="cpu", dtype=torch.float32)
+        # Synthetic weights at either size (the full preset would otherwise ask for sam3.pt).
+        model = build_sam3_video_model(args.model, None, device="cpu", dtype=torch.float32)
+        predictor = Sam3VideoPredictor(model=model, device="cpu", dtype=torch.float32)
     predictor.heuristics = dataclasses.replace(predictor.heuristics, new_det_thresh=1.01)
     video = str(synthetic_video(args.frames + 1))
 
