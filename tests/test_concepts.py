@@ -185,3 +185,25 @@ def test_replace_mode_is_the_seed_behaviour(predictor, clip):
     assert info["concepts"] == ["car"]
     outputs = _run(predictor, sid)
     assert all(o["concept"] == "car" for out in outputs.values() for o in out.values())
+
+
+def test_ytvis_export_has_one_category_per_concept(predictor, clip, tmp_path):
+    from sam3video.io.export.ytvis import YtvisWriter, read_ytvis
+
+    sid = _start(predictor, clip)
+    first = _prompt(predictor, sid, CONCEPTS)
+    frames = _run(predictor, sid)
+    frames[0] = frames.get(0) or first["outputs"]
+    path = tmp_path / "results.json"
+    with YtvisWriter(path, "clip", H, W, N, text=CONCEPTS) as writer:
+        for f, outputs in frames.items():
+            writer.write(f, outputs)
+    data = read_ytvis(path)
+    assert [c["name"] for c in data["categories"]] == CONCEPTS
+    concept_of = {i: o["concept"] for out in frames.values() for i, o in out.items()}
+    for ann in data["annotations"]:
+        assert ann["noun_phrase"] == concept_of[ann["obj_id"]]
+        assert ann["category_id"] == CONCEPTS.index(ann["noun_phrase"]) + 1
+    counts = {p["noun_phrase"]: p["num_masklets"] for p in data["video_np_pairs"]}
+    for concept in CONCEPTS:
+        assert counts[concept] == sum(a["noun_phrase"] == concept for a in data["annotations"])

@@ -67,9 +67,10 @@ __all__ = ["YtvisWriter", "decode_ytvis_masks", "read_ytvis"]
 class _Track:
     """Per-frame numbers of one object; the RLEs themselves live in the spool file."""
 
-    __slots__ = ("offsets", "scores", "boxes", "areas")
+    __slots__ = ("offsets", "scores", "boxes", "areas", "concept")
 
     def __init__(self, num_frames: int) -> None:
+        self.concept: str | None = None  # the noun phrase that found it (None: clicks)
         self.offsets = array("q", [-1]) * num_frames  # spool offset of the RLE; -1: none
         self.scores = array("d", [math.nan]) * num_frames  # NaN: not in outputs
         self.boxes = array("d", [0.0]) * (4 * num_frames)
@@ -89,7 +90,10 @@ class YtvisWriter:
         height, width: frame size in pixels; every mask must have this shape.
         num_frames: number of frames of the video; frame indices are in ``[0, num_frames)``.
         fps: the video's frame rate, stored in ``videos[0]`` when given.
-        text: the text prompt, stored as the category name and ``noun_phrase``.
+        text: the text prompt, stored as the category name and ``noun_phrase``; a list for
+            several concepts: one category each, and each annotation in the category of the
+            concept that found its object (``outputs[obj]["concept"]``; clicked objects go to
+            the first).
 
     ``write(frame_index, outputs)`` records one frame (last write wins); ``close()`` writes
     the file (idempotent; also on leaving a ``with`` block, exceptions included).
@@ -103,7 +107,7 @@ class YtvisWriter:
         width: int,
         num_frames: int,
         fps: float | None = None,
-        text: str | None = None,
+        text: str | list[str] | None = None,
     ) -> None:
         if not isinstance(video_name, str) or not video_name:
             raise InvalidInputError(f"video_name: expected a non-empty str, got {video_name!r}")
@@ -117,8 +121,13 @@ class YtvisWriter:
             or fps <= 0
         ):
             raise InvalidInputError(f"fps: expected None or a float > 0, got {fps!r}")
-        if text is not None and not isinstance(text, str):
-            raise InvalidInputError(f"text: expected None or a str, got {text!r}")
+        if text is not None and not (
+            isinstance(text, str)
+            or (isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text))
+        ):
+            raise InvalidInputError(
+                f"text: expected None, a str or a list of str, got {text!r:.80}"
+            )
         self.path = output_file(path, "path")
         self.video_name = video_name
         self.fps = None if fps is None else float(fps)
@@ -146,6 +155,7 @@ class YtvisWriter:
             raise InvalidInputError(f"YtvisWriter({str(self.path)!r}): write() after close()")
         t = check_frame_index(frame_index, self.num_frames)
         items = check_outputs(outputs, self.height, self.width, need_score=True)
+        concepts = {int(k): v.get("concept") for k, v in outputs.items() if isinstance(v, Mapping)}
         records = []
         if items:
             # One encode call for all objects: (H, W, N) Fortran-ordered uint8.
@@ -176,6 +186,7 @@ class YtvisWriter:
             track = self._tracks.get(obj_id)
             if track is None:
                 track = self._tracks[obj_id] = _Track(self.num_frames)
+            track.concept = track.concept or concepts.get(obj_id)
             track.offsets[t] = offset
             track.scores[t] = score
             track.areas[t] = area
@@ -208,8 +219,18 @@ class YtvisWriter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _categories(self) -> list[str]:
+        """Category names: the prompt's texts, then any other concept an object came from."""
+        names = [self.text] if isinstance(self.text, str) else list(self.text or [])
+        for track in self._tracks.values():
+            if track.concept is not None and track.concept not in names:
+                names.append(track.concept)
+        return names or ["object"]
+
     def _write_json(self, out: IO[str]) -> None:
-        name = self.text if self.text is not None else "object"
+        names = self._categories()
+        category_of = {n: i + 1 for i, n in enumerate(names)}
+        masklets = dict.fromkeys(names, 0)
         info = {
             "description": "sam3video predictions",
             "version": __version__,
@@ -234,11 +255,13 @@ class YtvisWriter:
             if not present:  # every frame that had it was rewritten without it
                 continue
             count += 1
+            name = track.concept if track.concept in category_of else names[0]
+            masklets[name] += 1
             head = {
                 "id": count,
                 "video_id": 0,
                 "obj_id": obj_id,
-                "category_id": 1,
+                "category_id": category_of[name],
                 "noun_phrase": name,
                 "iscrowd": 0,
                 "height": self.height,
@@ -265,16 +288,19 @@ class YtvisWriter:
                 self._spool.seek(offset)
                 out.write(json.dumps(json.loads(self._spool.readline())["segmentation"]))
             out.write("]}")
-        category = {"id": 1, "name": name}
-        pair = {
-            "id": 1,
-            "video_id": 0,
-            "category_id": 1,
-            "noun_phrase": name,
-            "num_masklets": count,
-        }
-        out.write('], "categories": [' + json.dumps(category) + "]")
-        out.write(', "video_np_pairs": [' + json.dumps(pair) + "]}\n")
+        categories = [{"id": category_of[n], "name": n} for n in names]
+        pairs = [
+            {
+                "id": category_of[n],
+                "video_id": 0,
+                "category_id": category_of[n],
+                "noun_phrase": n,
+                "num_masklets": masklets[n],
+            }
+            for n in names
+        ]
+        out.write('], "categories": ' + json.dumps(categories))
+        out.write(', "video_np_pairs": ' + json.dumps(pairs) + "}\n")
 
 
 def _drop_spool(spool: IO[bytes], path: Path) -> None:
