@@ -30,6 +30,7 @@ from sam3video import checkpoints
 from sam3video.errors import CheckpointError, InvalidInputError, UnknownIdError
 from sam3video.io.frames import IMAGE_EXTENSIONS, open_frames
 from sam3video.io.live import LiveFrames
+from sam3video.io.streams import StreamReader, is_stream
 from sam3video.model.build import Sam3VideoModel, build_sam3_video_model
 from sam3video.model.config import get_config
 from sam3video.model.detector import make_geometry_prompt
@@ -321,16 +322,18 @@ class Sam3VideoPredictor:
                     f"session_id: expected a new session id, got {session_id[:100]!r} which "
                     "is already open (close it first or omit session_id)"
                 )
-        if req.live:
+        if req.live or is_stream(req.resource_path):
+            # A camera or network stream is read on a thread into a live session.
+            reader = None if req.live else StreamReader(req.resource_path)
             session: VideoSession = LiveSession(
                 session_id,
                 self.model,
-                LiveFrames(),
+                LiveFrames(fps=None if reader is None else reader.fps),
                 heuristics=self.heuristics,
                 device=self.device,
                 dtype=self.dtype,
+                reader=reader,
             )
-            frames = session.frames
         else:
             frames = open_frames(
                 req.resource_path,
@@ -349,7 +352,7 @@ class Sam3VideoPredictor:
             )
         with self._registry_lock:
             if session_id in self._sessions:  # lost a race with another thread
-                frames.close()
+                session.close()
                 raise InvalidInputError(
                     f"session_id: expected a new session id, got {session_id[:100]!r}"
                 )

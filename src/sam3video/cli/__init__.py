@@ -7,7 +7,8 @@ devices, threads and which checkpoint would be used. ``serve``, ``batch`` and ``
 belong to `sam3video.server`, `sam3video.batch` and `sam3video.evaluation`; this package only
 adds them to the parser (each sets ``args.func``).
 
-Modules: `args` (the parser), `track` (the job), `outputs` (the output folder and writers),
+Modules: `args` (the parser), `track` (the job), `follow` (the job on a camera or network
+stream), `outputs` (the output folder and writers; `growing`: the JSON of a stream),
 `progress` (the display), `watch` (tracked frames and the hotstart buffer, from the session),
 `runtime` (device and threads), `info`. Each documents its decisions; the command-wide ones:
 

@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument(
         "video",
         metavar="VIDEO",
-        help="a video (.mp4 .mov .avi .mkv .webm), a folder of frames, or an image",
+        help="a video (.mp4 .mov .avi .mkv .webm), a folder of frames, an image, or a stream "
+        "followed until it ends, Ctrl-C or --max-frames (webcam:N, rtsp://, http(s)://, "
+        "udp://, tcp://)",
     )
     prompts = track.add_argument_group("prompts (at least one)")
     prompts.add_argument("--text", metavar="TEXT", help='a noun phrase, e.g. "person"')
@@ -302,6 +304,7 @@ examples:
   sam3video track video.mp4 --text "dog" --format ytvis,png,overlay --out results/
   sam3video track video.mp4 --points 320,180 400,200:0 --frame 30 --direction both
   sam3video track video.mp4 --text "car" --model tiny --device cpu --max-frames 10
+  sam3video track webcam:0 --text "hand" --format ytvis,overlay     (Ctrl-C to stop)
 
 outputs (in --out):
   {JSON_NAME:<13} SA-Co/YTVIS JSON: one annotation per object, COCO RLE masks, boxes,

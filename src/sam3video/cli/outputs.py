@@ -11,6 +11,10 @@ Decisions
     frame is half-written.
   * The exports remember which objects each written frame holds (the last write of a frame
     wins, as in the files), so the summary counts exactly what the files hold.
+  * A stream (``stream=True``) has no frame count: ``results.json`` grows with it
+    (`sam3video.cli.growing.GrowingYtvisWriter`) and lists the frames up to the last one
+    written; the overlay holds the written frames, drawn on the frames the session still
+    holds when each is written.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class Exports:
         frames: the video's `FrameSource` (size, count, fps, frames of the overlay).
         text: the text prompt (the JSON's category name).
         still: the input is a single image: the overlay is a PNG.
+        stream: the input is a stream of unknown length (see the module notes).
     """
 
     def __init__(
@@ -120,8 +125,10 @@ class Exports:
         frames: Any,
         text: str | None,
         still: bool = False,
+        stream: bool = False,
     ) -> None:
         self.out = out
+        self.stream = stream
         self.formats = tuple(formats)
         self.frames = frames
         self.text = text
@@ -144,6 +151,7 @@ class Exports:
         return {obj_id for obj_id, count in self._frames_of.items() if count > 0}
 
     def _start(self) -> None:
+        from sam3video.cli.growing import GrowingYtvisWriter
         from sam3video.io.export import OverlayWriter, PngWriter, YtvisWriter
 
         frames = self.frames
@@ -151,8 +159,11 @@ class Exports:
         self._open = True
         if "ytvis" in self.formats:
             name = Path(frames.path).stem or "video"
+            path = self.out / JSON_NAME
             self.writers.append(
-                YtvisWriter(self.out / JSON_NAME, name, h, w, n, fps=frames.fps, text=self.text)
+                GrowingYtvisWriter(path, name, h, w, fps=frames.fps, text=self.text)
+                if self.stream
+                else YtvisWriter(path, name, h, w, n, fps=frames.fps, text=self.text)
             )
         if "png" in self.formats:
             folder = self.out / PNG_DIR
@@ -183,7 +194,7 @@ class Exports:
     def close(self, complete: bool) -> None:
         """Close every writer; after an interruption the overlay holds the written frames
         only (encoding the rest of the video would delay stopping)."""
-        if self.overlay is not None and not complete:
+        if self.overlay is not None and (self.stream or not complete):
             self.overlay.source = None
         errors = []
         for writer in self.writers:

@@ -9,6 +9,8 @@ Decisions
     that the display says "estimating".
   * A run with a concept prompt and clicks has two passes; each has its own count and label
     ("pass 1 of 2: text", "pass 2 of 2: clicks"), so no count runs past the frames of a pass.
+  * A stream followed without ``--max-frames`` has no total (``total=None``): the display
+    shows the frames tracked and frames/s, without a bar, a percentage or a time left.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Progress:
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         *,
         stream: IO[str] | None = None,
         tty: bool | None = None,
@@ -63,6 +65,7 @@ class Progress:
         self.eta_after = eta_after
         self.objects = 0
         self._drawn = False
+        self.total: int | None = None  # None: open-ended (a stream)
         self.begin(label, total)
 
     def begin(self, label: str | None = None, total: int | None = None) -> None:
@@ -99,7 +102,7 @@ class Progress:
         if not self.enabled or self.done == 0:
             return
         if self.tty:
-            if self.done >= self.total or now - self._last_draw >= 0.1:
+            if self.done >= (self.total or math.inf) or now - self._last_draw >= 0.1:
                 self._draw_bar()
                 self._last_draw = now
         elif self.done != self._logged and (
@@ -133,6 +136,8 @@ class Progress:
     def _numbers(self) -> tuple[str, str]:
         rate = self.rate
         objects = plural(self.objects, "object")
+        if self.total is None:  # open-ended: no time left to tell
+            return objects if rate is None else f"{objects}, {rate:.2f} frames/s", ""
         if rate is None:
             return objects, "estimating time left"
         left = (self.total - self.done) / rate if self.total > self.done else 0.0
@@ -140,6 +145,9 @@ class Progress:
 
     def _draw_bar(self) -> None:
         stats, left = self._numbers()
+        if self.total is None:
+            self._draw(f"{self.label} {plural(self.done, 'frame')} | {stats}")
+            return
         total = max(self.total, self.done, 1)
         count = f"{self.done}/{total}"
         tail = f" {100 * self.done / total:3.0f}% | {stats} | {left}"
@@ -149,13 +157,20 @@ class Progress:
         if width >= 5:
             filled = int(width * self.done / total)
             bar = " [" + "#" * filled + "." * (width - filled) + "]"
-        line = f"{self.label} {count}{bar}{tail}"[: columns - 1]
-        self.stream.write("\r" + line + "\x1b[K")
+        self._draw(f"{self.label} {count}{bar}{tail}")
+
+    def _draw(self, line: str) -> None:
+        columns = shutil.get_terminal_size((80, 24)).columns
+        self.stream.write("\r" + line[: columns - 1] + "\x1b[K")
         self.stream.flush()
         self._drawn = True
 
     def _log_line(self) -> None:
         stats, left = self._numbers()
+        if self.total is None:
+            self.stream.write(f"{PROG}: {self.label} {plural(self.done, 'frame')}, {stats}\n")
+            self.stream.flush()
+            return
         total = max(self.total, self.done, 1)
         self.stream.write(
             f"{PROG}: {self.label} {self.done}/{plural(total, 'frame')} "

@@ -11,6 +11,8 @@ Decisions
   * Progress counts frames as they are tracked (`sam3video.cli.watch`); Ctrl-C then takes
     the frames the hotstart buffer holds, so the files hold every frame that was computed.
   * The summary counts what the files hold: the frames written and the objects on them.
+  * A camera or network stream (``webcam:0``, ``rtsp://``, ``http(s)://``...) is followed
+    until it ends, Ctrl-C or ``--max-frames`` (`sam3video.cli.follow`).
 """
 
 from __future__ import annotations
@@ -118,10 +120,15 @@ def _track(args: argparse.Namespace, predictor: Any) -> TrackSummary:
 
     from sam3video.errors import FrameIndexError
     from sam3video.io import IMAGE_EXTENSIONS, open_frames
+    from sam3video.io.streams import is_stream
     from sam3video.requests import check_points_in_frame, parse_request
 
     device = check_device(args.device) if predictor is None else None
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    if is_stream(args.video):
+        from sam3video.cli.follow import follow_stream
+
+        return follow_stream(args, predictor, device, dtype)
 
     with open_frames(args.video, loader=args.loader) as frames:
         num_frames = len(frames)
