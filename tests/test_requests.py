@@ -46,7 +46,14 @@ def test_fields_and_defaults_match_the_seed_api() -> None:
         return [(f.name, f.default) for f in dataclasses.fields(cls)]
 
     required = dataclasses.MISSING
-    assert signature(StartSession) == [("resource_path", required), ("session_id", None)]
+    # The seed's fields, in its order and with its defaults; then our documented extensions.
+    # resource_path is optional in the dataclass because live sessions have none; without
+    # live=True it is required (test_live_start_session_needs_a_resource_path).
+    assert signature(StartSession) == [
+        ("resource_path", None),
+        ("session_id", None),
+        ("live", False),
+    ]
     assert signature(AddPrompt) == [
         ("session_id", required),
         ("frame_index", required),
@@ -56,6 +63,7 @@ def test_fields_and_defaults_match_the_seed_api() -> None:
         ("bounding_boxes", None),
         ("bounding_box_labels", None),
         ("obj_id", None),
+        ("concept_mode", "replace"),
     ]
     assert signature(PropagateInVideo) == [
         ("session_id", required),
@@ -76,9 +84,21 @@ def test_fields_and_defaults_match_the_seed_api() -> None:
         "remove_object",
         "reset_session",
         "close_session",
+        # extensions: SAM 3.1's cancel, several concepts, live sessions
+        "cancel_propagation",
+        "remove_concept",
+        "add_frame",
     }
     assert all(REQUEST_TYPES[name].request_type == name for name in REQUEST_TYPES)
     assert [n for n, c in REQUEST_TYPES.items() if c.stream] == ["propagate_in_video"]
+
+
+def test_live_start_session_needs_a_resource_path() -> None:
+    with pytest.raises(InvalidInputError, match="missing required field 'resource_path'"):
+        parse_request({"type": "start_session"}, stream=False)
+    with pytest.raises(InvalidInputError, match="^resource_path: a live session"):
+        parse_request({"type": "start_session", "live": True, "resource_path": "x"}, stream=False)
+    assert parse_request({"type": "start_session", "live": True}, stream=False).live
 
 
 # -- happy paths --------------------------------------------------------------------------------
@@ -349,8 +369,8 @@ def test_empty_text(value: str) -> None:
     expect(InvalidInputError, prompt(text=value), "text", "non-empty", repr(value))
 
 
-@pytest.mark.parametrize("value", [1, ["person"], b"person", True])
-def test_text_must_be_a_str(value: object) -> None:
+@pytest.mark.parametrize("value", [1, b"person", True, {"person": 1}])
+def test_text_must_be_a_str(value: object) -> None:  # or a list of them: test_concepts.py
     expect(InvalidInputError, prompt(text=value), "text", "expected a str", type(value).__name__)
 
 

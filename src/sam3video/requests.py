@@ -364,9 +364,15 @@ def parse_request(request: Mapping[str, Any], *, stream: bool) -> Request:
                     "resource_path out with live=True"
                 )
         elif "resource_path" not in values:
+            if "resource_path" not in request:
+                raise InvalidInputError(
+                    "start_session: missing required field 'resource_path' (a path to a video, "
+                    "a frame folder or an image; or live=True for a session fed frame by frame)"
+                )
             raise InvalidInputError(
-                "start_session: missing required field 'resource_path' (or live=True for a "
-                "session fed frame by frame)"
+                "resource_path: expected a non-empty str or os.PathLike path to a video, a "
+                "frame folder or an image (or live=True for a session fed frame by frame), "
+                "got None"
             )
     if cls is AddPrompt:
         _check_prompt_combination(values)
