@@ -26,13 +26,15 @@ def test_jsonl_rows_resolve_paths_and_default_ids(tmp_path):
             {"video": "/abs/b.mp4", "id": "b-dogs", "text": "dog", "frame_index": 3},
             {"video": "c.mp4", "points": [[10, 20]], "point_labels": [1]},
             {"video": "d.mp4", "bounding_boxes": [[0.5, 0.5, 0.2, 0.2]], "text": "cup"},
+            {"video": "e.mp4", "text": ["person", "dog"]},  # several concepts in one pass
         ],
     )
     jobs = read_manifest(manifest)
-    assert [j.id for j in jobs] == ["a", "b-dogs", "c", "d"]
+    assert [j.id for j in jobs] == ["a", "b-dogs", "c", "d", "e"]
+    assert jobs[4].text == ["person", "dog"]
     assert jobs[0].video == str((tmp_path / "clips" / "a.mp4").resolve())
     assert jobs[1].video == "/abs/b.mp4" and jobs[1].frame_index == 3
-    assert [j.line for j in jobs] == [1, 3, 4, 5]  # blank line 2 skipped, lines counted
+    assert [j.line for j in jobs] == [1, 3, 4, 5, 6]  # blank line 2 skipped, lines counted
     assert jobs[2].prompts() == {"frame_index": 0, "points": [[10, 20]], "point_labels": [1]}
     assert VideoJob.from_dict(jobs[3].to_dict()) == jobs[3]
 
@@ -65,7 +67,8 @@ def test_csv_rows_with_json_cells(tmp_path):
          "line 2: id 'a' is already the id of line 1"),
         (['{"video": "a.mp4", "id": "../up", "text": "x"}'], "path separator"),
         (['{"video": "a.mp4", "id": ".hidden", "text": "x"}'], "starts with '.'"),
-        (['{"video": "a.mp4", "text": ["a", "b"]}'], "one noun phrase per row"),
+        (['{"video": "a.mp4", "text": ["a", ""]}'], "a non-empty list of them"),
+        (['{"video": "a.mp4", "text": []}'], "a non-empty list of them"),
         (['{"video": "a.mp4", "text": "x", "frame_index": -1}'], "line 1: frame_index"),
         (['{"video": "a.mp4", "points": [[1, 2]]}'], "line 1: point_labels"),
         (['{"video": "a.mp4", "bounding_boxes": [[0.5, 0.5, 2, 2]]}'], "line 1: bounding_boxes"),

@@ -207,3 +207,17 @@ def test_ytvis_export_has_one_category_per_concept(predictor, clip, tmp_path):
     counts = {p["noun_phrase"]: p["num_masklets"] for p in data["video_np_pairs"]}
     for concept in CONCEPTS:
         assert counts[concept] == sum(a["noun_phrase"] == concept for a in data["annotations"])
+
+
+def test_cli_text_repeated_tracks_several_concepts(clip, tmp_path):
+    from sam3video.cli import main
+    from sam3video.io.export.ytvis import read_ytvis
+
+    argv = ["track", clip, "--model", "tiny", "--text", "person", "--text", "car"]
+    argv += ["--direction", "forward", "--max-frames", "4", "--out", str(tmp_path)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(argv) == 0
+    data = read_ytvis(tmp_path / "results.json")
+    assert [c["name"] for c in data["categories"]] == CONCEPTS
+    assert {a["noun_phrase"] for a in data["annotations"]} == set(CONCEPTS)

@@ -214,10 +214,12 @@ def _job(row: Mapping[str, Any], line: int, source: Path) -> VideoJob:
         path = source.parent / path
     job_id = _check_id(row.get("id", path.stem), where)
     text = row.get("text")
-    if isinstance(text, list):
+    if isinstance(text, list) and (
+        not text or not all(isinstance(t, str) and t.strip() for t in text)
+    ):
         raise ManifestError(
-            f"{where}: column 'text': one noun phrase per row (a list of phrases is not "
-            "supported yet; give each phrase its own row and id)"
+            f"{where}: column 'text': expected a noun phrase or a non-empty list of them "
+            "(several concepts in one pass), got an empty list or an empty phrase"
         )
     frame_index = row.get("frame_index", 0)
     job = VideoJob(

@@ -175,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "udp://, tcp://)",
     )
     prompts = track.add_argument_group("prompts (at least one)")
-    prompts.add_argument("--text", metavar="TEXT", help='a noun phrase, e.g. "person"')
+    prompts.add_argument(
+        "--text",
+        metavar="TEXT",
+        action="append",
+        help='a noun phrase, e.g. "person"; repeat it for several concepts in one pass',
+    )
     prompts.add_argument(
         "--points",
         metavar="X,Y[:LABEL]",

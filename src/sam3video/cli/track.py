@@ -263,12 +263,16 @@ def _load_predictor(args: argparse.Namespace, device: Any, dtype: Any) -> Any:
 
 
 def _check_prompts(args: argparse.Namespace) -> None:
-    if args.text is None and not args.box and not args.points:
+    if isinstance(args.text, list):  # --text once (the seed's one concept) or several times
+        args.text = args.text[0] if len(args.text) == 1 else args.text
+    texts = [args.text] if isinstance(args.text, str) else list(args.text or [])
+    if not texts and not args.box and not args.points:
         raise InvalidInputError(
             'no prompt: expected --text, --box and/or --points (e.g. --text "person")'
         )
-    if args.text is not None and not args.text.strip():
-        raise InvalidInputError(f"--text: expected a non-empty noun phrase, got {args.text!r}")
+    for text in texts:
+        if not text.strip():
+            raise InvalidInputError(f"--text: expected a non-empty noun phrase, got {text!r:.100}")
 
 
 def _prompt_requests(args: argparse.Namespace, session_id: str) -> list[dict[str, Any]]:
