@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -16,3 +18,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """A tiny-model `Sam3VideoPredictor` on the CPU (synthetic weights: the masks are
+    meaningless, the behaviour is what is tested), one per test module, closed after it."""
+    from sam3video.predictor import Sam3VideoPredictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = Sam3VideoPredictor(model_config="tiny", device="cpu")
+    yield p
+    p.shutdown()

@@ -15,21 +15,11 @@ import pytest
 from PIL import Image
 
 from sam3video import InvalidInputError, UnknownIdError
-from sam3video.predictor import Sam3VideoPredictor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 N, H, W = 12, 60, 80
 CONCEPTS = ["person", "car"]
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Sam3VideoPredictor(model_config="tiny", device="cpu")
-    yield p
-    p.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -28,15 +28,6 @@ N, H, W = 20, 60, 80
 CORRUPT = 4
 
 
-@pytest.fixture(scope="module")
-def predictor():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Sam3VideoPredictor(model_config="tiny", device="cpu")
-    yield p
-    p.shutdown()
-
-
 def _frames(folder, corrupt: int | None = None):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -24,15 +24,6 @@ H, W, N = 272, 640, 250
 SHORT_VIDEO = VIDEOS / "tree.avi"  # 320x240, 68 coded frames
 
 
-@pytest.fixture(scope="module")
-def predictor():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Sam3VideoPredictor(model_config="tiny", device="cpu")
-    yield p
-    p.shutdown()
-
-
 def start(predictor, path=VIDEO, **kw) -> str:
     return predictor.handle_request({"type": "start_session", "resource_path": str(path), **kw})[
         "session_id"

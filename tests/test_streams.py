@@ -21,7 +21,6 @@ import signal
 import socket
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import av
@@ -80,15 +79,6 @@ def server(tmp_path_factory):
     yield httpd
     httpd.gate.set()
     httpd.shutdown()
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = Sam3VideoPredictor(model_config="tiny", device="cpu")
-    yield p
-    p.shutdown()
 
 
 def _start(p, resource_path: str) -> str:

@@ -38,10 +38,12 @@ import os
 import socket
 import struct
 import threading
+import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sam3video.errors import CheckpointError, SourceNotFoundError
@@ -55,6 +57,7 @@ __all__ = [
     "explain_download_error",
     "find_in_hf_cache",
     "hf_cache_dir",
+    "load_predictor",
     "locate_checkpoint",
     "resolve_checkpoint",
     "verify_checkpoint",
@@ -371,3 +374,50 @@ def explain_download_error(error: BaseException) -> CheckpointError:
         f"could not download {HF_FILENAME} from {HF_REPO} ({detail}); check your access at "
         f"{_HF_PAGE} and your login ({LOGIN}), then run again, " + _HOW_BY_HAND
     )
+
+
+def load_predictor(
+    model: str,
+    checkpoint: str | os.PathLike[str] | None,
+    *,
+    device: Any = "auto",
+    dtype: Any = "auto",
+    loader: str = "cv2",
+    async_loading_frames: bool = False,
+    warn: Callable[[str], None] | None = None,
+    on_loading: Callable[[Path | None], None] | None = None,
+) -> Any:
+    """The `Sam3VideoPredictor` a command runs (``track``, ``serve``, ``batch``).
+
+    ``model="full"`` needs a checkpoint, found as `resolve_checkpoint` says (argument,
+    ``$SAM3VIDEO_CHECKPOINT``, the Hugging Face cache, a download); ``"tiny"`` takes one when
+    given (verified), else runs on synthetic weights and says so through ``warn``.
+    ``device``/``dtype`` as the predictor takes them (``"auto"`` or a name).
+    ``on_loading(checkpoint)`` is called once the checkpoint is known, before the (long) load.
+    """
+    from sam3video.predictor import Sam3VideoPredictor  # torch: only when a model is wanted
+
+    path = None
+    if model == "full":
+        path = resolve_checkpoint(checkpoint)
+    elif checkpoint:
+        location = locate_checkpoint(checkpoint)
+        path = verify_checkpoint(location.path, location.source)
+    elif warn is not None:
+        warn(
+            f"--model {model} runs on SYNTHETIC weights: the masks are meaningless (a test of "
+            "the pipeline, not a segmentation)"
+        )
+    if on_loading is not None:
+        on_loading(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*synthetic weights.*")
+        return Sam3VideoPredictor(
+            checkpoint_path=path,
+            async_loading_frames=async_loading_frames,
+            video_loader_type=loader,
+            model_config=model,
+            device=device,
+            dtype=dtype,
+        )
+

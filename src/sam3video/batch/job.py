@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,29 +52,16 @@ class VideoResult:
 
 def load_predictor(options: BatchOptions, device: str | None = None) -> Any:
     """A `Sam3VideoPredictor` for ``options`` (frames decoded ahead in a background thread)."""
-    import torch
+    from sam3video.checkpoints import load_predictor as load
 
-    from sam3video.checkpoints import locate_checkpoint, resolve_checkpoint, verify_checkpoint
-    from sam3video.predictor import Sam3VideoPredictor
-
-    checkpoint = None
-    if options.model == "full":
-        checkpoint = resolve_checkpoint(options.checkpoint)
-    elif options.checkpoint:
-        location = locate_checkpoint(options.checkpoint)
-        checkpoint = verify_checkpoint(location.path, location.source)
-    dtype = None if options.dtype == "auto" else getattr(torch, options.dtype)
-    wanted = device or options.device
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*synthetic weights.*")
-        return Sam3VideoPredictor(
-            checkpoint_path=checkpoint,
-            async_loading_frames=True,
-            video_loader_type=options.loader,
-            model_config=options.model,
-            device=None if wanted == "auto" else wanted,
-            dtype=dtype,
-        )
+    return load(
+        options.model,
+        options.checkpoint,
+        device=device or options.device,
+        dtype=options.dtype,
+        loader=options.loader,
+        async_loading_frames=True,
+    )
 
 
 class LazyPredictor:

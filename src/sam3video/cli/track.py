@@ -21,7 +21,6 @@ import argparse
 import re
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,33 +229,22 @@ def _run_passes(
 
 
 def _load_predictor(args: argparse.Namespace, device: Any, dtype: Any) -> Any:
-    from sam3video.checkpoints import locate_checkpoint, resolve_checkpoint, verify_checkpoint
-    from sam3video.predictor import Sam3VideoPredictor
+    from sam3video.checkpoints import load_predictor
 
-    checkpoint = None
-    if args.model == "full":
-        checkpoint = resolve_checkpoint(args.checkpoint)
-    elif args.checkpoint:
-        location = locate_checkpoint(args.checkpoint)
-        checkpoint = verify_checkpoint(location.path, location.source)
-    else:
-        print(
-            f"{PROG}: warning: --model tiny runs on SYNTHETIC weights: the masks are "
-            "meaningless (a test of the pipeline, not a segmentation)",
-            file=sys.stderr,
-        )
-    if not args.quiet:
-        where = f" from {checkpoint}" if checkpoint is not None else ""
-        print(f"{PROG}: loading the {args.model} model on {device}{where}", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*synthetic weights.*")
-        return Sam3VideoPredictor(
-            checkpoint_path=checkpoint,
-            video_loader_type=args.loader,
-            model_config=args.model,
-            device=device,
-            dtype=dtype,
-        )
+    def announce(checkpoint: Any) -> None:
+        if not args.quiet:
+            where = f" from {checkpoint}" if checkpoint is not None else ""
+            print(f"{PROG}: loading the {args.model} model on {device}{where}", file=sys.stderr)
+
+    return load_predictor(
+        args.model,
+        args.checkpoint,
+        device=device,
+        dtype=dtype,
+        loader=args.loader,
+        warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
+        on_loading=announce,
+    )
 
 
 # ----------------------------------------------------------------------------- requests

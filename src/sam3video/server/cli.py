@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -140,33 +139,16 @@ def add_serve_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
 
 
 def _load_predictor(args: argparse.Namespace) -> Any:
-    import torch
+    from sam3video.checkpoints import load_predictor
 
-    from sam3video.checkpoints import locate_checkpoint, resolve_checkpoint, verify_checkpoint
-    from sam3video.predictor import Sam3VideoPredictor
-
-    checkpoint = None
-    if args.model == "full":
-        checkpoint = resolve_checkpoint(args.checkpoint)
-    elif args.checkpoint:
-        location = locate_checkpoint(args.checkpoint)
-        checkpoint = verify_checkpoint(location.path, location.source)
-    else:
-        print(
-            "sam3video serve: warning: --model tiny runs on SYNTHETIC weights: the masks are "
-            "meaningless",
-            file=sys.stderr,
-        )
-    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*synthetic weights.*")
-        return Sam3VideoPredictor(
-            checkpoint_path=checkpoint,
-            video_loader_type=args.loader,
-            model_config=args.model,
-            device=None if args.device == "auto" else args.device,
-            dtype=dtype,
-        )
+    return load_predictor(
+        args.model,
+        args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        loader=args.loader,
+        warn=lambda message: print(f"sam3video serve: warning: {message}", file=sys.stderr),
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
