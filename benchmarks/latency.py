@@ -202,6 +202,7 @@ def build_model(config: str, dtype: torch.dtype):
     return model, time.perf_counter() - t0
 
 
+@torch.inference_mode()  # as the predictor's public methods (the session leaves it to callers)
 def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | None,
              count_flops: bool = False, steady_from: int = 1) -> dict:
     frames = open_frames(folder)

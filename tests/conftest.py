@@ -31,3 +31,11 @@ def predictor():
         p = Sam3VideoPredictor(model_config="tiny", device="cpu")
     yield p
     p.shutdown()
+
+
+@pytest.fixture(scope="module")
+def no_grad():
+    """Run a test under ``torch.inference_mode`` (as the predictor's public methods do);
+    the video layer itself leaves autograd to its caller, so the model stays trainable."""
+    with torch.inference_mode():
+        yield

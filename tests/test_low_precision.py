@@ -31,7 +31,7 @@ MIN_AGREEMENT = 0.95
 CONFIDENT_LOGIT = 0.1
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread", "no_grad")  # tests/conftest.py
 
 
 @lru_cache(maxsize=3)

@@ -49,7 +49,7 @@ SCORE_ATOL = 1e-4
 MIN_AGREEMENT = 0.995
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread", "no_grad")  # tests/conftest.py
 
 
 @lru_cache(maxsize=1)

@@ -27,7 +27,7 @@ from PIL import Image
 from sam3video.model.build import build_sam3_video_model
 from sam3video.video.tracking import TrackingState
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_grad")]
 
 LOGIT_ATOL, LOGIT_RTOL = 2e-3, 1e-3
 BEYOND_FP16_ATOL = 1e-3

@@ -31,7 +31,7 @@ from sam3video.video.tracking import TrackingState
 H, W = 136, 320
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread", "no_grad")  # tests/conftest.py
 
 
 @lru_cache(maxsize=1)

@@ -157,6 +157,9 @@ class TrackingState:
     official switches (True / False). bounded_memory: see module doc. storage_dtype: dtype
     of stored spatial memories (None: the model's; the official GPU code stores bfloat16).
     feature_cache: a `FeatureCache` shared with the video's other states (default: its own).
+
+    Autograd is the caller's choice: the predictor runs everything under
+    ``torch.inference_mode()``; called with gradients on, the state records graphs (training).
     """
 
     def __init__(
@@ -319,8 +322,7 @@ class TrackingState:
         device, dtype = self._device, self._dtype
         feats = [f.to(device=device, dtype=dtype) for f in feats]
         pos = [p.to(device=device, dtype=dtype) for p in pos]
-        with torch.inference_mode():
-            prepared = self.tracker.prepare_features(feats, pos)
+        prepared = self.tracker.prepare_features(feats, pos)
         self.feature_cache.entry = (frame_idx, prepared)
         return prepared
 
@@ -417,7 +419,6 @@ class TrackingState:
 
     # ------------------------------------------------------------------------ prompts
 
-    @torch.inference_mode()
     def add_points(
         self,
         frame_idx: int,
@@ -517,7 +518,6 @@ class TrackingState:
         """A box ``[x0, y0, x1, y1]`` (original-frame pixels), optionally with clicks."""
         return self.add_points(frame_idx, obj_id, points, labels, box=box)
 
-    @torch.inference_mode()
     def add_mask(self, frame_idx: int, obj_id: int, mask: object) -> TrackerFrameOutput:
         """A mask for one object (bool or float in [0, 1]): ``(H, W)`` at the video resolution,
         or ``(S, S)`` at the tracker's ``input_mask_size`` (how SAM 3 passes detections).
@@ -594,7 +594,6 @@ class TrackingState:
         obj = self._objects[self._obj_index(obj_id, create=False)]
         return sorted(obj.mask_frames - set(obj.points))
 
-    @torch.inference_mode()
     def clear_frame_prompts(self, frame_idx: int, obj_id: int) -> TrackerFrameOutput:
         """Remove one object's prompts on a frame.
 
@@ -620,7 +619,6 @@ class TrackingState:
         if not self._cond:
             self._reset_tracking()
 
-    @torch.inference_mode()
     def remove_object(self, obj_id: int) -> list[int]:
         """Remove an object everywhere; returns the remaining ids. The last one resets."""
         obj_idx = self._obj_index(obj_id, create=False)
@@ -701,7 +699,6 @@ class TrackingState:
             frame_idx, self.obj_ids, low_res, scores, video_res, video_res > 0
         )
 
-    @torch.inference_mode()
     def preflight(self) -> None:
         """Merge pending prompt outputs into conditioning frames and encode their memory.
 
@@ -780,7 +777,6 @@ class TrackingState:
             start_frame_idx, max_frame_num_to_track, bool(reverse), run_mem_encoder
         )
 
-    @torch.inference_mode()
     def _propagate(
         self, start: int | None, max_n: int | None, reverse: bool, run_mem_encoder: bool
     ) -> Iterator[TrackerFrameOutput]:
@@ -830,7 +826,6 @@ class TrackingState:
             frame_idx, self.obj_ids, pred_masks, scores, video_res, video_res > 0
         )
 
-    @torch.inference_mode()
     def update_memory(
         self,
         frame_idx: int,
@@ -914,7 +909,6 @@ class TrackingState:
 # ---------------------------------------------------------------------------- batched states
 
 
-@torch.inference_mode()
 def track_states(
     states: Sequence[TrackingState], frame_idx: int, reverse: bool, run_mem_encoder: bool
 ) -> list[TrackerFrameOutput]:
