@@ -68,6 +68,10 @@ from sam3video.video.tracking import FeatureCache, TrackingState, track_states
 # there is none) and the word the official code encodes for box-only prompts.
 TEXT_PLACEHOLDER = "<text placeholder>"
 VISUAL_TEXT = "visual"
+# Text-only concepts whose detector heads run as one batch: larger batches buy nothing on a
+# CPU at full size and cost memory traffic (benchmarks/concepts.py: 8 at once took 2x longer
+# than two batches of 4 would).
+CONCEPT_BATCH = 4
 # Detector-born conditioning frames within this many frames of a click are cleared.
 REFINEMENT_WINDOW = 16
 
@@ -279,7 +283,10 @@ class VideoSession:
         todo = [name for name in names if keys[name] not in self._detection_cache]
         # Only the current frame's detections are worth keeping (one entry per concept).
         cache = {k: v for k, v in self._detection_cache.items() if k[0] == frame_idx}
-        batches = [[n for n in todo if self.concepts[n].geometry is None]]
+        text_only = [n for n in todo if self.concepts[n].geometry is None]
+        batches = [
+            text_only[i : i + CONCEPT_BATCH] for i in range(0, len(text_only), CONCEPT_BATCH)
+        ]
         batches += [[n] for n in todo if self.concepts[n].geometry is not None]
         neck = self._features(frame_idx, need_detector=True) if todo else None
         for batch in [b for b in batches if b]:
