@@ -3,12 +3,13 @@
 Writes ``tests/fixtures/multiplex_state.pt``, read by ``tests/test_multiplex_state.py``.
 
 The official class lives in ``sam3/model/multiplex_utils.py`` of facebookresearch/sam3 (SAM 3.1,
-commit 1beb5833d5c6e81b361243aad1b4a4759a9c73a3); it needs only torch. It is imported from the
-SAM 3.1 reference overlay when that is installed (``sam3.model.multiplex_utils``), else from the
-directory given with ``--official DIR`` (a folder holding that ``multiplex_utils.py``)::
+the overlay's commit 6dbb02b, see ``sam31_sources.txt``; the file is the same at 1beb583); it
+needs only torch. It is imported from the SAM 3.1 reference overlay
+(``tools/reference/setup_reference_31.sh``), or from the directory given with
+``--official DIR`` (a folder holding that ``multiplex_utils.py``)::
 
-    ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_multiplex_state.py
-    ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_multiplex_state.py --official /tmp/x
+    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_multiplex_state.py
+    ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_multiplex_state.py --official DIR
 
 Each case starts from the official controller's inference layout
 (``MultiplexController(...).eval().get_state(n, random=False)``) and applies a seeded random
@@ -37,7 +38,7 @@ import _common  # noqa: F401  (CPU patches, src/ on sys.path)
 import torch
 from _common import save_fixture
 
-COMMIT = "1beb5833d5c6e81b361243aad1b4a4759a9c73a3"
+COMMIT = "6dbb02bd38288df755dfa1378000a861e65b84f6"
 # (name, multiplex_count, eval capacity, initial objects, operations, seed)
 CASES = [
     ("m16", 16, 16, 5, 14, 0),
