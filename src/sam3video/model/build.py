@@ -28,6 +28,7 @@ from sam3video.model.detector import (
 from sam3video.model.encoder import TransformerEncoderFusion
 from sam3video.model.geometry_encoder import SequenceGeometryEncoder
 from sam3video.model.neck import DualViTDetNeck
+from sam3video.model.neck_31 import TriViTDetNeck
 from sam3video.model.position_encoding import PositionEmbeddingSine
 from sam3video.model.scoring import DotProductScoring
 from sam3video.model.segmentation_head import UniversalSegmentationHead
@@ -47,8 +48,9 @@ class Sam3VideoModel(nn.Module):
         self.tracker = tracker
 
 
-def build_vision_backbone(cfg: Sam3VideoConfig) -> DualViTDetNeck:
-    """The ViT trunk and both necks of ``cfg`` (``detector.backbone.vision_backbone``)."""
+def build_vision_backbone(cfg: Sam3VideoConfig) -> DualViTDetNeck | TriViTDetNeck:
+    """The ViT trunk and the necks of ``cfg`` (``detector.backbone.vision_backbone``): SAM 3's
+    dual neck, or SAM 3.1's three-way neck for a config with ``multiplex`` set."""
     v = cfg.vit
     trunk = ViT(
         img_size=cfg.image_size,
@@ -63,6 +65,12 @@ def build_vision_backbone(cfg: Sam3VideoConfig) -> DualViTDetNeck:
         rope_theta=v.rope_theta,
         layer_norm_eps=v.layer_norm_eps,
     )
+    if cfg.multiplex is not None:
+        return TriViTDetNeck(
+            trunk=trunk,
+            position_encoding=PositionEmbeddingSine(cfg.d_model, normalize=True),
+            d_model=cfg.d_model,
+        )
     return DualViTDetNeck(
         trunk=trunk,
         position_encoding=PositionEmbeddingSine(cfg.d_model, normalize=True),
@@ -128,7 +136,12 @@ def build_detector(cfg: Sam3VideoConfig, bpe_path: str | os.PathLike | None = No
 
 
 def build_tracker(cfg: Sam3VideoConfig) -> nn.Module:
-    """The tracker of ``cfg`` (`sam3video.model.tracker.Sam3Tracker`)."""
+    """The tracker of ``cfg`` (`sam3video.model.tracker.Sam3Tracker`, or for SAM 3.1
+    `sam3video.model.tracker_31.Sam3MultiplexTracker`)."""
+    if cfg.multiplex is not None:
+        from sam3video.model.tracker_31 import build_multiplex_tracker
+
+        return build_multiplex_tracker(cfg)
     from sam3video.model.tracker import build_tracker as _build_tracker
 
     return _build_tracker(cfg)
@@ -228,10 +241,15 @@ def load_state_dict_checked(
         ],
     )
     if strict and not report.ok:
-        raise CheckpointError(
-            f"{source} does not fit the model ({report.summary()}). "
-            "Is it Meta's SAM 3 checkpoint (sam3.pt) and the matching model config?"
-        )
+        cfg = getattr(model, "config", None)
+        if getattr(cfg, "version", "sam3") == "sam3.1":
+            hint = (
+                "Is it Meta's SAM 3.1 checkpoint (sam3.1_multiplex.pt) and the matching "
+                f"model config ({cfg.name!r})?"
+            )
+        else:
+            hint = "Is it Meta's SAM 3 checkpoint (sam3.pt) and the matching model config?"
+        raise CheckpointError(f"{source} does not fit the model ({report.summary()}). {hint}")
     bad = {k for k, _, _ in report.mismatched}
     usable = {k: v for k, v in state.items() if k in expected and k not in bad}
     model.load_state_dict(usable, strict=False, assign=True)
@@ -260,7 +278,8 @@ def build_sam3_video_model(
 ) -> Sam3VideoModel:
     """Build the SAM 3 video model and load its weights.
 
-    config: ``"full"`` (Meta's sizes), ``"tiny"`` or a `Sam3VideoConfig`.
+    config: ``"full"`` (Meta's sizes), ``"tiny"``, ``"sam3.1"`` (Meta's SAM 3.1 sizes, for
+        ``sam3.1_multiplex.pt``), ``"sam3.1-tiny"`` or a `Sam3VideoConfig`.
     checkpoint_path: Meta's ``sam3.pt`` (plain state dict or under ``"model"``) or a
         ``.safetensors`` file. ``None`` loads deterministic *synthetic* weights
         (`synthetic_state_dict`, seed ``seed``): the pipeline runs, the masks are meaningless.
@@ -272,10 +291,11 @@ def build_sam3_video_model(
     cfg = get_config(config)
     model = build_model_skeleton(cfg, device="meta", bpe_path=bpe_path)
     if checkpoint_path is None:
-        if cfg.name == "full":
+        if cfg.name in ("full", "sam3.1"):
+            ckpt = "sam3.pt" if cfg.name == "full" else "sam3.1_multiplex.pt"
             warnings.warn(
                 "build_sam3_video_model: no checkpoint_path, using synthetic weights; "
-                "the outputs are meaningless (pass Meta's sam3.pt for real masks)",
+                f"the outputs are meaningless (pass Meta's {ckpt} for real masks)",
                 stacklevel=2,
             )
         state = synthetic_state_dict(model, seed=seed)

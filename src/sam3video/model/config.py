@@ -7,6 +7,10 @@ detector heads, tracker) plus the video heuristics. Two presets exist:
 - ``tiny``: the same architecture and state-dict key names with small sizes and a 224 px
   input, fast on a CPU. Used by the default test suite and by parity fixtures.
 
+SAM 3.1 (``sam3.1_multiplex.pt``) has its own two presets, ``sam3.1`` (Meta's sizes) and
+``sam3.1-tiny`` (same keys, the 3.0 tiny sizes): the same detector with a three-way neck and
+the multiplex tracker (`MultiplexTrackerConfig`, set as ``Sam3VideoConfig.multiplex``).
+
 Everything derived from these numbers (grid size, low-resolution mask size, ...) is exposed
 as a property so that it is never stored twice.
 """
@@ -110,6 +114,51 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class MultiplexTrackerConfig:
+    """SAM 3.1 multiplex tracker (``tracker.model.``): objects in buckets of ``multiplex_count``.
+
+    The memory is as wide as the features (no ``mem_dim`` compression). Defaults are the
+    official ``build_sam3_multiplex_video_model`` values.
+    """
+
+    multiplex_count: int = 16
+    num_maskmem: int = 7
+    mask_in_chans: int = 16  # interactive prompt encoder mask_downscaling width
+    decoder_depth: int = 2  # both SAM decoders (interactive and multiplex)
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    memory_attention_layers: int = 4
+    memory_attention_heads: int = 8
+    memory_attention_ffn_dim: int = 2048
+    rope_theta: float = 10000.0
+    fuser_layers: int = 2
+    mask_downsampler_start_chans: int = 4  # official starting_out_chan
+    mask_input_channel_multiplier: int = 2  # mask + "is conditioning" channel per slot
+    max_cond_frames_in_attn: int = 4
+    max_obj_ptrs_in_encoder: int = 16
+    sigmoid_scale_for_mem_enc: float = 2.0
+    sigmoid_bias_for_mem_enc: float = -1.0
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    object_score_logit_threshold: float = 0.0
+    condition_fg: float = 1.0  # official condition_as_mask_input_fg / _bg
+    condition_bg: float = 0.0
+    use_memory_selection: bool = False
+    memory_selection_threshold: float = 0.01
+
+    @property
+    def mask_in_slots(self) -> int:
+        """Input channels of the memory encoder's mask downsampler (32 at full size)."""
+        return self.multiplex_count * self.mask_input_channel_multiplier
+
+
+@dataclass(frozen=True)
 class Sam3VideoConfig:
     """Whole video model: image size, components and the name of the preset."""
 
@@ -119,6 +168,14 @@ class Sam3VideoConfig:
     text: TextConfig = field(default_factory=TextConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # SAM 3.1: the multiplex tracker replaces ``tracker`` (which is then unused) and the neck
+    # has three pyramids (detector, interactive, propagation) of three levels each.
+    multiplex: MultiplexTrackerConfig | None = None
+
+    @property
+    def version(self) -> str:
+        """``"sam3"`` or ``"sam3.1"`` (the checkpoint family this config loads)."""
+        return "sam3" if self.multiplex is None else "sam3.1"
 
     @property
     def d_model(self) -> int:
@@ -184,11 +241,40 @@ def tiny_config() -> Sam3VideoConfig:
     )
 
 
-PRESETS = {"full": full_config, "tiny": tiny_config}
+def sam31_config() -> Sam3VideoConfig:
+    """The official SAM 3.1 sizes: loads Meta's ``sam3.1_multiplex.pt`` strictly."""
+    return Sam3VideoConfig(name="sam3.1", multiplex=MultiplexTrackerConfig())
+
+
+def sam31_tiny_config() -> Sam3VideoConfig:
+    """SAM 3.1 keys at the 3.0 tiny sizes; buckets of 4 objects, a narrow mask downsampler."""
+    tiny = tiny_config()
+    return tiny.replace(
+        name="sam3.1-tiny",
+        multiplex=MultiplexTrackerConfig(
+            multiplex_count=4,
+            decoder_heads=4,
+            decoder_mlp_dim=64,
+            iou_head_hidden_dim=tiny.d_model,
+            memory_attention_layers=2,
+            memory_attention_heads=4,
+            memory_attention_ffn_dim=64,
+            mask_downsampler_start_chans=1,
+        ),
+    )
+
+
+PRESETS = {
+    "full": full_config,
+    "tiny": tiny_config,
+    "sam3.1": sam31_config,
+    "sam3.1-tiny": sam31_tiny_config,
+}
 
 
 def get_config(config: str | Sam3VideoConfig) -> Sam3VideoConfig:
-    """Return a preset by name (``"full"`` or ``"tiny"``) or pass a config through."""
+    """Return a preset by name (``"full"``, ``"tiny"``, ``"sam3.1"``, ``"sam3.1-tiny"``) or pass
+    a config through."""
     if isinstance(config, Sam3VideoConfig):
         return config
     if config not in PRESETS:
