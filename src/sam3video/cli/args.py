@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(commands, parents=[common])
     add_eval_parser(commands, parents=[common])
+
+    from sam3video.train.cli import add_train_parser  # light: torch loads when it runs
+
+    add_train_parser(commands, parents=[common])
     return parser
 
 

@@ -52,6 +52,9 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, block_rows: int = 512) ->
     values narrower than the keys (see `RoPEAttention`).
     """
     lead, (lq, d), (lk, dv) = q.shape[:-2], q.shape[-2:], v.shape[-2:]
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        # Training: out= kernels have no autograd; the same attention, differentiable.
+        return torch.softmax((q * d**-0.5) @ k.transpose(-1, -2), dim=-1) @ v
     qs = (q * d**-0.5).reshape(-1, lq, d)
     ks, vs = k.reshape(-1, lk, d), v.reshape(-1, lk, dv)
     out = q.new_empty(qs.shape[0], lq, dv)
