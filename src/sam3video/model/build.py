@@ -35,7 +35,7 @@ from sam3video.model.segmentation_head import UniversalSegmentationHead
 from sam3video.model.text_encoder import TextEncoder, TextTransformer
 from sam3video.model.tokenizer import SimpleTokenizer
 from sam3video.model.vit import ViT
-from sam3video.model.weights import synthetic_state_dict
+from sam3video.model.weights import detect_checkpoint_version, synthetic_state_dict
 
 
 class Sam3VideoModel(nn.Module):
@@ -216,6 +216,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"(found {type(state).__name__})"
         )
     return state
+
+
+def checkpoint_version(path: str | os.PathLike) -> str:
+    """``"sam3"`` or ``"sam3.1"``: the version of the checkpoint at ``path``, from its keys
+    (`sam3video.model.weights.detect_checkpoint_version`; ``.pt`` files are memory-mapped,
+    so this reads little more than the key list)."""
+    return detect_checkpoint_version(read_checkpoint(path).keys())
 
 
 def load_state_dict_checked(

@@ -176,3 +176,48 @@ def synthetic_state_dict(
         else:
             out[key] = synthetic_tensor(prefix + key, value.shape, seed)
     return out
+
+
+# ----------------------------------------------------------------------------- versions
+
+# Key prefixes only one checkpoint family has: SAM 3.1's multiplex tracker sits under
+# ``tracker.model.`` and its neck has ``propagation_convs``; SAM 3's tracker is directly
+# under ``tracker.`` and its neck has ``sam2_convs``.
+VERSION_MARKERS: dict[str, tuple[str, ...]] = {
+    "sam3.1": (
+        "tracker.model.sam_mask_decoder.",
+        "detector.backbone.vision_backbone.propagation_convs.",
+    ),
+    "sam3": (
+        "tracker.sam_mask_decoder.",
+        "detector.backbone.vision_backbone.sam2_convs.",
+    ),
+}
+
+
+def detect_checkpoint_version(keys: Iterable[str]) -> str:
+    """``"sam3"`` (``sam3.pt``) or ``"sam3.1"`` (``sam3.1_multiplex.pt``) from state-dict keys.
+
+    Raises `CheckpointError` when no key of either family is present, or keys of both are.
+    """
+    from sam3video.errors import CheckpointError
+
+    keys = list(keys)
+    found = {
+        version: sorted({m for m in markers for k in keys if k.startswith(m)})
+        for version, markers in VERSION_MARKERS.items()
+    }
+    hits = [v for v, f in found.items() if f]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        expected = ", ".join(f"{m}*" for ms in VERSION_MARKERS.values() for m in ms)
+        shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+        raise CheckpointError(
+            f"checkpoint: expected SAM 3 or SAM 3.1 keys (one of {expected}), got "
+            f"{len(keys)} keys ({shown or 'none'})"
+        )
+    raise CheckpointError(
+        "checkpoint: expected the keys of one model version, got both SAM 3 "
+        f"({', '.join(found['sam3'])}) and SAM 3.1 ({', '.join(found['sam3.1'])}) keys"
+    )
