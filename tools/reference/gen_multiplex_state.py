@@ -126,11 +126,125 @@ def run_case(mu, mc: int, cap: int, n0: int, n_ops: int, seed: int):
     return steps
 
 
+# (name, seed, number of scenarios, temporal stride)
+PLAN_CASES = [("plan_r1", 10, 60, 1), ("plan_r3", 11, 20, 3)]
+
+
+class _RecordingEncoder(torch.nn.Module):
+    """Stands in for the memory attention: records what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict] = []
+
+    def forward(self, **kwargs):
+        self.calls.append(kwargs)
+        return {"memory": kwargs["src"]}
+
+
+def official_plan_tracker(mu_tracking, stride: int):
+    """The official multiplex tracker class with only the attributes its memory read uses."""
+    cls = mu_tracking.VideoTrackingMultiplex
+    model = cls.__new__(cls)
+    torch.nn.Module.__init__(model)
+    model.training = False
+    model.num_maskmem = 7
+    model.hidden_dim = model.mem_dim = 4
+    model.max_cond_frames_in_attn = 4
+    model.keep_first_cond_frame = False
+    model.memory_temporal_stride_for_eval = stride
+    model.use_memory_selection = False
+    model.save_image_features = True
+    model.use_maskmem_tpos_v2 = True
+    model.use_obj_ptrs_in_encoder = True
+    model.max_obj_ptrs_in_encoder = 16
+    model.only_obj_ptrs_in_the_past_for_eval = False
+    model.use_signed_tpos_enc_to_obj_ptrs = False
+    model.add_tpos_enc_to_obj_ptrs = True
+    rows = torch.arange(1, 8, dtype=torch.float32).mul(1000).view(7, 1, 1, 1).expand(7, 1, 1, 4)
+    model.maskmem_tpos_enc = torch.nn.Parameter(rows.clone())
+    model._get_tpos_enc = lambda pos, device, max_abs_pos=None, dummy=False: torch.tensor(
+        pos, dtype=torch.float32
+    )[:, None].expand(-1, 4)
+    model.transformer = torch.nn.Module()
+    model.transformer.encoder = _RecordingEncoder()
+    return model
+
+
+def _stored(f: int, mc: int) -> dict:
+    return {
+        "maskmem_features": torch.full((1, 4, 1, 1), float(f)),
+        "maskmem_pos_enc": [torch.zeros(1, 4, 1, 1)],
+        "image_features": torch.full((1, 1, 4), float(f)),
+        "image_pos_enc": torch.zeros(1, 1, 4),
+        "obj_ptr": torch.full((1, mc, 4), float(f)),
+    }
+
+
+def run_plan_case(mu, mu_tracking, seed: int, count: int, stride: int) -> list[dict]:
+    rng = random.Random(seed)
+    mc = 2
+    state = (
+        mu.MultiplexController(mc).eval().get_state(1, torch.device("cpu"), torch.float32, False)
+    )
+    scenarios = []
+    for _ in range(count):
+        num_frames = rng.randint(2, 40)
+        frames = list(range(num_frames))
+        rng.shuffle(frames)
+        n_cond = rng.randint(1, min(6, num_frames - 1))
+        cond = frames[:n_cond]  # insertion order of the official dict
+        frame_idx = frames[n_cond]
+        density = rng.random()
+        tracked = sorted(t for t in frames[n_cond + 1 :] if rng.random() < density)
+        reverse = rng.random() < 0.4
+        model = official_plan_tracker(mu_tracking, stride)
+        output_dict = {
+            "cond_frame_outputs": {t: _stored(t, mc) for t in cond},
+            "non_cond_frame_outputs": {t: _stored(t, mc) for t in tracked},
+        }
+        model._prepare_memory_conditioned_features(
+            frame_idx=frame_idx,
+            is_init_cond_frame=False,
+            current_vision_feats=[torch.zeros(1, 1, 4)],
+            current_vision_masks=[None],
+            current_vision_pos_embeds=[torch.zeros(1, 1, 4)],
+            feat_sizes=[(1, 1)],
+            output_dict=output_dict,
+            num_frames=num_frames,
+            track_in_reverse=reverse,
+            multiplex_state=state,
+        )
+        (call,) = model.transformer.encoder.calls
+        n_ptr = call["num_obj_ptr_tokens"]
+        memory, pos = call["memory"][:, 0, 0], call["memory_pos"][:, 0, 0]
+        n_spatial = memory.shape[0] - n_ptr
+        spatial = [[int(memory[i]), int(round(float(pos[i]) / 1000)) - 1] for i in range(n_spatial)]
+        pointers = [[int(memory[i]), int(pos[i])] for i in range(n_spatial, memory.shape[0], mc)]
+        # image memories enter in the same order, with the same temporal rows
+        image = call["memory_image"][:, 0, 0].tolist()
+        assert [int(v) for v in image] == [f for f, _ in spatial]
+        scenarios.append(
+            {
+                "num_frames": num_frames,
+                "cond_frames": cond,
+                "tracked_frames": tracked,
+                "frame_idx": frame_idx,
+                "reverse": reverse,
+                "stride": stride,
+                "spatial": spatial,
+                "pointers": pointers,
+            }
+        )
+    return scenarios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--official", help="folder holding the official multiplex_utils.py")
     args = parser.parse_args()
     mu = load_official(args.official)
+    mu_tracking = importlib.import_module("sam3.model.video_tracking_multiplex")
     tensors, cases = {}, {}
     for name, mc, cap, n0, n_ops, seed in CASES:
         steps = run_case(mu, mc, cap, n0, n_ops, seed)
@@ -145,10 +259,19 @@ def main() -> None:
             meta_steps.append(entry)
         cases[name] = {"multiplex_count": mc, "capacity": cap, "steps": meta_steps}
         print(name, [s["op"] for s in steps], "final buckets", steps[-1]["assignments"].shape[0])
+    plans = {}
+    for name, seed, count, stride in PLAN_CASES:
+        plans[name] = run_plan_case(mu, mu_tracking, seed, count, stride)
+        print(name, len(plans[name]), "scenarios")
     save_fixture(
         "multiplex_state",
         tensors,
-        {"official_commit": COMMIT, "source": "sam3/model/multiplex_utils.py", "cases": cases},
+        {
+            "official_commit": COMMIT,
+            "source": "sam3/model/multiplex_utils.py, sam3/model/video_tracking_multiplex.py",
+            "cases": cases,
+            "plans": plans,
+        },
     )
 
 
