@@ -1,19 +1,18 @@
 """Rasterising the shapes world: exact coverage, object textures and backgrounds.
 
 Coverage (`coverage`)
-  * An object is drawn with ``cv2.fillPoly`` (no anti-aliasing, fixed-point vertices, 4
-    fractional bits) on a ``SUPERSAMPLE`` x ``SUPERSAMPLE`` grid of sub-pixels inside its
-    bounding box; the per-pixel count of covered sub-pixels (0..16, an exact integer) is its
-    coverage. The image blends the object in with ``count / 16`` (anti-aliased edges); the
-    object's mask is ``count >= 8`` (the shape covers at least half of the pixel), exact and
-    binary.
+  * An object is sampled on a ``SUPERSAMPLE`` x ``SUPERSAMPLE`` grid of sub-pixels inside its
+    bounding box: a sub-pixel is covered when its centre is inside the outline (even-odd
+    rule, so the ring's hole is empty; `_even_odd_fill`, an exact scanline parity fill); the
+    per-pixel count of covered sub-pixels (0..16, an exact integer) is its coverage. The
+    image blends the object in with ``count / 16`` (anti-aliased edges); the object's mask
+    is ``count >= 8`` (the shape covers at least half of the pixel), exact and binary.
   * Sub-pixel ``k`` of pixel ``j`` has its centre at ``j + (k + 0.5) / 4`` in continuous image
     coordinates, where pixel ``j`` spans ``[j, j + 1)``.
 
-Determinism: the vertices come from Python's ``math`` on scalars and are rounded to the
-fixed-point grid; the rest is integer rasterisation and element-wise float64 arithmetic
-(no BLAS, no transcendental functions on arrays, no OpenCV filtering), so equal seeds give
-equal bytes.
+Determinism: the vertices come from Python's ``math`` on scalars; the rest is element-wise
+float64 arithmetic (+ - * / floor, each exactly rounded by IEEE 754: no BLAS, no
+transcendental functions on arrays, no OpenCV), so equal seeds give equal bytes.
 
 Textures (`texture_patch`): the object's colour times a brightness pattern fixed to the
 object (it moves and turns with it): flat, stripes, checker or a gradient, at most +-20 %, so
@@ -29,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from sam3video.data import seeds
@@ -39,7 +37,6 @@ __all__ = ["SUPERSAMPLE", "Patch", "Texture", "background_field", "coverage", "t
 
 SUPERSAMPLE = 4
 HALF = SUPERSAMPLE * SUPERSAMPLE // 2  # mask threshold: at least half of the sub-pixels
-_SHIFT = 4  # fractional bits of the fixed-point vertices given to cv2.fillPoly
 
 
 @dataclass(frozen=True)
@@ -107,23 +104,51 @@ def coverage(shape: str, pose: Pose, height: int, width: int) -> Patch | None:
     y0, y1 = max(0, math.floor(min(ys)) - 1), min(height, math.ceil(max(ys)) + 1)
     if x0 >= x1 or y0 >= y1:
         return None
-    canvas = np.zeros(((y1 - y0) * s, (x1 - x0) * s), np.uint8)
-    scale = s * (1 << _SHIFT)
-    offset = 0.5 * (1 << _SHIFT)
-    for i, outline in enumerate(outlines):
-        # Sub-pixel centre k sits at continuous x0 + (k + 0.5) / s: canvas x = (x - x0) s - 0.5.
-        pts = np.array(
-            [
-                [round((x - x0) * scale - offset), round((y - y0) * scale - offset)]
-                for x, y in outline
-            ],
-            np.int32,
-        )
-        cv2.fillPoly(canvas, [pts], 1 if i == 0 else 0, lineType=cv2.LINE_8, shift=_SHIFT)
-    count = canvas.reshape(y1 - y0, s, x1 - x0, s).sum(axis=(1, 3), dtype=np.int32)
+    # Canvas coordinates: sub-pixel k's centre (at x0 + (k + 0.5) / s) is the integer k.
+    rows, cols = (y1 - y0) * s, (x1 - x0) * s
+    canvas = _even_odd_fill(
+        [[((x - x0) * s - 0.5, (y - y0) * s - 0.5) for x, y in outline] for outline in outlines],
+        rows,
+        cols,
+    )
+    # Sum each pixel's s x s sub-pixels (rows, then columns; uint8 holds 16).
+    h, w = y1 - y0, x1 - x0
+    count = canvas.reshape(h, s, cols).sum(axis=1, dtype=np.uint8)
+    count = count.reshape(h, w, s).sum(axis=2, dtype=np.uint8).astype(np.int32)
     if not count.any():
         return None
     return Patch(y0, x0, count)
+
+
+def _even_odd_fill(outlines: list[list[tuple[float, float]]], rows: int, cols: int) -> np.ndarray:
+    """uint8 (rows, cols): 1 where the integer point ``(col, row)`` is inside the outlines
+    by the even-odd rule (scanline parity; an edge crosses row ``y`` when one end is at or
+    above ``y`` and the other below it, so shared vertices count once)."""
+    ax, ay, bx, by = [], [], [], []
+    for outline in outlines:
+        for (xa, ya), (xb, yb) in zip(outline, outline[1:] + outline[:1]):
+            ax.append(xa)
+            ay.append(ya)
+            bx.append(xb)
+            by.append(yb)
+    xa_, ya_ = np.array(ax), np.array(ay)
+    xb_, yb_ = np.array(bx), np.array(by)
+    lo, hi = np.minimum(ya_, yb_), np.maximum(ya_, yb_)
+    # Rows y with lo <= y < hi, clipped to the canvas.
+    first = np.clip(np.ceil(lo), 0, rows).astype(np.int64)
+    stop = np.clip(np.ceil(hi), 0, rows).astype(np.int64)
+    counts = np.maximum(stop - first, 0)
+    toggles = np.zeros((rows, cols + 1), np.uint8)
+    if counts.sum():
+        edge = np.repeat(np.arange(len(counts)), counts)
+        row = first[edge] + (np.arange(len(edge)) - np.repeat(np.cumsum(counts) - counts, counts))
+        y = row.astype(np.float64)
+        x = xa_[edge] + (y - ya_[edge]) * (xb_[edge] - xa_[edge]) / (yb_[edge] - ya_[edge])
+        # The crossing flips every point strictly to its right.
+        col = np.clip(np.floor(x).astype(np.int64) + 1, 0, cols)
+        np.add.at(toggles, (row, col), 1)
+    # Parity of the flips to the left (uint8 sums wrap mod 256, which keeps the parity).
+    return np.cumsum(toggles[:, :cols], axis=1, dtype=np.uint8) & 1
 
 
 def _tri(z: np.ndarray) -> np.ndarray:

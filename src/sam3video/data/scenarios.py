@@ -8,10 +8,14 @@
     clip, and wholly clear of the occluder on the first and last frames.
   * Distractors (small, bouncing between the frame's sides) keep to bands above and below
     the occluder, so they never touch the occludee or the occluder.
-  * The world is rendered and checked on construction: ``meta["hidden_frames"]`` lists the
-    frames on which the occludee's visible mask is empty while its amodal mask is not; it
-    must equal the planned frames, and the occludee must be visible on the first and last
-    frame (else `ConfigError`: e.g. too few frames for the hidden span asked).
+  * The world is rendered and checked on construction. ``meta["hidden_frames"]``: the
+    frames on which the occludee leaves no trace at all (its visible mask is empty and every
+    pixel it touches is wholly covered by the occluder), one span that contains the planned
+    frames (``meta["planned_hidden_frames"]``). ``meta["empty_frames"]``: the frames on which
+    its visible mask is empty (the hidden ones, maybe one more at either end, where a
+    sub-pixel of it still tints the occluder's anti-aliased edge). The occludee is visible
+    on the first and last frames. Else `ConfigError` (e.g. too few frames for the hidden span
+    asked).
 
 `concept_world` / `concept_clip`
   * ``num_targets`` objects of the target colour and shape, plus distractors: one sharing the
@@ -188,26 +192,56 @@ def occlusion_world(
         )
     meta = {"occludee": 1, "occluder": 2, "planned_hidden_frames": planned}
     world = ShapesWorld(seed, num_frames, size, objects=specs, meta=meta, **kwargs)
-    hidden_frames = []
+    hidden_frames, empty_frames = [], []
     for frame in range(num_frames):
         visible, amodal = world.masks(frame)[1], world.amodal_masks(frame)[1]
         if amodal.any() and not visible.any():
-            hidden_frames.append(frame)
+            empty_frames.append(frame)
+            if _covered(world, frame, 1, 2):
+                hidden_frames.append(frame)
     first, last = world.masks(0)[1].any(), world.masks(num_frames - 1)[1].any()
-    contiguous = (
-        hidden_frames == list(range(hidden_frames[0], hidden_frames[-1] + 1))
-        if hidden_frames
-        else False
-    )
-    if not (set(planned) <= set(hidden_frames) and contiguous and first and last):
+    if not (
+        set(planned) <= set(hidden_frames)
+        and _span(hidden_frames)
+        and _span(empty_frames)
+        and first
+        and last
+    ):
         raise ConfigError(
             f"occlusion_world(seed={seed}, num_frames={num_frames}, size={size}, "
             f"hidden={hidden}): expected the occludee hidden on frames {planned} (one span) "
             f"and visible on the first and last frames, got hidden {hidden_frames}, visible "
             f"first/last {bool(first)}/{bool(last)} (more frames may be needed)"
         )
+    world.meta["empty_frames"] = empty_frames
     world.meta["hidden_frames"] = hidden_frames
     return world
+
+
+def _span(frames: list[int]) -> bool:
+    """A non-empty run of consecutive frames."""
+    return bool(frames) and frames == list(range(frames[0], frames[-1] + 1))
+
+
+def _covered(world: ShapesWorld, t: int, back: int, front: int) -> bool:
+    """Whether every pixel that object ``back`` touches on frame ``t`` is wholly covered by
+    object ``front`` (then ``back`` leaves no trace in the image)."""
+    patches = world._render(t)[1]
+    if back not in patches:
+        return True
+    if front not in patches:
+        return False
+    h, w = world.height, world.width
+    touched = np.zeros((h, w), bool)
+    full = np.zeros((h, w), bool)
+    for obj_id, target, test in (
+        (back, touched, lambda c: c > 0),
+        (front, full, lambda c: c == 16),
+    ):
+        p = patches[obj_id]
+        ph, pw = p.count.shape
+        target[p.y0 : p.y0 + ph, p.x0 : p.x0 + pw] = test(p.count)
+    return not (touched & ~full).any()
 
 
 def occlusion_clip(seed: int, **kwargs: Any) -> Clip:

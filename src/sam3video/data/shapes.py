@@ -9,8 +9,8 @@ Shapes (`SHAPES`)
   * `outer_radius` (the farthest outline point, any rotation) and `inner_radius` (the largest
     centred disc inside the filled area) let scenarios place objects with guarantees, e.g. a
     shape wholly inside another.
-  * Circles are polygons with a vertex every ~1.5 pixels of the supersampled raster, so their
-    edge is smooth at any size.
+  * Circles are polygons with a vertex every ~3 sub-pixels of the supersampled raster (3/4
+    of a pixel), so their edge is smooth at any size.
 
 Colours (`COLOURS`) are well separated hues plus white; each instance jitters its colour a
 little (see `sam3video.data.world`), never far enough to be taken for another name.
@@ -69,8 +69,9 @@ def _regular(n: int, radius: float, phase: float) -> list[tuple[float, float]]:
 
 
 def _circle_vertices(radius_px: float) -> int:
-    """Vertices for a circle of ``radius_px`` supersampled pixels: one per ~1.5 pixels."""
-    return max(16, min(720, int(math.ceil(2 * math.pi * radius_px / 1.5))))
+    """Vertices for a circle of ``radius_px`` supersampled pixels: one per ~3 of them (the
+    chords then stray from the circle by under 3**2 / (8 radius_px) sub-pixels)."""
+    return max(16, min(720, int(math.ceil(2 * math.pi * radius_px / 3.0))))
 
 
 def contours(shape: str, radius_px: float = 64.0) -> list[list[tuple[float, float]]]:
