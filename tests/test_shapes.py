@@ -256,6 +256,20 @@ def test_mask_pixels_carry_the_objects_colour_and_the_rest_is_background(seed):
     assert seen > 0
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_backgrounds_hold_nothing_like_an_object(seed):
+    """Backgrounds are grey-ish (channel spread <= 24 from the tint plus the sensor noise)
+    and darker than white objects, so no part of them reads as a coloured shape."""
+    world = ShapesWorld(seed, num_frames=2, size=(96, 96))
+    background = world.background(1).astype(int)
+    spread = background.max(axis=2) - background.min(axis=2)
+    assert spread.max() <= 24 + 2 * world.noise + 1
+    assert background.max() <= 200 + world.noise + 1
+    for inst in world.instances:  # every object colour stands out from the background
+        rgb = np.array(inst.rgb)
+        assert np.ptp(rgb) > 60 or rgb.min() > 220
+
+
 def test_objects_enter_and_leave_the_frame():
     entered = left = 0
     for seed in range(30):

@@ -400,8 +400,8 @@ class ShapesWorld:
         return frame, patches
 
     def frame(self, t: int) -> np.ndarray:
-        """uint8 (H, W, 3) RGB frame ``t``."""
-        return self._render(t)[0]
+        """uint8 (H, W, 3) RGB frame ``t`` (a fresh array)."""
+        return self._render(t)[0].copy()
 
     def frames(self) -> Iterator[np.ndarray]:
         """The frames in order."""
