@@ -70,7 +70,7 @@ def test_tiny_model_matches_official_tiny_31_manifest():
     # written by the reference helper from the official 3.1 classes at the tiny sizes
     official = read_manifest(MANIFEST_31_TINY)
     ours = state_manifest(build_model_skeleton("sam3.1-tiny").state_dict())
-    assert len(official) == 1623
+    assert len(official) == 749  # fewer ViT, text and transformer layers than the full model
     assert ours == official
 
 
