@@ -6,12 +6,13 @@ import pytest
 import torch
 from _manifest import FIXTURES, MANIFEST, read_manifest, state_manifest
 
-from sam3video.errors import CheckpointError
+from sam3video.errors import CheckpointError, ConfigError, UnsupportedModelError
 from sam3video.model.build import (
     build_model_skeleton,
     build_sam3_video_model,
     checkpoint_version,
     load_state_dict_checked,
+    resolve_model_config,
 )
 from sam3video.model.config import get_config
 from sam3video.model.weights import detect_checkpoint_version, synthetic_state_dict
@@ -126,3 +127,44 @@ def test_checkpoint_version_of_files(tmp_path):
         path = tmp_path / f"{preset}.pt"
         torch.save({"model": synthetic_state_dict(preset)}, path)
         assert checkpoint_version(path) == version
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for preset in ("tiny", "sam3.1-tiny"):
+        paths[preset] = root / f"{preset}.pt"
+        torch.save(synthetic_state_dict(preset), paths[preset])
+    return paths
+
+
+def test_config_follows_the_checkpoint_version(tiny_checkpoints):
+    v31, v3 = tiny_checkpoints["sam3.1-tiny"], tiny_checkpoints["tiny"]
+    assert resolve_model_config("tiny", v31).name == "sam3.1-tiny"
+    assert resolve_model_config("sam3.1-tiny", v3).name == "tiny"
+    assert resolve_model_config("tiny", v3).name == "tiny"
+    assert resolve_model_config("full", version="sam3.1").name == "sam3.1"
+    assert resolve_model_config("sam3.1").name == "sam3.1"  # nothing to read: as given
+    custom = get_config("tiny").replace(name="mine")
+    with pytest.raises(ConfigError, match="expected a sam3.1 config .* got the sam3 config 'mine'"):
+        resolve_model_config(custom, v31)
+    with pytest.raises(ConfigError, match="version: expected None, 'sam3' or 'sam3.1', got '3.1'"):
+        resolve_model_config("tiny", version="3.1")
+
+
+def test_predictor_detects_sam31_and_says_tracking_is_not_there_yet(tiny_checkpoints):
+    from sam3video.predictor import Sam3VideoPredictor
+
+    with pytest.raises(UnsupportedModelError, match="'sam3.1-tiny' is SAM 3.1"):
+        Sam3VideoPredictor(checkpoint_path=tiny_checkpoints["sam3.1-tiny"], model_config="tiny")
+    with pytest.raises(UnsupportedModelError, match="multiplex video tracking"):
+        Sam3VideoPredictor(model_config="tiny", version="sam3.1", device="cpu")
+    model = build_sam3_video_model("sam3.1-tiny", device="cpu")
+    with pytest.raises(UnsupportedModelError):
+        Sam3VideoPredictor(model=model, device="cpu")
+    # a SAM 3 checkpoint still gives a working predictor
+    predictor = Sam3VideoPredictor(
+        checkpoint_path=tiny_checkpoints["tiny"], model_config="sam3.1-tiny", device="cpu"
+    )
+    assert predictor.model.config.name == "tiny"

@@ -57,3 +57,8 @@ class StaleStreamError(Sam3VideoError, RuntimeError):
 class SessionBusyError(Sam3VideoError, RuntimeError):
     """A request that needs a session another caller is using exclusively (for example a
     second propagation while one is being streamed)."""
+
+
+class UnsupportedModelError(Sam3VideoError, NotImplementedError):
+    """A model version this build can load but not yet run in the requested mode (SAM 3.1's
+    multiplex video tracking until it lands)."""

@@ -27,11 +27,16 @@ from typing import Any
 import torch
 
 from sam3video import checkpoints
-from sam3video.errors import CheckpointError, InvalidInputError, UnknownIdError
+from sam3video.errors import (
+    CheckpointError,
+    InvalidInputError,
+    UnknownIdError,
+    UnsupportedModelError,
+)
 from sam3video.io.frames import IMAGE_EXTENSIONS, open_frames
 from sam3video.io.live import LiveFrames
 from sam3video.io.streams import StreamReader, is_stream
-from sam3video.model.build import Sam3VideoModel, build_sam3_video_model
+from sam3video.model.build import Sam3VideoModel, build_sam3_video_model, resolve_model_config
 from sam3video.model.config import get_config
 from sam3video.model.detector import make_geometry_prompt
 from sam3video.requests import (
@@ -137,6 +142,18 @@ def download_checkpoint() -> str:
         ) from exc
 
 
+def _refuse_multiplex(cfg) -> None:
+    """SAM 3.1 loads (`build_sam3_video_model`) but its multiplex video tracking is not here
+    yet (issue 17 item 3): say so instead of failing inside a session."""
+    if getattr(cfg, "version", "sam3") == "sam3.1":
+        raise UnsupportedModelError(
+            f"model_config: {cfg.name!r} is SAM 3.1 (sam3.1_multiplex.pt), whose multiplex video "
+            "tracking is not implemented yet; its model loads with "
+            f"sam3video.model.build.build_sam3_video_model({cfg.name!r}, checkpoint_path=...). "
+            "Use a SAM 3 checkpoint (sam3.pt) with model_config 'full' or 'tiny'."
+        )
+
+
 class Sam3VideoPredictor:
     """Session-based video segmentation and tracking with text, click and box prompts.
 
@@ -144,7 +161,9 @@ class Sam3VideoPredictor:
     ``model_config`` (``"full"`` or ``"tiny"``; tiny without a checkpoint runs on synthetic
     weights and warns that its masks are meaningless), ``device`` (default CUDA, then MPS, then
     CPU) and ``dtype`` (default bfloat16 on CUDA, float32 elsewhere). ``model`` may be passed
-    to share one loaded model between predictors.
+    to share one loaded model between predictors. ``version`` (``"sam3"``/``"sam3.1"``) forces
+    the checkpoint version, otherwise read from its keys: a SAM 3.1 checkpoint selects the
+    SAM 3.1 config and, until its multiplex tracking lands, raises `UnsupportedModelError`.
     """
 
     def __init__(
@@ -163,6 +182,7 @@ class Sam3VideoPredictor:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         model: Sam3VideoModel | None = None,
+        version: str | None = None,
     ) -> None:
         if video_loader_type not in ("cv2", "pyav"):
             raise InvalidInputError(
@@ -178,12 +198,13 @@ class Sam3VideoPredictor:
         )
         if model is None:
             model = self._load_model(
-                model_config,
+                resolve_model_config(model_config, checkpoint_path, version),
                 checkpoint_path,
                 bpe_path,
                 geo_encoder_use_img_cross_attn,
                 strict_state_dict_loading,
             )
+        _refuse_multiplex(model.config)
         self.model = model
         # Upstream's flag only switches the video score to the presence-weighted joint logit.
         self.model.detector.joint_scores = bool(has_presence_token)
@@ -194,6 +215,7 @@ class Sam3VideoPredictor:
 
     def _load_model(self, config, checkpoint_path, bpe_path, use_img_cross_attn, strict):
         cfg = get_config(config)
+        _refuse_multiplex(cfg)  # before reading gigabytes of weights
         if not use_img_cross_attn:
             cfg = cfg.replace(detector=replace(cfg.detector, geo_use_img_cross_attn=False))
         if checkpoint_path is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sam3video.errors import CheckpointError, SourceNotFoundError
+from sam3video.errors import CheckpointError, ConfigError, SourceNotFoundError
 from sam3video.model.config import Sam3VideoConfig, get_config
 from sam3video.model.decoder import TransformerDecoder
 from sam3video.model.detector import (
@@ -223,6 +223,38 @@ def checkpoint_version(path: str | os.PathLike) -> str:
     (`sam3video.model.weights.detect_checkpoint_version`; ``.pt`` files are memory-mapped,
     so this reads little more than the key list)."""
     return detect_checkpoint_version(read_checkpoint(path).keys())
+
+
+# The preset of the other model version with the same sizes.
+_COUNTERPART = {"full": "sam3.1", "tiny": "sam3.1-tiny", "sam3.1": "full", "sam3.1-tiny": "tiny"}
+
+
+def resolve_model_config(
+    config: str | Sam3VideoConfig,
+    checkpoint_path: str | os.PathLike | None = None,
+    version: str | None = None,
+) -> Sam3VideoConfig:
+    """The config that fits a checkpoint: ``config``, or its counterpart of the other version.
+
+    ``version`` (``"sam3"`` / ``"sam3.1"``) forces the version; otherwise it is read from
+    the checkpoint's keys (`checkpoint_version`; nothing to read without a checkpoint). A
+    preset of the other version is swapped for the one with the same sizes (``"full"`` <->
+    ``"sam3.1"``, ``"tiny"`` <-> ``"sam3.1-tiny"``); a custom config of the other version is
+    a `ConfigError`.
+    """
+    if version not in (None, "sam3", "sam3.1"):
+        raise ConfigError(f"version: expected None, 'sam3' or 'sam3.1', got {version!r}")
+    cfg = get_config(config)
+    if version is None and checkpoint_path is not None:
+        version = checkpoint_version(checkpoint_path)
+    if version is None or version == cfg.version:
+        return cfg
+    if cfg.name in _COUNTERPART and cfg == get_config(cfg.name):
+        return get_config(_COUNTERPART[cfg.name])
+    raise ConfigError(
+        f"model_config: expected a {version} config for this checkpoint, got the "
+        f"{cfg.version} config {cfg.name!r}"
+    )
 
 
 def load_state_dict_checked(
