@@ -18,6 +18,10 @@ video semantics (sam3 0.1.4, ``apply_temporal_disambiguation=True`` by default):
   merged into the cached outputs. After both directions have run, a further propagation
   *fetches* the cached outputs (the official action-history dispatch).
 
+Files: the concepts and their detector runs are in `sam3video.video.concepts`, the step
+events observers receive in `sam3video.video.steps`, the decisions per frame in
+`sam3video.video.planner`, what is committed in `sam3video.video.ledger`.
+
 Where the product goes beyond the official code (documented in the README):
 
 - exemplar boxes are kept for the whole session and used on every frame (officially they act
@@ -36,9 +40,7 @@ Where the product goes beyond the official code (documented in the README):
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,8 +52,15 @@ from sam3video.io.frames import FrameSource
 from sam3video.io.transforms import to_model_input
 from sam3video.model.build import Sam3VideoModel
 from sam3video.model.detector import GeometryPrompt
-from sam3video.model.ops import mask_nms, masks_to_boxes
+from sam3video.model.ops import masks_to_boxes
 from sam3video.requests import MAX_OBJ_ID
+from sam3video.video.concepts import (
+    VISUAL_TEXT,
+    Concept,
+    ConceptDetector,
+    Detections,
+    concept_tokens,
+)
 from sam3video.video.ledger import FrameLedger
 from sam3video.video.metadata import TrackerMetadata
 from sam3video.video.planner import (
@@ -62,69 +71,15 @@ from sam3video.video.planner import (
     prepare_memory_update,
 )
 from sam3video.video.postprocess import fill_holes_in_mask_scores
+from sam3video.video.steps import StageClock, StepEvent
 from sam3video.video.tracking import FeatureCache, TrackingState, track_states
 
-# The detector's text rows: the user's noun phrase (or a placeholder that is never used when
-# there is none) and the word the official code encodes for box-only prompts.
-TEXT_PLACEHOLDER = "<text placeholder>"
-VISUAL_TEXT = "visual"
-# Text-only concepts whose detector heads run as one batch: larger batches buy nothing on a
-# CPU at full size and cost memory traffic (benchmarks/concepts.py: 8 at once took 2x longer
-# than two batches of 4 would).
-CONCEPT_BATCH = 4
 # Detector-born conditioning frames within this many frames of a click are cleared.
 REFINEMENT_WINDOW = 16
 
 Outputs = dict[int, dict[str, object]]
 
-
-@dataclass
-class StepEvent:
-    """What one propagation step did, for observers (progress bars, benchmarks).
-
-    ``kind``: ``"detect"`` (detection + tracking of every object), ``"retrack"`` (clicked
-    objects re-tracked), ``"fetch"`` (nothing to compute). ``stages``: seconds per stage of a
-    detect step (``backbone``, ``detector``, ``tracker``, ``plan``) when observers are set.
-    """
-
-    frame_index: int
-    reverse: bool
-    kind: str
-    seconds: float
-    stages: dict[str, float]
-
-
-@dataclass
-class _Detections:
-    masks: Tensor  # (D, h, w) logits
-    scores: Tensor  # (D,) probabilities
-    boxes: Tensor  # (D, 4) normalised xyxy
-
-
-@dataclass
-class Concept:
-    """One concept of a session: a noun phrase and/or exemplar boxes, encoded for the
-    detector. ``name`` is the text, or ``"visual"`` for a box-only concept (the word the
-    detector reads then); it is what outputs report as an object's ``"concept"``."""
-
-    name: str
-    text: str | None
-    geometry: GeometryPrompt | None
-    text_feats: Tensor  # (1, 32, C)
-    text_mask: Tensor  # (1, 32)
-    version: int  # detections are cached per (frame, name, version)
-
-
-def concept_tokens(model: Sam3VideoModel, texts: str | None | list[str | None]) -> Tensor:
-    """The detector's text rows for concept prompts, tokenized: ``LongTensor (K + 1, L)``: one
-    row per text (a placeholder for a box-only concept) and the word ``"visual"`` last.
-
-    Pure CPU work on user input, so callers do it before taking a session's lock.
-    """
-    if texts is None or isinstance(texts, str):
-        texts = [texts]
-    tokenizer = model.detector.backbone.language_backbone.tokenizer
-    return tokenizer([TEXT_PLACEHOLDER if t is None else t for t in texts] + [VISUAL_TEXT])
+__all__ = ["Concept", "Outputs", "StepEvent", "VideoSession", "concept_tokens"]
 
 
 class VideoSession:
@@ -166,7 +121,7 @@ class VideoSession:
         self._cancelled = -1  # the generation whose stream was asked to stop
         self.closed = False
         self._feature_cache: tuple[int, object] | None = None
-        self._detection_cache: dict[tuple[int, str, int], _Detections] = {}
+        self._detector = ConceptDetector(model, self.heuristics)
         self._prompt_version = 0
         self.reset()
 
@@ -182,7 +137,7 @@ class VideoSession:
         self.metadata = TrackerMetadata()
         self.ledger = FrameLedger(self.video_size)
         self.prompted: set[int] = set()  # frames with prompts: the default propagation start
-        self._detection_cache = {}
+        self._detector.clear()
         self._tracker_feature_cache = FeatureCache()
         self._prompt_version += 1
         self.generation += 1
@@ -274,46 +229,14 @@ class VideoSession:
 
     # ------------------------------------------------------------------ detector
 
-    def _detect(self, frame_idx: int, names: list[str]) -> dict[str, _Detections]:
-        """Kept detections of concepts on a frame: prob > 0.5 after mask NMS (IoU > 0.1),
-        query order. The backbone output is shared by every concept and the tracker; only
-        the text-conditioned heads run per concept, as one batch for the text-only concepts
-        (concepts with exemplar boxes have prompts of their own lengths: one run each)."""
-        keys = {name: (frame_idx, name, self.concepts[name].version) for name in names}
-        todo = [name for name in names if keys[name] not in self._detection_cache]
-        # Only the current frame's detections are worth keeping (one entry per concept).
-        cache = {k: v for k, v in self._detection_cache.items() if k[0] == frame_idx}
-        text_only = [n for n in todo if self.concepts[n].geometry is None]
-        batches = [
-            text_only[i : i + CONCEPT_BATCH] for i in range(0, len(text_only), CONCEPT_BATCH)
-        ]
-        batches += [[n] for n in todo if self.concepts[n].geometry is not None]
-        neck = self._features(frame_idx, need_detector=True) if todo else None
-        for batch in [b for b in batches if b]:
-            concepts = [self.concepts[n] for n in batch]
-            k = len(batch)
-            out = self.model.detector.forward_grounding(
-                [f.expand(k, -1, -1, -1) for f in neck.detector_feats],
-                [p.expand(k, -1, -1, -1) for p in neck.detector_pos],
-                torch.cat([c.text_feats for c in concepts]),
-                torch.cat([c.text_mask for c in concepts]),
-                concepts[0].geometry,
-            )
-            for row, name in enumerate(batch):
-                cache[keys[name]] = self._kept(out, row)
-        self._detection_cache = cache
-        return {name: cache[keys[name]] for name in names}
-
-    def _kept(self, out, row: int) -> _Detections:
-        """One prompt's detections above the threshold, after mask NMS, in query order."""
-        h = self.heuristics
-        logits, masks = out.pred_logits[row].float(), out.pred_masks[row].float()
-        probs = logits.sigmoid()
-        cand = torch.nonzero(probs > h.score_threshold_detection).squeeze(1)
-        if h.det_nms_thresh > 0 and cand.numel() > 1:
-            kept = cand[mask_nms(masks[cand] > 0, probs[cand], h.det_nms_thresh)]
-            cand = kept.sort().values
-        return _Detections(masks[cand], probs[cand], out.pred_boxes_xyxy[row, cand].float())
+    def _detect(self, frame_idx: int, names: list[str]) -> dict[str, Detections]:
+        """Kept detections of concepts ``names`` on a frame (`ConceptDetector.detect`)."""
+        return self._detector.detect(
+            frame_idx,
+            self.concepts,
+            names,
+            lambda: self._features(frame_idx, need_detector=True),
+        )
 
     # ------------------------------------------------------------------ prompts
 
@@ -492,7 +415,7 @@ class VideoSession:
         """
         h = self.heuristics
         names = list(self.concepts) if names is None else names
-        clock = _Clock(stages)
+        clock = StageClock(stages)
         self._features(frame_idx, need_detector=True)  # decode first
         clock.lap("backbone")
         dets = self._detect(frame_idx, names)
@@ -568,7 +491,7 @@ class VideoSession:
         clock.lap("plan")
         return masks, suppressed
 
-    def _execute(self, plan, dets: _Detections, prev_ids: list[int], frame_idx: int, side: int):
+    def _execute(self, plan, dets: Detections, prev_ids: list[int], frame_idx: int, side: int):
         """Carry out one concept's plan on the tracker states: reconditioning, the deferred
         memory update of the tracks that entered the frame, births, hotstart removals."""
         # (a) reconditioning with high-confidence detections
@@ -731,7 +654,7 @@ class VideoSession:
         """One committed step on a frame (see `propagate`)."""
         timed = bool(self.observers)
         stages: dict[str, float] = {}
-        clock = _Clock(stages if timed else None)
+        clock = StageClock(stages if timed else None)
         kind = "fetch"
         due = [n for n in self.concepts if frame_idx not in self.ledger.detected[n]]
         if due:
@@ -813,20 +736,3 @@ class VideoSession:
                     "concept": self.object_concept.get(int(obj_id)),
                 }
         return dict(sorted(result.items()))
-
-
-class _Clock:
-    """Seconds per stage into ``stages`` (a no-op when ``stages`` is None)."""
-
-    def __init__(self, stages: dict[str, float] | None) -> None:
-        self.stages = stages
-        self.start = self.last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if self.stages is not None:
-            now = time.perf_counter()
-            self.stages[name] = self.stages.get(name, 0.0) + now - self.last
-            self.last = now
-
-    def total(self) -> float:
-        return time.perf_counter() - self.start

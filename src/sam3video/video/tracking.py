@@ -21,6 +21,10 @@ and its methods (prompts, consolidation, propagation, removal), in one object:
   ``get_features(frame_idx) -> (feats, pos)`` callable given at construction (the tracker
   neck's 3 levels, batch 1); only the current frame's are cached.
 
+Files: this module holds the state, its memory bank and propagation;
+`sam3video.video.tracking_prompts` the prompt methods (a mixin of `TrackingState`);
+`sam3video.video.tracking_batch` `track_states`, which runs several states as one batch.
+
 Each prompt call and each propagated frame returns a `TrackerFrameOutput` (object ids, low-res
 mask logits, object-score logits, video-resolution logits and binary masks). The state does
 not keep per-frame outputs for the caller: store what you need from the yielded values.
@@ -64,7 +68,6 @@ Differences from the official predictor (0.1.4), on purpose
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -81,13 +84,14 @@ from sam3video.model.tracker import (
     MemoryPlan,
     Sam3Tracker,
     TrackStepOutput,
-    memory_score,
 )
 from sam3video.video.postprocess import apply_non_overlapping_constraints
+from sam3video.video.tracking_batch import track_states
+from sam3video.video.tracking_prompts import TrackerPrompts, _ObjectPrompts
+
+__all__ = ["FeatureCache", "FeatureFn", "TrackerFrameOutput", "TrackingState", "track_states"]
 
 FeatureFn = Callable[[int], tuple[Sequence[Tensor], Sequence[Tensor]]]
-
-PREV_LOGITS_CLAMP = 32.0
 
 
 class TrackerFrameOutput(NamedTuple):
@@ -104,29 +108,6 @@ class TrackerFrameOutput(NamedTuple):
     object_score_logits: Tensor
     video_res_logits: Tensor
     masks: Tensor
-
-
-@dataclass
-class _PromptOutput:
-    """A prompt's decoding for one object, before merging (batch 1)."""
-
-    pred_masks: Tensor | None  # (1, 1, 4h, 4w); None for a mask prompt
-    video_res_masks: Tensor | None  # (1, 1, H, W) +-1024, mask prompts only
-    obj_ptr: Tensor  # (1, C)
-    object_score_logits: Tensor  # (1, 1)
-    iou_score: Tensor  # (1,)
-
-
-@dataclass
-class _ObjectPrompts:
-    """Prompts of one object, per frame, and its not yet merged outputs."""
-
-    points: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)  # model coords
-    mask_frames: set[int] = field(default_factory=set)
-    pending: dict[int, _PromptOutput] = field(default_factory=dict)
-
-    def frames(self) -> set[int]:
-        return set(self.points) | self.mask_frames
 
 
 class FeatureCache:
@@ -147,7 +128,7 @@ class FeatureCache:
         return [*feats.high_res, feats.vision, feats.vision_pos]
 
 
-class TrackingState:
+class TrackingState(TrackerPrompts):
     """Prompts, memories and propagation for the objects of one video (see module doc).
 
     tracker: the neural model (eval mode). get_features: ``frame_idx -> (feats, pos)``, the 3
@@ -345,298 +326,6 @@ class TrackingState:
         return self.clear_non_cond_mem_around_input and (
             self.clear_non_cond_mem_for_multi_obj or self.num_objects <= 1
         )
-
-    def _to_model_coords(self, xy: Tensor) -> Tensor:
-        """Pixels ``(..., 2)`` of the video frame -> pixels of the model's square (float32)."""
-        h, w = self.video_size
-        rel = xy.to(torch.float64) / torch.tensor([w, h], dtype=torch.float64)
-        return rel.float() * self.tracker.image_size
-
-    # ------------------------------------------------------------------------ validation
-
-    def _points_tensor(self, points: object, name: str) -> Tensor:
-        """Any array-like (list, numpy, tensor on any device) -> float64 CPU tensor."""
-        if isinstance(points, Tensor):
-            return points.detach().to(device="cpu", dtype=torch.float64)
-        try:
-            return torch.as_tensor(np.asarray(points, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"{name}: expected numbers, got {points!r}") from exc
-
-    def _validate_points(self, points: object, labels: object) -> tuple[Tensor, Tensor] | None:
-        if points is None and labels is None:
-            return None
-        if (points is None) != (labels is None):
-            raise InvalidInputError(
-                "points/labels: expected both or neither, got "
-                f"points={'None' if points is None else 'given'}, "
-                f"labels={'None' if labels is None else 'given'}"
-            )
-        xy = self._points_tensor(points, "points")
-        if xy.ndim != 2 or xy.shape[-1] != 2:
-            raise InvalidInputError(
-                f"points: expected shape (N, 2) as [x, y], got {tuple(xy.shape)}"
-            )
-        lab = self._points_tensor(labels, "labels")
-        if lab.ndim != 1 or lab.shape[0] != xy.shape[0]:
-            raise InvalidInputError(
-                f"labels: expected shape ({xy.shape[0]},) (one per point), got {tuple(lab.shape)}"
-            )
-        if xy.shape[0] == 0:
-            raise InvalidInputError("points: expected at least one point, got none")
-        bad = ~((lab == 0) | (lab == 1))
-        if bad.any():
-            raise InvalidInputError(
-                f"labels: expected 0 (negative) or 1 (positive), got {lab[bad][0].item():g}"
-            )
-        self._check_inside(xy, "points")
-        return xy, lab.to(torch.int32)
-
-    def _check_inside(self, xy: Tensor, name: str) -> None:
-        h, w = self.video_size
-        finite = torch.isfinite(xy).all(dim=-1)
-        inside = finite & (xy[..., 0] >= 0) & (xy[..., 0] <= w) & (xy[..., 1] >= 0)
-        inside &= xy[..., 1] <= h
-        if not inside.all():
-            first = xy[~inside][0].tolist()
-            raise InvalidInputError(
-                f"{name}: expected pixel coordinates [x, y] inside the {w}x{h} frame "
-                f"(0 <= x <= {w}, 0 <= y <= {h}), got {first}"
-            )
-
-    def _validate_box(self, box: object) -> Tensor | None:
-        if box is None:
-            return None
-        b = self._points_tensor(box, "box")
-        if b.shape != (4,):
-            raise InvalidInputError(f"box: expected [x0, y0, x1, y1], got shape {tuple(b.shape)}")
-        self._check_inside(b.reshape(2, 2), "box")
-        if not (b[2] > b[0] and b[3] > b[1]):
-            raise InvalidInputError(
-                f"box: expected x1 > x0 and y1 > y0 (a non-empty box), got {b.tolist()}"
-            )
-        return b
-
-    # ------------------------------------------------------------------------ prompts
-
-    def add_points(
-        self,
-        frame_idx: int,
-        obj_id: int,
-        points: object | None = None,
-        labels: object | None = None,
-        *,
-        box: object | None = None,
-        clear_old_points: bool = True,
-    ) -> TrackerFrameOutput:
-        """Clicks and/or a box for one object on one frame (a new object or a refinement).
-
-        points ``(N, 2)`` ``[x, y]`` in original-frame pixels, labels ``(N,)`` 1/0; box
-        ``[x0, y0, x1, y1]`` pixels (needs ``clear_old_points=True``). With
-        ``clear_old_points=False`` the clicks are added to the object's earlier clicks on this
-        frame. Returns all objects' masks on this frame (merged as `preflight` will).
-        """
-        frame_idx = self._check_frame(frame_idx)
-        pts = self._validate_points(points, labels)
-        b = self._validate_box(box)
-        if pts is None and b is None:
-            raise InvalidInputError("points/box: expected at least one of them, got neither")
-        if b is not None and not clear_old_points:
-            raise InvalidInputError(
-                "clear_old_points: expected True with a box (a box must come before any "
-                "click), got False"
-            )
-        obj_idx = self._obj_index(obj_id, create=True)
-        if obj_idx is None:
-            obj_idx = self._add_object(obj_id)
-        obj = self._objects[obj_idx]
-
-        coords = torch.zeros(1, 0, 2)
-        labs = torch.zeros(1, 0, dtype=torch.int32)
-        if b is not None:
-            coords = self._to_model_coords(b.reshape(1, 2, 2))
-            labs = torch.tensor([[2, 3]], dtype=torch.int32)
-        if pts is not None:
-            coords = torch.cat([coords, self._to_model_coords(pts[0][None])], dim=1)
-            labs = torch.cat([labs, pts[1][None]], dim=1)
-        coords = coords.to(self._device)
-        labs = labs.to(self._device)
-        if not clear_old_points and frame_idx in obj.points:
-            old_coords, old_labels = obj.points[frame_idx]
-            coords = torch.cat([old_coords, coords], dim=1)
-            labs = torch.cat([old_labels, labs], dim=1)
-        n = coords.shape[1]
-        if n > self.max_points > 0:
-            first = self.max_points // 2
-            last = self.max_points - first
-            coords = torch.cat([coords[:, :first], coords[:, -last:]], dim=1)
-            labs = torch.cat([labs[:, :first], labs[:, -last:]], dim=1)
-        obj.points[frame_idx] = (coords, labs)
-        obj.mask_frames.discard(frame_idx)
-
-        # Earlier logits of this object on this frame are fed back with the clicks.
-        prev_logits = None
-        pending = obj.pending.get(frame_idx)
-        if pending is not None:
-            prev_logits = pending.pred_masks
-        else:
-            stored = self._stored_output(obj_idx, frame_idx)
-            if stored is not None:
-                prev_logits = stored.pred_masks
-        if prev_logits is not None:
-            prev_logits = prev_logits.to(self._device).clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-
-        step = self.tracker.track_step(
-            frame_idx,
-            self.frame_features(frame_idx),
-            self._cond,
-            self._non_cond,
-            self.num_frames,
-            point_coords=coords,  # float32: the prompt encoder's PE needs the precision
-            point_labels=labs,
-            prev_mask_logits=prev_logits,
-            use_memory=False,
-            run_mem_encoder=False,
-        )
-        obj.pending[frame_idx] = _PromptOutput(
-            pred_masks=step.pred_masks,
-            video_res_masks=None,
-            obj_ptr=step.obj_ptr,
-            object_score_logits=step.object_score_logits,
-            iou_score=step.iou_score,
-        )
-        return self._prompt_frame_output(frame_idx)
-
-    def add_box(
-        self,
-        frame_idx: int,
-        obj_id: int,
-        box: object,
-        points: object | None = None,
-        labels: object | None = None,
-    ) -> TrackerFrameOutput:
-        """A box ``[x0, y0, x1, y1]`` (original-frame pixels), optionally with clicks."""
-        return self.add_points(frame_idx, obj_id, points, labels, box=box)
-
-    def add_mask(self, frame_idx: int, obj_id: int, mask: object) -> TrackerFrameOutput:
-        """A mask for one object (bool or float in [0, 1]): ``(H, W)`` at the video resolution,
-        or ``(S, S)`` at the tracker's ``input_mask_size`` (how SAM 3 passes detections).
-
-        The mask is the object's output on this frame (resized to the video resolution with
-        antialias, then binarized at 0.5); its soft version resized to ``input_mask_size``
-        gives the object pointer and, after merging, the frame's memory. Its pixels are
-        removed from other objects' mask prompts on this frame.
-        """
-        frame_idx = self._check_frame(frame_idx)
-        if isinstance(mask, Tensor):
-            m = mask.detach().to(device="cpu", dtype=torch.float32)
-        else:
-            try:
-                m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(
-                    f"mask: expected an (H, W) array, got {type(mask).__name__}"
-                ) from exc
-        side = self.tracker.input_mask_size
-        if tuple(m.shape) not in (self.video_size, (side, side)):
-            raise InvalidInputError(
-                f"mask: expected shape {self.video_size} (the video's H, W) or {(side, side)} "
-                f"(the tracker's input size), got {tuple(m.shape)}"
-            )
-        if not torch.isfinite(m).all():
-            raise InvalidInputError("mask: expected finite values, got NaN or inf")
-        obj_idx = self._obj_index(obj_id, create=True)
-        if obj_idx is None:
-            obj_idx = self._add_object(obj_id)
-        obj = self._objects[obj_idx]
-
-        m = m.to(self._device)[None, None]
-        mask_inputs = m
-        if tuple(m.shape[-2:]) != (side, side):
-            mask_inputs = F.interpolate(
-                m, size=(side, side), mode="bilinear", align_corners=False, antialias=True
-            )
-        video = m
-        if tuple(m.shape[-2:]) != self.video_size:
-            video = F.interpolate(
-                m, size=self.video_size, mode="bilinear", align_corners=False, antialias=True
-            )
-        binary = video > 0.5
-        obj.mask_frames.add(frame_idx)
-        obj.points.pop(frame_idx, None)
-
-        step = self.tracker.track_step(
-            frame_idx,
-            self.frame_features(frame_idx),
-            self._cond,
-            self._non_cond,
-            self.num_frames,
-            mask_inputs=mask_inputs,  # float32 in [0, 1]; the tracker casts for its convs
-            use_memory=False,
-            run_mem_encoder=False,
-        )
-        obj.pending[frame_idx] = _PromptOutput(
-            pred_masks=None,
-            video_res_masks=torch.where(binary, -NO_OBJ_SCORE, NO_OBJ_SCORE),
-            obj_ptr=step.obj_ptr,
-            object_score_logits=step.object_score_logits,
-            iou_score=step.iou_score,
-        )
-        for k, other in enumerate(self._objects):
-            p = other.pending.get(frame_idx)
-            if k != obj_idx and p is not None and p.video_res_masks is not None:
-                p.video_res_masks = torch.where(binary, NO_OBJ_SCORE, p.video_res_masks)
-        return self._prompt_frame_output(frame_idx)
-
-    def mask_prompt_frames(self, obj_id: int) -> list[int]:
-        """Frames where ``obj_id`` has a mask prompt and no clicks (detector-born or
-        reconditioned frames in SAM 3), ascending."""
-        obj = self._objects[self._obj_index(obj_id, create=False)]
-        return sorted(obj.mask_frames - set(obj.points))
-
-    def clear_frame_prompts(self, frame_idx: int, obj_id: int) -> TrackerFrameOutput:
-        """Remove one object's prompts on a frame.
-
-        A frame left without any prompt stops being a conditioning frame (its merged output
-        stays as a tracked one); with no conditioning frame left, all memories are cleared.
-        """
-        frame_idx = self._check_frame(frame_idx)
-        obj_idx = self._obj_index(obj_id, create=False)
-        self._clear_frame(frame_idx, obj_idx)
-        return self._prompt_frame_output(frame_idx)
-
-    def _clear_frame(self, frame_idx: int, obj_idx: int) -> None:
-        obj = self._objects[obj_idx]
-        obj.points.pop(frame_idx, None)
-        obj.mask_frames.discard(frame_idx)
-        obj.pending.pop(frame_idx, None)
-        if any(frame_idx in o.frames() for o in self._objects):
-            return
-        out = self._cond.pop(frame_idx, None)
-        if out is not None:
-            self._non_cond[frame_idx] = out  # downgraded to a tracked frame
-            self._hidden.discard(frame_idx)
-        if not self._cond:
-            self._reset_tracking()
-
-    def remove_object(self, obj_id: int) -> list[int]:
-        """Remove an object everywhere; returns the remaining ids. The last one resets."""
-        obj_idx = self._obj_index(obj_id, create=False)
-        if self.num_objects == 1:
-            self.reset()
-            return []
-        for frame_idx in sorted(self._objects[obj_idx].frames()):
-            self._clear_frame(frame_idx, obj_idx)
-        keep = [k for k in range(self.num_objects) if k != obj_idx]
-        self._obj_ids = [self._obj_ids[k] for k in keep]
-        self._objects = [self._objects[k] for k in keep]
-        for store in (self._cond, self._non_cond):
-            for t, out in store.items():
-                out = out.select(keep)
-                out.eff_iou_score = float(memory_score(out.object_score_logits, out.iou_score))
-                store[t] = out
-        self._hidden.clear()  # the official code rebuilds every per-object view here
-        return self.obj_ids
 
     # ------------------------------------------------------------------------ merging
 
@@ -904,104 +593,3 @@ class TrackingState:
         for t in [t for t in self._non_cond if t not in keep]:
             del self._non_cond[t]
             self._hidden.discard(t)
-
-
-# ---------------------------------------------------------------------------- batched states
-
-
-def track_states(
-    states: Sequence[TrackingState], frame_idx: int, reverse: bool, run_mem_encoder: bool
-) -> list[TrackerFrameOutput]:
-    """Track one frame for several states of a video, batching objects across states.
-
-    The SAM 3 video logic keeps clicked objects in states of their own (one per click) and
-    detected ones in others; each state has its own memory bank, but on a given frame most
-    states read the same stored frames. States whose memory plans are equal (and that share
-    the tracker and the frame features) run as ONE batch through the memory attention, the
-    SAM heads and the memory encoder: their objects are concatenated, the outputs split back.
-    Each state then stores its own memory and its own selection score, exactly as if it had
-    been tracked alone (the batch changes the arithmetic only by float rounding).
-
-    The states must have been preflighted (`TrackingState.propagate` does it; the session
-    calls `preflight` before each frame). Returns one output per state, in order.
-    """
-    outputs: list[TrackerFrameOutput | None] = [None] * len(states)
-    groups: dict[tuple, tuple[MemoryPlan, list[int]]] = {}
-    for i, state in enumerate(states):
-        if state.is_cond_frame(frame_idx):
-            outputs[i] = state.cond_frame_output(frame_idx, reverse)
-            continue
-        plan = state.memory_plan(frame_idx, reverse)
-        key = (
-            id(state.tracker),
-            state.get_features,
-            state.num_frames,
-            tuple(plan.spatial),
-            tuple(plan.pointers),
-        )
-        groups.setdefault(key, (plan, []))[1].append(i)
-    for plan, members in groups.values():
-        group = [states[i] for i in members]
-        first = group[0]
-        sizes = [state.num_objects for state in group]
-        if len(group) == 1:
-            cond, non_cond = first.cond_memories, first.non_cond_memories
-        else:
-            cond, non_cond = {}, {}
-            for ref in (*plan.spatial, *plan.pointers):
-                store, attr = (
-                    (cond, "cond_memories") if ref.from_cond else (non_cond, "non_cond_memories")
-                )
-                if ref.frame not in store:
-                    store[ref.frame] = _concat_memories(
-                        [getattr(state, attr)[ref.frame] for state in group]
-                    )
-        step = first.tracker.track_step(
-            frame_idx,
-            first.frame_features(frame_idx).expand(sum(sizes)),
-            cond,
-            non_cond,
-            first.num_frames,
-            reverse=reverse,
-            use_memory=True,
-            run_mem_encoder=run_mem_encoder,
-            plan=plan,
-        )
-        for i, state, part in zip(members, group, _split_step(step, sizes)):
-            outputs[i] = state.store_step(frame_idx, reverse, part)
-    return outputs  # type: ignore[return-value]
-
-
-def _concat_memories(memories: Sequence[FrameMemory]) -> FrameMemory:
-    """The memories of several states on one frame as one batch (what the attention reads)."""
-    maskmem = [m.maskmem_features for m in memories]
-    return FrameMemory(
-        maskmem_features=None if any(m is None for m in maskmem) else torch.cat(maskmem),
-        obj_ptr=torch.cat([m.obj_ptr for m in memories]),
-        object_score_logits=torch.cat([m.object_score_logits for m in memories]),
-        iou_score=torch.cat([m.iou_score.reshape(-1) for m in memories]),
-    )
-
-
-def _split_step(step: TrackStepOutput, sizes: Sequence[int]) -> list[TrackStepOutput]:
-    """A batched step's rows per state; each part's selection score is its own (a mean)."""
-    if len(sizes) == 1:
-        return [step]
-    parts, start = [], 0
-    for n in sizes:
-        rows = slice(start, start + n)
-        start += n
-        scores, ious = step.object_score_logits[rows], step.iou_score[rows]
-        maskmem = step.maskmem_features
-        parts.append(
-            TrackStepOutput(
-                pred_masks=step.pred_masks[rows],
-                pred_masks_high_res=step.pred_masks_high_res[rows],
-                obj_ptr=step.obj_ptr[rows],
-                object_score_logits=scores,
-                iou_score=ious,
-                eff_iou_score=memory_score(scores, ious),
-                maskmem_features=None if maskmem is None else maskmem[rows],
-            )
-        )
-    return parts

@@ -1,0 +1,46 @@
+"""What a propagation step reports to observers: `StepEvent`, timed by `StageClock`.
+
+A session calls its ``observers`` with one `StepEvent` per propagated frame (progress bars,
+benchmarks); the stage times come from a `StageClock`, which costs nothing when no one
+listens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+__all__ = ["StageClock", "StepEvent"]
+
+
+@dataclass
+class StepEvent:
+    """What one propagation step did, for observers (progress bars, benchmarks).
+
+    ``kind``: ``"detect"`` (detection + tracking of every object), ``"retrack"`` (clicked
+    objects re-tracked), ``"fetch"`` (nothing to compute). ``stages``: seconds per stage of a
+    detect step (``backbone``, ``detector``, ``tracker``, ``plan``) when observers are set.
+    """
+
+    frame_index: int
+    reverse: bool
+    kind: str
+    seconds: float
+    stages: dict[str, float]
+
+
+class StageClock:
+    """Seconds per stage into ``stages`` (a no-op when ``stages`` is None)."""
+
+    def __init__(self, stages: dict[str, float] | None) -> None:
+        self.stages = stages
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.stages is not None:
+            now = time.perf_counter()
+            self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+            self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
