@@ -55,6 +55,9 @@ def test_replay_matches_official(name):
         assert torch.equal(state.mux(tensors[key + "x"]), tensors[key + "mux"]), f"step {i}"
         assert torch.equal(state.demux(tensors[key + "y"]), tensors[key + "demux"]), f"step {i}"
         assert torch.equal(state.valid_mask(), tensors[key + "valid"]), f"step {i}"
+        slots = state.slots()
+        assert torch.equal(slots >= 0, tensors[key + "valid"]), f"step {i}"
+        assert torch.equal(slots[slots >= 0], tensors[key + "assignments"][slots >= 0])
 
 
 def test_fixture_covers_the_interesting_paths():

@@ -59,3 +59,217 @@ def test_memory_plan_switches_give_sam3_pointer_rules():
     assert [(r.frame, r.pos) for r in plan.pointers] == [(2, 3), (9, -4)]
     with pytest.raises(InvalidInputError, match="cond_frames"):
         multiplex_memory_plan(5, [], [3], 12)
+
+
+# ------------------------------------------------------------------------------------------
+# The state's memory bank on the tiny SAM 3.1 tracker (synthetic weights)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    from sam3video.model import tracker_31
+    from sam3video.model.config import get_config
+    from sam3video.model.weights import synthetic_state_dict
+
+    module = tracker_31.build_multiplex_tracker(get_config("sam3.1-tiny")).model
+    module.load_state_dict(synthetic_state_dict(module, prefix="tracker.model."))
+    return module.eval()
+
+
+def _features(model):
+    """Seeded random tracker pyramids per frame, prepared once (shared by all states)."""
+    cache = {}
+    c, h = model.hidden_dim, model.feat_size
+
+    def get(frame_idx):
+        if frame_idx not in cache:
+            g = torch.Generator().manual_seed(1000 + frame_idx)
+            levels = [(1, c, 4 * h, 4 * h), (1, c, 2 * h, 2 * h), (1, c, h, h)]
+            pyramids = []
+            for _ in range(2):
+                feats = [torch.randn(s, generator=g) for s in levels]
+                pos = [torch.randn(s, generator=g) for s in levels]
+                pyramids.append((feats, pos))
+            cache[frame_idx] = (
+                model.prepare_interactive(*pyramids[0]),
+                model.prepare_propagation(*pyramids[1]),
+            )
+        return cache[frame_idx]
+
+    return get
+
+
+def _masks(ids, size=256):
+    """Disjoint rectangles, far enough apart that non-overlap between them is a no-op."""
+    masks = torch.zeros(len(ids), size, size)
+    for k, obj_id in enumerate(ids):
+        masks[k, 10 : 60 + 20 * (obj_id % 5), obj_id * 40 + 4 : obj_id * 40 + 30] = 1
+    return masks
+
+
+def _state(model, get, ids, num_frames=40, **kw):
+    from sam3video.video.multiplex_tracking import MultiplexTrackingState
+
+    state = MultiplexTrackingState(model, get, num_frames, **kw)
+    state.add_masks(0, ids, _masks(ids))
+    state.preflight()
+    return state
+
+
+def _close(a, b):
+    return torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_buckets_are_independent_and_batched_states_match(model):
+    from sam3video.video.multiplex_tracking import track_multiplex_states
+
+    get = _features(model)
+    whole = _state(model, get, [0, 1, 2, 3, 4, 5])  # 2 buckets of 4 slots
+    first, second = _state(model, get, [0, 1, 2, 3]), _state(model, get, [4, 5])
+    assert (whole.num_buckets, first.num_buckets, second.num_buckets) == (2, 1, 1)
+    for t in range(1, 4):
+        (a,) = track_multiplex_states([whole], t, False, run_mem_encoder=True)
+        b, c = track_multiplex_states([first, second], t, False, run_mem_encoder=True)
+        assert _close(a.low_res_masks, torch.cat([b.low_res_masks, c.low_res_masks]))
+        assert _close(
+            a.object_score_logits, torch.cat([b.object_score_logits, c.object_score_logits])
+        )
+        sw, s1, s2 = whole.stored(t), first.stored(t), second.stored(t)
+        assert _close(sw.maskmem_features, torch.cat([s1.maskmem_features, s2.maskmem_features]))
+        assert _close(sw.obj_ptr, torch.cat([s1.obj_ptr, s2.obj_ptr]))
+    assert whole.cond_frames == [0] and whole.stored_frames() == [0, 1, 2, 3]
+
+
+@torch.inference_mode()
+def test_removal_drops_emptied_buckets_from_every_memory(model):
+    from sam3video.video.multiplex_state import REMOVED
+    from sam3video.video.multiplex_tracking import track_multiplex_states
+
+    get = _features(model)
+    whole, first = _state(model, get, [0, 1, 2, 3, 4, 5]), _state(model, get, [0, 1, 2, 3])
+    for t in (1, 2):
+        track_multiplex_states([whole, first], t, False, run_mem_encoder=True)
+    before = {t: whole.stored(t).obj_ptr.clone() for t in (0, 1, 2)}
+    assert whole.remove_objects([4, 5])
+    assert whole.num_buckets == 1 and whole.obj_ids == [0, 1, 2, 3]
+    for t in (0, 1, 2):
+        frame = whole.stored(t)
+        assert torch.equal(frame.obj_ptr, before[t][:1])
+        assert frame.maskmem_features.shape[0] == 1 and frame.obj_ids == (0, 1, 2, 3)
+        assert frame.pred_masks.shape[0] == 4
+    # what is left is bucket 0, which never saw the others: it tracks on like `first`
+    (a,) = track_multiplex_states([whole], 3, False, run_mem_encoder=True)
+    (b,) = track_multiplex_states([first], 3, False, run_mem_encoder=True)
+    assert _close(a.low_res_masks, b.low_res_masks)
+    # a removed slot stays taken; the last object's removal empties the state
+    assert whole.remove_objects([1])
+    assert whole.multiplex.assignments == [[0, REMOVED, 1, 2]] and whole.free_slots == 0
+    assert whole.stored(3).obj_ids == (0, 2, 3) and whole.stored(3).obj_ptr.shape[0] == 1
+    assert not whole.remove_objects([0, 2, 3])
+
+
+@torch.inference_mode()
+def test_backfill_takes_free_slots_on_a_tracked_frame(model):
+    from sam3video.video.multiplex_tracking import track_multiplex_states
+
+    get = _features(model)
+    state = _state(model, get, [0, 1, 2])
+    track_multiplex_states([state], 1, False)
+    state.update_memory(1, torch.zeros(3, 1, 256, 256), torch.ones(3, 1))
+    assert state.free_slots == 1
+    state.add_masks(1, [7], _masks([3]))
+    assert state.num_buckets == 1 and state.obj_ids == [0, 1, 2, 7]
+    assert not state.is_cond_frame(1) and state.cond_frames == [0]
+    frame = state.stored(1)
+    assert frame.conditioning == {7} and frame.maskmem_features is None
+    inter, _ = get(1)
+    alone = model.use_mask_as_output(
+        model.interactive_features(inter.vision), inter.high_res, _masks([3])[:, None]
+    )
+    assert torch.equal(frame.obj_ptr[0, 3], alone.obj_ptr[0])
+    assert torch.equal(frame.pred_masks[3], alone.low_res_masks[0])
+    state.preflight()
+    assert state.stored(1).maskmem_features.shape[0] == 1
+    (out,) = track_multiplex_states([state], 2, False)
+    assert out.obj_ids == [0, 1, 2, 7] and out.low_res_masks.shape[0] == 4
+    # no free slot left: a new bucket, and every stored frame gains it
+    state.update_memory(2, torch.zeros(4, 1, 256, 256), torch.ones(4, 1))
+    state.add_masks(2, [8], _masks([4]))
+    assert state.num_buckets == 2
+    assert all(state.stored(t).obj_ptr.shape[0] == 2 for t in state.stored_frames())
+
+
+@torch.inference_mode()
+def test_update_memory_encodes_the_given_masks(model):
+    from sam3video.video.multiplex_tracking import track_multiplex_states
+
+    get = _features(model)
+    state = _state(model, get, [0, 1])
+    track_multiplex_states([state], 1, False)
+    assert state.stored(1).maskmem_features is None  # deferred
+    masks = torch.randn(2, 1, 256, 256, generator=torch.Generator().manual_seed(3))
+    scores = torch.tensor([[10.0], [-10.0]])
+    state.update_memory(1, masks, scores)
+    _, prop = get(1)
+    expected, _ = model.encode_memory(
+        prop.vision, masks, scores, state.multiplex.slots(), torch.zeros(2, dtype=torch.bool)
+    )
+    assert torch.equal(state.stored(1).maskmem_features, expected)
+    with pytest.raises(InvalidInputError, match="high_res_masks"):
+        state.update_memory(1, masks[:1], scores)
+
+
+@torch.inference_mode()
+def test_bounded_memory_keeps_what_later_steps_read(model):
+    from sam3video.video.multiplex_tracking import MultiplexTrackingState, track_multiplex_states
+
+    get = _features(model)
+    k = model.max_obj_ptrs_in_encoder - 1
+    for reverse, start, frames in ((False, 0, range(1, 45)), (True, 59, range(58, 14, -1))):
+        state = MultiplexTrackingState(model, get, 60)
+        state.add_masks(start, [0], _masks([0]))
+        state.preflight()
+        first = frames[0]
+        track_multiplex_states([state], first, reverse, run_mem_encoder=True)
+        tracked = state.stored(first)
+        everything = {first}  # what an unbounded state would hold
+        for t in frames[1:]:
+            # the bookkeeping of a tracked frame (its tensors do not matter here)
+            state._non_cond[t] = tracked
+            state._tracked.add(t)
+            state._last = (t, reverse)
+            state._trim()
+            everything.add(t)
+            # the next step, and new passes from the prompted frame either way, read the
+            # same frames as they would with nothing dropped
+            for nxt, rev in ((t - 1 if reverse else t + 1, reverse), (start + 1, False)):
+                if 0 <= nxt < 60 and nxt != start:
+                    full = multiplex_memory_plan(nxt, [start], everything, 60, rev)
+                    assert state.memory_plan(nxt, rev) == full, (t, nxt, rev)
+            if start > 0:
+                full = multiplex_memory_plan(start - 1, [start], everything, 60, True)
+                assert state.memory_plan(start - 1, True) == full
+        step = -1 if reverse else 1
+        last = frames[-1]
+        near_start = {t for t in frames if abs(t - start) <= k}
+        near_last = {t for t in frames if 0 <= (last - t) * step <= k}
+        assert set(state.stored_frames()) == {start} | near_start | near_last
+
+
+@torch.inference_mode()
+def test_state_errors(model):
+    from sam3video.errors import UnknownIdError
+    from sam3video.video.multiplex_tracking import MultiplexTrackingState
+
+    get = _features(model)
+    state = _state(model, get, [0, 1])
+    with pytest.raises(InvalidInputError, match="frame_idx"):
+        state.add_masks(5, [9], _masks([2]))  # frame 5 not tracked by this state
+    with pytest.raises(InvalidInputError, match="obj_ids"):
+        state.add_masks(0, [1], _masks([1]))
+    with pytest.raises(UnknownIdError):
+        state.remove_objects([4])
+    with pytest.raises(InvalidInputError, match="num_frames"):
+        MultiplexTrackingState(model, get, 0)

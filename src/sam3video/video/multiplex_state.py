@@ -310,6 +310,12 @@ class MultiplexState:
         flat = x.reshape(self.num_buckets * self.multiplex_count, *x.shape[2:])
         return flat.index_select(0, self._slots(x.device))
 
+    def slots(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``(num_buckets, multiplex_count)`` int64: the object index in each slot, -1 for an
+        empty or removed slot (the layout `sam3video.model.tracker_31` takes)."""
+        table = torch.tensor(self.assignments, dtype=torch.long, device=device)
+        return table.clamp_min(-1).view(self.num_buckets, self.multiplex_count)
+
     def valid_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``(num_buckets, multiplex_count)`` bool, True where a live object sits."""
         mask = torch.zeros(self.num_buckets * self.multiplex_count, dtype=torch.bool, device=device)
