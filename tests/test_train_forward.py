@@ -11,6 +11,8 @@ from sam3video.model.decoder import inverse_sigmoid
 from sam3video.train.forward import RolloutConfig, _sam_heads, detector_layers, tracker_rollout
 from sam3video.train.losses import TrackerLoss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def model():

@@ -1,0 +1,190 @@
+"""The training loop: learning on a fixed batch, bit-identical resume, fine-tuning from an
+official-format checkpoint on the toy SA-Co file, the CLI (tiny config, CPU)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sam3video.cli import main
+from sam3video.model.build import build_sam3_video_model, read_checkpoint
+from sam3video.model.weights import synthetic_state_dict
+from sam3video.train.data import YtvisSource, detector_queries, prepare_clip, step_rng
+from sam3video.train.forward import RolloutConfig
+from sam3video.train.loop import TrainConfig, Trainer, lr_factor
+from tests._train_clips import SquaresSource
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOY = FIXTURES / "toy_saco_veval_sav_test_gt.json.gz"
+
+
+def _fixed_loss(trainer: Trainer, clips) -> float:
+    with torch.no_grad():
+        return trainer.compute_loss(clips, step=0)[0].item()
+
+
+@pytest.mark.parametrize("task", ["detector", "tracker"])
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(task):
+    cfg = TrainConfig(
+        task=task,
+        steps=8,
+        batch=2 if task == "detector" else 1,
+        num_frames=3,
+        lr=1e-3,
+        warmup=0,
+        min_lr_ratio=1.0,
+        rollout=RolloutConfig(p_box=0.0, p_mask=0.0, max_corrections=0),
+    )
+    trainer = Trainer(cfg, SquaresSource(), log=lambda r: None)
+    clips = trainer.sample_clips(0)
+    before = _fixed_loss(trainer, clips)
+    for _ in range(cfg.steps):
+        trainer.train_step(clips, prompt_step=0)
+    after = _fixed_loss(trainer, clips)
+    assert after < 0.7 * before, (before, after)
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_is_bit_identical(tmp_path):
+    def config(out):
+        return TrainConfig(
+            task="both",
+            steps=4,
+            batch=1,
+            num_frames=2,
+            lr=1e-3,
+            warmup=1,
+            out=str(out),
+            save_every=2,
+        )
+
+    straight = Trainer(config(tmp_path / "a"), SquaresSource(), log=lambda r: None)
+    straight.fit()
+    first = Trainer(config(tmp_path / "b"), SquaresSource(), log=lambda r: None)
+    first.train_step()
+    first.train_step()
+    first.save()
+    second = Trainer(config(tmp_path / "b"), SquaresSource(), log=lambda r: None)
+    assert second.resume() and second.step == 2
+    second.fit()
+    a, b = _weights(straight), _weights(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    init = build_sam3_video_model("tiny", device="cpu", seed=0).state_dict()
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # it did train
+    opt_a = straight.optimizer.state_dict()["state"]
+    opt_b = second.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+    # The weights export loads strictly into a fresh model and equals the trained weights.
+    exported = build_sam3_video_model(
+        "tiny", checkpoint_path=tmp_path / "a" / "model.safetensors", device="cpu"
+    ).state_dict()
+    assert all(torch.equal(exported[k], a[k]) for k in a)
+    log = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4]
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_detector_queries_targets():
+    clip = prepare_clip(SquaresSource(64).sample(np.random.default_rng(3), 2), 32)
+    frames, texts, targets = detector_queries([clip] * 40, np.random.default_rng(0), 0.3)
+    for t, text, boxes, masks in zip(frames, texts, targets.boxes, targets.masks):
+        if text == "green circle":
+            assert len(boxes) == 0
+        else:
+            want = [i for i, ps in enumerate(clip.phrases) if text in ps and clip.masks[i, t].any()]
+            assert torch.equal(masks, clip.masks[want, t])
+            assert ((boxes > 0) & (boxes <= 1)).all()
+    assert {"green circle", "square"} <= set(texts)
+
+
+@pytest.fixture(scope="module")
+def toy_frames(tmp_path_factory):
+    """JPEG frames for the toy SA-Co file (its videos are not in the repository)."""
+    root = tmp_path_factory.mktemp("frames")
+    data = json.loads(gzip.open(TOY).read())
+    video = data["videos"][0]
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (video["height"], video["width"], 3), dtype=np.uint8)
+    (root / video["video_name"]).mkdir()
+    for name in video["file_names"]:
+        cv2.imwrite(str(root / name), image)
+    return root
+
+
+def test_ytvis_source_reads_objects_phrases_and_negatives(toy_frames):
+    source = YtvisSource(TOY, frames_root=toy_frames)
+    sample = source.sample(step_rng(0, 0), 3)
+    assert sample.frames.shape == (3, 3, 1280, 720)
+    assert sample.masks.shape == (33, 3, 1280, 720)
+    assert "thick gold chain" in sample.negative_phrases
+    assert ("air jordan",) in [tuple(p) for p in sample.phrases]
+
+
+def test_finetune_from_official_format_checkpoint_via_cli(tmp_path, toy_frames, capsys):
+    ckpt = tmp_path / "sam3.pt"
+    torch.save(synthetic_state_dict("tiny", seed=5), ckpt)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--model",
+        "tiny",
+        "--init",
+        str(ckpt),
+        "--data",
+        str(TOY),
+        "--frames-root",
+        str(toy_frames),
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--frames",
+        "2",
+        "--task",
+        "both",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+    ]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "step 2 loss=" in text
+    trained = read_checkpoint(out / "model.safetensors")
+    init = synthetic_state_dict("tiny", seed=5)
+    assert trained.keys() == init.keys()
+    assert any(not torch.equal(trained[k], init[k]) for k in init)
+    # --resume at the last step has nothing left to do and keeps the weights.
+    assert main([*args, "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    again = read_checkpoint(out / "model.safetensors")
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
+
+
+def test_cli_rejects_unknown_model(tmp_path, capsys):
+    code = main(["train", "--model", "huge", "--data", "shapes", "--out", str(tmp_path)])
+    assert code == 2
+    assert "--model" in capsys.readouterr().err
