@@ -222,6 +222,11 @@ class Clip:
         return sorted(inst.obj_id for inst in self.instances if phrase in inst.phrases)
 
 
+def _depth_order(specs: Sequence[ObjectSpec]) -> list[int]:
+    """Indices of ``specs`` from back to front (ties broken by id, so the order is total)."""
+    return sorted(range(len(specs)), key=lambda i: (specs[i].z, specs[i].obj_id))
+
+
 class ShapesWorld:
     """A clip of the shapes world, rendered frame by frame (see the module notes).
 
@@ -331,8 +336,7 @@ class ShapesWorld:
             )
             for s in self.specs
         ]
-        # Back to front; ties broken by id so that the order is total.
-        self._order = sorted(range(len(self.specs)), key=lambda i: (self.specs[i].z, ids[i]))
+        self._order = _depth_order(self.specs)
         self._background: np.ndarray | None = None
         self._cached: tuple[int, np.ndarray, dict[int, Patch]] | None = None
 
@@ -343,13 +347,9 @@ class ShapesWorld:
         world.__dict__.update(self.__dict__)
         world.specs = [s for s in self.specs if s.obj_id not in obj_ids]
         world.instances = [i for i in self.instances if i.obj_id not in obj_ids]
-        world._order = [
-            k
-            for k in sorted(
-                range(len(world.specs)), key=lambda i: (world.specs[i].z, world.specs[i].obj_id)
-            )
-        ]
+        world._order = _depth_order(world.specs)
         world._cached = None
+        world.meta = dict(self.meta)
         return world
 
     # -- rendering ----------------------------------------------------------------------
