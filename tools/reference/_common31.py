@@ -14,7 +14,8 @@ Importing this module:
 - applies the 3.0 CPU patches of ``_common`` (``device="cuda"`` arguments, ``.cuda()``,
   ``pin_memory``, ``torch.cuda`` queries), plus the ones the 3.1 code needs:
   ``torch.cuda.get_device_properties`` (queried at import time to enable TF32) answers a
-  pre-Ampere device, so nothing is switched on.
+  pre-Ampere device, so nothing is switched on; ``pin_memory=True`` arguments of factory
+  functions (pinned staging buffers of the post-processing) are dropped.
 
 FlashAttention-3 and the Triton kernels are never imported as long as the builders pass
 ``use_fa3=False`` (attention then runs through ``F.scaled_dot_product_attention``) and the
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402,F401  (3.0 CPU patches, src/ on sys.path)
 import torch  # noqa: E402
+from torch.overrides import TorchFunctionMode  # noqa: E402
 
 
 def _no_ampere(*args, **kwargs):
@@ -48,6 +50,20 @@ def _no_ampere(*args, **kwargs):
 
 
 torch.cuda.get_device_properties = _no_ampere
+
+
+class NoPinnedMemory(TorchFunctionMode):
+    """Drop ``pin_memory=True`` from torch factory calls: the 3.1 post-processing allocates
+    pinned CPU staging buffers, which needs a CUDA driver. Pinning changes no value."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kwargs.pop("pin_memory", None)
+        return func(*args, **kwargs)
+
+
+_NO_PIN = NoPinnedMemory()
+_NO_PIN.__enter__()  # stays active for the whole process, like _common's CudaToCpu
 
 import sam3  # noqa: E402
 

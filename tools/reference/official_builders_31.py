@@ -504,6 +504,130 @@ def main() -> None:
     assert read_manifest(tiny_path) == tiny
 
 
+# --------------------------------------------------------------------------------------------
+# smoke run: the official predictor on CPU with synthetic weights
+# --------------------------------------------------------------------------------------------
+def write_clip(folder, num_frames: int = 4, step: int = 2) -> tuple[int, int]:
+    """Frames 0, step, 2*step, ... of ``shared/data/videos/bikes.mp4`` as JPEGs ``00000.jpg``..."""
+    import av
+    from PIL import Image
+
+    video = _common31._common.SHARED / "data" / "videos" / "bikes.mp4"
+    kept = 0
+    with av.open(str(video)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % step:
+                continue
+            rgb = frame.to_ndarray(format="rgb24")
+            Image.fromarray(rgb).save(f"{folder}/{kept:05d}.jpg", quality=95)
+            kept += 1
+            if kept == num_frames:
+                break
+    return rgb.shape[0], rgb.shape[1]
+
+
+def _summary(outputs: dict) -> str:
+    ids = [int(i) for i in outputs["out_obj_ids"]]
+    areas = [int(m.sum()) for m in outputs["out_binary_masks"]]
+    probs = [round(float(p), 3) for p in outputs.get("out_probs", [])]
+    return f"ids {ids} areas {areas} probs {probs}"
+
+
+def smoke_run(
+    preset: str = "sam3.1-tiny", num_frames: int = 4, text: str = "bicycle", **overrides
+) -> dict:
+    """Text prompt on frame 0, propagation, a click adding a new object on frame 1, propagation:
+    the official multiplex predictor end to end on the CPU, float32, synthetic weights.
+    ``overrides`` replace video heuristics (`VIDEO_DEFAULTS_31`). Returns the responses per
+    request (frame -> summary string)."""
+    import tempfile
+    import time
+
+    _common31.drop_bf16_casts()
+    _common31._common.guard_empty_connected_components()
+    cfg = get_config(preset)
+    t0 = time.time()
+    model = build_official_31_video_model(cfg, device="cpu", **overrides)
+    kept = _common31.load_synthetic(model, prefix="")
+    print(
+        f"{preset}: built + synthetic weights in {time.time() - t0:.1f}s; computed buffers "
+        f"kept: {len(kept)} ({', '.join(sorted({k.rsplit('.', 1)[-1] for k in kept}))}); "
+        f"heuristic overrides: {overrides or 'none'}"
+    )
+    predictor = build_official_31_predictor(model)
+    log: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        height, width = write_clip(folder, num_frames)
+        sid = predictor.handle_request({"type": "start_session", "resource_path": folder})[
+            "session_id"
+        ]
+        steps = [
+            ("text", {"type": "add_prompt", "frame_index": 0, "text": text}),
+            ("propagate", None),
+            (
+                "click",
+                {
+                    "type": "add_prompt",
+                    "frame_index": 1,
+                    "points": [[0.5, 0.5]],
+                    "point_labels": [1],
+                    "obj_id": 100,
+                },
+            ),
+            ("propagate_after_click", None),
+        ]
+        for name, request in steps:
+            t0 = time.time()
+            if request is None:
+                stream = {"type": "propagate_in_video", "session_id": sid}
+                frames = {
+                    r["frame_index"]: _summary(r["outputs"])
+                    for r in predictor.handle_stream_request(stream)
+                }
+            else:
+                response = predictor.handle_request({**request, "session_id": sid})
+                frames = {response["frame_index"]: _summary(response["outputs"])}
+            log[name] = frames
+            print(f"{name} ({time.time() - t0:.1f}s):")
+            for frame, line in sorted(frames.items()):
+                print(f"  frame {frame}: {line}")
+        predictor.handle_request({"type": "close_session", "session_id": sid})
+    print(f"video {height}x{width}, {num_frames} frames: official {preset} ran end to end on CPU")
+    return log
+
+
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--smoke",
+        choices=["sam3.1-tiny", "sam3.1"],
+        help="instead of the manifests: run the official predictor on a few frames",
+    )
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a video heuristic, e.g. new_det_thresh=0.5 (float/int/True/False)",
+    )
+    args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        name, value = item.split("=", 1)
+        if name not in VIDEO_DEFAULTS_31:
+            parser.error(f"--set: unknown heuristic {name!r}")
+        default = VIDEO_DEFAULTS_31[name]
+        if isinstance(default, bool):
+            overrides[name] = value == "True"
+        elif isinstance(default, int) and "." not in value:
+            overrides[name] = int(value)
+        else:
+            overrides[name] = float(value)
     torch.set_grad_enabled(False)
-    main()
+    if args.smoke:
+        smoke_run(args.smoke, args.frames, **overrides)
+    else:
+        main()
