@@ -29,6 +29,7 @@ from sam3video.data import (
     split_of_seed,
     train_seed,
     vocabulary,
+    write_dataset,
     write_frames,
     write_video,
     write_ytvis,
@@ -475,3 +476,14 @@ def test_frames_folder_and_video_are_readable(tmp_path):
         assert source[0].shape == clip.frames[0].shape
         error = np.abs(source[0].astype(int) - clip.frames[0].astype(int)).mean()
         assert error < 12  # lossy, but the same picture
+
+
+def test_dataset_folder_points_at_its_frames(tmp_path):
+    clips = [render_clip(seed, **SMALL) for seed in (1, 2)]
+    path = write_dataset(tmp_path / "toy", clips, ext="png")
+    data = read_ytvis(path)
+    for clip, video in zip(clips, data["videos"]):
+        assert len(video["file_names"]) == clip.num_frames
+        for t, name in enumerate(video["file_names"]):
+            frame = cv2.imread(str(tmp_path / "toy" / name), cv2.IMREAD_COLOR)
+            assert np.array_equal(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), clip.frames[t])

@@ -19,7 +19,13 @@ from sam3video.data.dataset import (
     collate_clips,
     sample_training_clip,
 )
-from sam3video.data.export import clip_to_ytvis, write_frames, write_video, write_ytvis
+from sam3video.data.export import (
+    clip_to_ytvis,
+    write_dataset,
+    write_frames,
+    write_video,
+    write_ytvis,
+)
 from sam3video.data.render import Texture
 from sam3video.data.scenarios import concept_clip, concept_world, occlusion_clip, occlusion_world
 from sam3video.data.seeds import HELDOUT_START, heldout_seed, split_of_seed, train_seed
@@ -59,6 +65,7 @@ __all__ = [
     "split_of_seed",
     "train_seed",
     "vocabulary",
+    "write_dataset",
     "write_frames",
     "write_video",
     "write_ytvis",

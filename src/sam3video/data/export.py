@@ -4,6 +4,8 @@
   frame source reads; PNG is lossless, ``ext="jpg"`` writes JPEG quality 95).
 * `write_video`: an MP4 through the overlay writer with no results drawn (H.264 when FFmpeg
   has it, see `sam3video.io.export.overlay`); lossy, for viewing and demos.
+* `write_dataset`: frame folders plus their ground truth JSON (``file_names`` point at the
+  frames), e.g. a toy fine-tuning set.
 * `clip_to_ytvis` / `write_ytvis`: ground truth in the layout `sam3video track` writes
   (`sam3video.io.export.ytvis`): one video per clip (``id`` 0, 1, ...), one annotation per
   (object, phrase level) with ``obj_id`` (the clip's object id), ``noun_phrase``,
@@ -35,7 +37,7 @@ from sam3video.data.world import Clip
 from sam3video.errors import InvalidInputError
 from sam3video.io.export.overlay import OverlayWriter
 
-__all__ = ["clip_to_ytvis", "write_frames", "write_video", "write_ytvis"]
+__all__ = ["clip_to_ytvis", "write_dataset", "write_frames", "write_video", "write_ytvis"]
 
 
 def write_frames(clip: Clip, folder: str | os.PathLike[str], ext: str = "png") -> Path:
@@ -79,6 +81,7 @@ def clip_to_ytvis(
     video_names: Sequence[str] | None = None,
     levels: Sequence[str] = ("colour_shape",),
     negatives: bool = False,
+    ext: str = "jpg",
 ) -> dict[str, Any]:
     """The SA-Co/YTVIS ground-truth dict of ``clips`` (see the module notes).
 
@@ -89,6 +92,7 @@ def clip_to_ytvis(
         levels: which phrases annotate each object, from `PHRASE_LEVELS`.
         negatives: also list, in ``video_np_pairs``, the phrases of the full vocabulary (at
             the chosen levels) that have no instance in the video (``num_masklets`` 0).
+        ext: extension of the ``file_names`` (``"<video_name>/00000.<ext>"``).
     """
     clips = [clips] if isinstance(clips, Clip) else list(clips)
     picked = _levels(levels)
@@ -116,7 +120,7 @@ def clip_to_ytvis(
             {
                 "id": video_id,
                 "video_name": name,
-                "file_names": [f"{name}/{t:05d}.jpg" for t in range(t_)],
+                "file_names": [f"{name}/{t:05d}.{ext}" for t in range(t_)],
                 "height": h,
                 "width": w,
                 "length": t_,
@@ -199,10 +203,30 @@ def write_ytvis(
     video_names: Sequence[str] | None = None,
     levels: Sequence[str] = ("colour_shape",),
     negatives: bool = False,
+    ext: str = "jpg",
 ) -> Path:
     """Write `clip_to_ytvis` as JSON at ``path``; returns the path."""
     out = Path(os.fspath(path)).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = clip_to_ytvis(clips, video_names, levels, negatives)
+    data = clip_to_ytvis(clips, video_names, levels, negatives, ext)
     out.write_text(json.dumps(data), encoding="utf-8")
     return out
+
+
+def write_dataset(
+    root: str | os.PathLike[str],
+    clips: Sequence[Clip],
+    levels: Sequence[str] = ("colour_shape",),
+    negatives: bool = False,
+    ext: str = "jpg",
+) -> Path:
+    """A fine-tuning dataset in the SA-Co layout: ``<root>/<video_name>/00000.<ext>``, ...
+    for each clip and ``<root>/annotations.json`` (`clip_to_ytvis`, whose ``file_names``
+    are relative to ``root``). Returns the JSON's path."""
+    out = Path(os.fspath(root)).expanduser()
+    data = clip_to_ytvis(list(clips), None, levels, negatives, ext)
+    for clip, video in zip(clips, data["videos"]):
+        write_frames(clip, out / video["video_name"], ext)
+    path = out / "annotations.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
