@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sam3video.errors import InvalidInputError
 from sam3video.video.multiplex_tracking import multiplex_memory_plan, tpos_row
@@ -273,3 +274,83 @@ def test_state_errors(model):
         state.remove_objects([4])
     with pytest.raises(InvalidInputError, match="num_frames"):
         MultiplexTrackingState(model, get, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Parity of the tracker state with the official one (fixture ``track/``)
+# ------------------------------------------------------------------------------------------
+
+TRACK = {
+    k[len("track/") :]: v
+    for k, v in torch.load(FIXTURES / "multiplex_state.pt", weights_only=False)["tensors"].items()
+    if k.startswith("track/")
+}
+TRACK_META = torch.load(FIXTURES / "multiplex_state.pt", weights_only=False)["meta"]
+
+
+def _official_pyramids(model):
+    """The generator's seeded raw pyramids (same draws), prepared by our model."""
+    cache = {}
+    c, h = model.hidden_dim, model.feat_size
+    sizes = [(1, c, 4 * h, 4 * h), (1, c, 2 * h, 2 * h), (1, c, h, h)]
+
+    def get(frame_idx):
+        if frame_idx not in cache:
+            g = torch.Generator().manual_seed(2000 + frame_idx)
+            pyramids = []
+            for _ in range(2):
+                levels = [torch.randn(s, generator=g) for s in sizes]
+                pos = [torch.randn(s, generator=g) for s in sizes]
+                pyramids.append((levels, pos))
+            cache[frame_idx] = (
+                model.prepare_interactive(*pyramids[0]),
+                model.prepare_propagation(*pyramids[1]),
+            )
+        return cache[frame_idx]
+
+    return get
+
+
+def _report(name, ours, theirs):
+    diff = (ours.float() - theirs.float()).abs().max().item()
+    return f"{name}: max abs diff {diff:.3g}"
+
+
+@torch.inference_mode()
+def test_tracking_matches_official_state(model):
+    from sam3video.video.multiplex_tracking import MultiplexTrackingState, track_multiplex_states
+    from sam3video.video.planner import suppress_shrinkage
+
+    get = _official_pyramids(model)
+    state = MultiplexTrackingState(
+        model, get, TRACK_META["track_frames"], video_size=tuple(TRACK_META["track_video_size"])
+    )
+    ids = [1, 2, 3, 4, 5]
+    state.add_masks(0, ids, TRACK["birth_masks"])
+    state.preflight()
+    frame = state.stored(0)
+    checks = [
+        ("0/pred_masks", frame.pred_masks),
+        ("0/object_score_logits", frame.object_score_logits),
+        ("0/obj_ptr", frame.obj_ptr),
+        ("0/maskmem_features", frame.maskmem_features),
+    ]
+    for t in range(1, TRACK_META["track_frames"]):
+        (out,) = track_multiplex_states([state], t, False)
+        checks += [
+            (f"{t}/pred_masks", out.low_res_masks),
+            (f"{t}/object_score_logits", out.object_score_logits),
+            (f"{t}/obj_ptr", state.stored(t).obj_ptr),
+        ]
+        # the official memory update, from the official masks (isolates this frame's step)
+        official_low = TRACK[f"{t}/pred_masks"]
+        high = F.interpolate(official_low, size=(256, 256), mode="bilinear", align_corners=False)
+        high = suppress_shrinkage(high)
+        state.update_memory(t, high, TRACK[f"{t}/update_scores"])
+        checks.append((f"{t}/maskmem_features", state.stored(t).maskmem_features))
+    bad = [
+        _report(name, ours, TRACK[name])
+        for name, ours in checks
+        if not torch.allclose(ours.float(), TRACK[name].float(), atol=1e-4, rtol=1e-4)
+    ]
+    assert not bad, "\n".join(bad)

@@ -1,15 +1,13 @@
-"""Fixture: the OFFICIAL SAM 3.1 ``MultiplexState`` under random add/remove sequences.
+"""Fixture: the OFFICIAL SAM 3.1 bucket bookkeeping, memory read and tracker state.
 
-Writes ``tests/fixtures/multiplex_state.pt``, read by ``tests/test_multiplex_state.py``.
+Writes ``tests/fixtures/multiplex_state.pt``, read by ``tests/test_multiplex_state.py`` (the
+``MultiplexState`` cases) and ``tests/test_multiplex_tracking.py`` (``plans`` and ``track/``).
 
 The official class lives in ``sam3/model/multiplex_utils.py`` of facebookresearch/sam3 (SAM 3.1,
 the overlay's commit 6dbb02b, see ``sam31_sources.txt``; the file is the same at 1beb583); it
-needs only torch. It is imported from the SAM 3.1 reference overlay
-(``tools/reference/setup_reference_31.sh``), or from the directory given with
-``--official DIR`` (a folder holding that ``multiplex_utils.py``)::
+comes from the SAM 3.1 reference overlay (``tools/reference/setup_reference_31.sh``)::
 
     ~/.cache/sam3-reference-31/bin/python tools/reference/gen_multiplex_state.py
-    ~/.cache/sam3-reference-venv/bin/python tools/reference/gen_multiplex_state.py --official DIR
 
 Each case starts from the official controller's inference layout
 (``MultiplexController(...).eval().get_state(n, random=False)``) and applies a seeded random
@@ -29,14 +27,12 @@ official sets ``assignments = None`` then).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import random
-import sys
 
-import _common  # noqa: F401  (CPU patches, src/ on sys.path)
+import _common31  # noqa: F401  (3.1 overlay first on sys.path, CPU patches)
 import torch
-from _common import save_fixture
+from _common import drop_bf16_casts, load_synthetic, save_fixture
 
 COMMIT = "6dbb02bd38288df755dfa1378000a861e65b84f6"
 # (name, multiplex_count, eval capacity, initial objects, operations, seed)
@@ -52,10 +48,7 @@ CASES = [
 ]
 
 
-def load_official(path: str | None):
-    if path is not None:
-        sys.path.insert(0, path)
-        return importlib.import_module("multiplex_utils")
+def load_official():
     return importlib.import_module("sam3.model.multiplex_utils")
 
 
@@ -239,11 +232,108 @@ def run_plan_case(mu, mu_tracking, seed: int, count: int, stride: int) -> list[d
     return scenarios
 
 
+# --------------------------------------------------------------------------------------------
+# The official tracker state driven as the SAM 3.1 video logic drives it
+# --------------------------------------------------------------------------------------------
+TRACK_FRAMES = 5
+TRACK_VIDEO = (180, 240)  # (H, W): births go through the video resolution, as officially
+
+
+def track_features(model, cfg, frame_idx: int):
+    """Seeded raw tracker pyramids of a frame (interactive, propagation), each a list of 3
+    levels and 3 position encodings (batch 1), the same values our test draws."""
+    g = torch.Generator().manual_seed(2000 + frame_idx)
+    c, h = cfg.d_model, cfg.feat_size
+    sizes = [(1, c, 4 * h, 4 * h), (1, c, 2 * h, 2 * h), (1, c, h, h)]
+    pyramids = []
+    for _ in range(2):
+        levels = [torch.randn(sz, generator=g) for sz in sizes]
+        pos = [torch.randn(sz, generator=g) for sz in sizes]
+        pyramids.append((levels, pos))
+    return pyramids
+
+
+def track_masks(ids, size: int) -> torch.Tensor:
+    """Birth masks at the mask-prompt size: seeded blobs (they may overlap)."""
+    g = torch.Generator().manual_seed(77)
+    masks = torch.zeros(len(ids), size, size, dtype=torch.bool)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for k in range(len(ids)):
+        cy, cx = (torch.rand(2, generator=g) * size * 0.8 + size * 0.1).tolist()
+        r = float(torch.rand(1, generator=g)) * size * 0.15 + size * 0.08
+        masks[k] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    return masks
+
+
+def run_tracking(cfg) -> dict:
+    """Births of 5 objects (2 buckets at the tiny 4 slots) on frame 0 of a new state, then
+    frames 1..4 tracked one at a time without memory (as the video logic does), each frame's
+    memory then encoded from the tracker's own masks after the official pixel-wise shrinkage
+    suppression with +-10 score proxies (the official `_tracker_update_memories` path)."""
+    from official_builders_31 import build_official_31_tracker_model
+    from sam3.model.data_misc import NestedTensor
+
+    model = build_official_31_tracker_model(cfg)
+    load_synthetic(model, "tracker.model.")
+    cache = {}
+    for t in range(TRACK_FRAMES):
+        backbone_out = {}
+        for (levels, pos), key, dec in zip(
+            track_features(model, cfg, t),
+            ("interactive", "sam2_backbone_out"),
+            (model.interactive_sam_mask_decoder, model.sam_mask_decoder),
+        ):
+            fpn = [dec.conv_s0(levels[0]), dec.conv_s1(levels[1]), levels[2]]
+            backbone_out[key] = {
+                "vision_features": fpn[-1],
+                "vision_mask": None,
+                "vision_pos_enc": pos,
+                "backbone_fpn": [NestedTensor(x, None) for x in fpn],
+            }
+        cache[t] = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), backbone_out)
+    h, w = TRACK_VIDEO
+    state = model.init_state(
+        video_height=h, video_width=w, num_frames=TRACK_FRAMES, cached_features=cache
+    )
+    ids = [1, 2, 3, 4, 5]
+    masks = track_masks(ids, cfg.input_mask_size)
+    model.add_new_masks(state, frame_idx=0, obj_ids=ids, masks=masks)
+    model.propagate_in_video_preflight(state, run_mem_encoder=True)
+    out = {"birth_masks": masks}
+    cond0 = state["output_dict"]["cond_frame_outputs"][0]
+    for k in ("pred_masks", "object_score_logits", "obj_ptr", "maskmem_features"):
+        out[f"0/{k}"] = cond0[k]
+    size = model.maskmem_backbone.mask_downsampler.interpol_size
+    for t in range(1, TRACK_FRAMES):
+        (step,) = list(
+            model.propagate_in_video(
+                state, t, 0, reverse=False, tqdm_disable=True, run_mem_encoder=False
+            )
+        )
+        _, obj_ids, low_res, _, scores = step
+        assert obj_ids == ids
+        stored = state["output_dict"]["non_cond_frame_outputs"][t]
+        out[f"{t}/pred_masks"] = low_res
+        out[f"{t}/object_score_logits"] = scores
+        out[f"{t}/obj_ptr"] = stored["obj_ptr"]
+        high = torch.nn.functional.interpolate(
+            low_res, size=tuple(size), mode="bilinear", align_corners=False
+        )
+        high = model._suppress_object_pw_area_shrinkage(high)
+        proxy = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
+        mem, pos, img, img_pos = model._run_memory_encoder(
+            state, t, len(ids), high, proxy, is_mask_from_pts=False
+        )
+        stored.update(
+            maskmem_features=mem, maskmem_pos_enc=pos, image_features=img, image_pos_enc=img_pos
+        )
+        out[f"{t}/update_scores"] = proxy
+        out[f"{t}/maskmem_features"] = mem
+    return out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official", help="folder holding the official multiplex_utils.py")
-    args = parser.parse_args()
-    mu = load_official(args.official)
+    mu = load_official()
     mu_tracking = importlib.import_module("sam3.model.video_tracking_multiplex")
     tensors, cases = {}, {}
     for name, mc, cap, n0, n_ops, seed in CASES:
@@ -259,6 +349,13 @@ def main() -> None:
             meta_steps.append(entry)
         cases[name] = {"multiplex_count": mc, "capacity": cap, "steps": meta_steps}
         print(name, [s["op"] for s in steps], "final buckets", steps[-1]["assignments"].shape[0])
+    from sam3video.model.config import sam31_tiny_config
+
+    drop_bf16_casts()  # the official state casts memories to bfloat16: keep float32
+    with torch.no_grad():
+        for key, value in run_tracking(sam31_tiny_config()).items():
+            tensors[f"track/{key}"] = value
+    print("tracking:", sorted(k for k in tensors if k.startswith("track/"))[:6], "...")
     plans = {}
     for name, seed, count, stride in PLAN_CASES:
         plans[name] = run_plan_case(mu, mu_tracking, seed, count, stride)
@@ -268,6 +365,8 @@ def main() -> None:
         tensors,
         {
             "official_commit": COMMIT,
+            "track_frames": TRACK_FRAMES,
+            "track_video_size": list(TRACK_VIDEO),
             "source": "sam3/model/multiplex_utils.py, sam3/model/video_tracking_multiplex.py",
             "cases": cases,
             "plans": plans,

@@ -201,7 +201,9 @@ class MultiplexTrackingState:
     """The objects of one SAM 3.1 tracker state, their buckets and their memory bank.
 
     model: a `sam3video.model.tracker_31.MultiplexTrackerModel` (eval mode). get_features:
-    `FeatureFn31`. num_frames: the video's length. bounded_memory: keep a tracked frame only
+    `FeatureFn31`. num_frames: the video's length. video_size: ``(H, W)`` of the video (new
+    objects' masks pass through it, as officially; default: the mask-prompt size).
+    bounded_memory: keep a tracked frame only
     while a later step can still read it (prompted frames are always kept), see
     `retained_frames`. capacity: slots used per bucket (``multiplex_count``; the official
     inference value).
@@ -218,11 +220,16 @@ class MultiplexTrackingState:
         get_features: FeatureFn31,
         num_frames: int,
         *,
+        video_size: tuple[int, int] | None = None,
         bounded_memory: bool = True,
         capacity: int | None = None,
     ) -> None:
         if int(num_frames) < 1:
             raise InvalidInputError(f"num_frames: expected >= 1, got {num_frames}")
+        side = model.image_size // model.backbone_stride * 16  # the mask-prompt size
+        self.video_size = (side, side) if video_size is None else tuple(int(v) for v in video_size)
+        if min(self.video_size) < 1:
+            raise InvalidInputError(f"video_size: expected (H, W) >= 1, got {video_size}")
         self.model = model
         self.get_features = get_features
         self.num_frames = int(num_frames)
@@ -338,7 +345,7 @@ class MultiplexTrackingState:
         if existing is None:
             frame = StoredFrame(
                 obj_ids=tuple(obj_ids),
-                pred_masks=heads.low_res_masks,
+                pred_masks=self._consolidate(heads.low_res_masks, 0, masks),
                 object_score_logits=heads.object_score_logits,
                 obj_ptr=self.multiplex.mux(heads.obj_ptr),
                 maskmem_features=None,
@@ -351,8 +358,10 @@ class MultiplexTrackingState:
             self._non_cond.pop(frame_idx, None)
             return
         ptr = torch.cat([old_ptr, heads.obj_ptr.to(old_ptr.dtype)])
+        n_old = len(existing.obj_ids)
         existing.obj_ids = existing.obj_ids + tuple(obj_ids)
-        existing.pred_masks = torch.cat([existing.pred_masks, heads.low_res_masks])
+        low = torch.cat([existing.pred_masks, heads.low_res_masks.to(existing.pred_masks.dtype)])
+        existing.pred_masks = self._consolidate(low, n_old, masks)
         existing.object_score_logits = torch.cat(
             [existing.object_score_logits, heads.object_score_logits]
         )
@@ -365,6 +374,30 @@ class MultiplexTrackingState:
             for _, other in self._all_frames():
                 if other is not existing:
                     self._grow(other, before)
+
+    def _consolidate(self, low_res: Tensor, first_new: int, masks: Tensor) -> Tensor:
+        """The frame's low-res logits once new objects' masks are merged (official
+        ``add_new_masks`` + preflight consolidation): all rows go to the video resolution with
+        pixel-wise non-overlap, the new rows become +-1024 from their masks at the video
+        resolution (each new object losing what another new object covers), and everything
+        comes back to the low resolution (antialiased)."""
+        s = low_res.shape[-1]
+        h, w = self.video_size
+        big = masks[:, None].float()
+        if tuple(big.shape[-2:]) != (h, w):
+            big = F.interpolate(big, size=(h, w), mode="bilinear", antialias=True)
+        inside = big > 0.5
+        video = F.interpolate(low_res.float(), size=(h, w), mode="bilinear")
+        video = apply_non_overlapping_constraints(video)
+        new = torch.where(inside, -NO_OBJ_SCORE, NO_OBJ_SCORE)
+        video[first_new:] = new
+        down = F.interpolate(video, size=(s, s), mode="bilinear", antialias=w > s)
+        if inside.shape[0] > 1:
+            covered = inside.sum(dim=0, keepdim=True)
+            others = (covered - inside.to(covered.dtype)) > 0
+            new = torch.where(others, NO_OBJ_SCORE, new)
+        down[first_new:] = F.interpolate(new, size=(s, s), mode="bilinear", antialias=True)
+        return down
 
     def _all_frames(self):
         yield from self._cond.items()
