@@ -91,6 +91,9 @@ def test_resume_is_bit_identical(tmp_path):
         "tiny", checkpoint_path=tmp_path / "a" / "model.safetensors", device="cpu"
     ).state_dict()
     assert all(torch.equal(exported[k], a[k]) for k in a)
+    # last.pt is also a valid --init (its "model" entry is a plain state dict).
+    again = build_sam3_video_model("tiny", checkpoint_path=tmp_path / "a" / "last.pt", device="cpu")
+    assert all(torch.equal(again.state_dict()[k], a[k]) for k in a)
     log = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4]
 
@@ -188,3 +191,28 @@ def test_cli_rejects_unknown_model(tmp_path, capsys):
     code = main(["train", "--model", "huge", "--data", "shapes", "--out", str(tmp_path)])
     assert code == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_bfloat16_autocast_step(tmp_path):
+    cfg = TrainConfig(task="both", steps=1, batch=1, num_frames=2, dtype="bfloat16", warmup=0)
+    trainer = Trainer(cfg, SquaresSource(), log=lambda r: None)
+    before = _weights(trainer)
+    record = trainer.train_step()
+    assert np.isfinite(record["loss"]) and np.isfinite(record["grad_norm"])
+    after = _weights(trainer)
+    assert all(v.dtype == before[k].dtype for k, v in after.items())  # weights stay float32
+    assert any(not torch.equal(after[k], before[k]) for k in after)
+    with pytest.raises(Exception, match="float16"):
+        Trainer(TrainConfig(dtype="float16", device="cpu"), SquaresSource())
+
+
+def test_frozen_parameters_stay_fixed():
+    prefix = "detector.backbone.vision_backbone.trunk."
+    cfg = TrainConfig(task="detector", steps=1, batch=1, lr=1e-2, warmup=0, freeze=(prefix,))
+    trainer = Trainer(cfg, SquaresSource(), log=lambda r: None)
+    before = _weights(trainer)
+    trainer.train_step()
+    after = _weights(trainer)
+    frozen = [k for k in before if k.startswith(prefix)]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in frozen)
