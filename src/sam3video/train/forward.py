@@ -36,6 +36,9 @@ from sam3video.train.losses import DetectorLayerOutput, TrackerLoss
 
 __all__ = ["RolloutConfig", "detector_layers", "tracker_rollout"]
 
+# Earlier logits fed back with new clicks are clamped like the inference path does.
+PREV_LOGITS_CLAMP = 32.0
+
 
 def detector_layers(
     detector: Sam3Detector,
@@ -257,7 +260,8 @@ def tracker_rollout(
                 labels = torch.cat(
                     [labels, torch.tensor([[c[2]] for c in clicks], dtype=torch.int32)], dim=1
                 )
-                prev = heads.low_res.detach()
+                # Fed back as the mask prompt, clamped as at inference (absent: -1024).
+                prev = heads.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
             multimask = tracker.use_multimask(labels.shape[1], is_init_cond_frame=True)
             heads = _sam_heads(
                 tracker, pix0, f0, coords.to(device), labels.to(device), prev, multimask

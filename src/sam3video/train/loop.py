@@ -146,6 +146,13 @@ class Trainer:
             config.model, checkpoint_path=config.init, device=self.device, seed=config.seed
         )
         self.model.train()
+        from sam3video.model.tracker import Sam3Tracker
+
+        if config.task != "detector" and not isinstance(self.model.tracker, Sam3Tracker):
+            raise ConfigError(
+                f"model: tracker training supports the SAM 3 tracker, model {config.model!r} has "
+                f"{type(self.model.tracker).__name__} (use --task detector)"
+            )
         self.image_size = self.model.config.image_size
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
