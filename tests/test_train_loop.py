@@ -216,3 +216,46 @@ def test_frozen_parameters_stay_fixed():
     frozen = [k for k in before if k.startswith(prefix)]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in frozen)
+
+
+def test_ytvis_source_groups_annotations_of_one_object(tmp_path):
+    """Our export layout: one annotation per (object, phrase), sharing ``obj_id``."""
+    from pycocotools import mask as mask_util
+
+    h, w = 20, 30
+    m7 = np.zeros((h, w), dtype=np.uint8)
+    m7[2:8, 3:9] = 1
+    m9 = np.zeros((h, w), dtype=np.uint8)
+    m9[10:15, 20:28] = 1
+
+    def rle(m):
+        r = mask_util.encode(np.asfortranarray(m))
+        return {"size": [h, w], "counts": r["counts"].decode("ascii")}
+
+    def ann(i, obj, phrase, m):
+        return {
+            "id": i,
+            "obj_id": obj,
+            "video_id": 0,
+            "noun_phrase": phrase,
+            "segmentations": [rle(m), None],
+        }
+
+    data = {
+        "videos": [{"id": 0, "file_names": ["v/0.png", "v/1.png"], "height": h, "width": w}],
+        "annotations": [
+            ann(1, 7, "red circle", m7),
+            ann(2, 7, "circle", m7),
+            ann(3, 9, "blue square", m9),
+        ],
+    }
+    (tmp_path / "v").mkdir()
+    for name in data["videos"][0]["file_names"]:
+        cv2.imwrite(str(tmp_path / name), np.zeros((h, w, 3), dtype=np.uint8))
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    sample = YtvisSource(path).sample(step_rng(0, 0), 2)
+    assert [tuple(p) for p in sample.phrases] == [("red circle", "circle"), ("blue square",)]
+    assert torch.equal(sample.masks[0, 0], torch.from_numpy(m7.astype(bool)))
+    assert torch.equal(sample.masks[1, 0], torch.from_numpy(m9.astype(bool)))
+    assert not sample.masks[:, 1].any()  # null = not visible
