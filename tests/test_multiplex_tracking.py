@@ -318,39 +318,65 @@ def _report(name, ours, theirs):
 
 @torch.inference_mode()
 def test_tracking_matches_official_state(model):
+    """Births, tracked frames with deferred memory, a backfill into free slots, an in-place
+    reconditioning and a removal that drops a bucket, as the official state records them."""
+    from sam3video.video.multiplex_state import REMOVED
     from sam3video.video.multiplex_tracking import MultiplexTrackingState, track_multiplex_states
     from sam3video.video.planner import suppress_shrinkage
 
     get = _official_pyramids(model)
-    state = MultiplexTrackingState(
-        model, get, TRACK_META["track_frames"], video_size=tuple(TRACK_META["track_video_size"])
-    )
-    ids = [1, 2, 3, 4, 5]
-    state.add_masks(0, ids, TRACK["birth_masks"])
+    video_size = tuple(TRACK_META["track_video_size"])
+    state = MultiplexTrackingState(model, get, TRACK_META["track_frames"], video_size=video_size)
+    masks = TRACK["masks"]
+    bad: list[str] = []
+
+    def check(tag: str, t: int) -> None:
+        frame = state.stored(t)
+        conditioning = torch.tensor(sorted(frame.rows(sorted(frame.conditioning))))
+        ours = {
+            "pred_masks": frame.pred_masks,
+            "object_score_logits": frame.object_score_logits,
+            "obj_ptr": frame.obj_ptr,
+            "maskmem_features": frame.maskmem_features,
+        }
+        for k, value in ours.items():
+            theirs = TRACK[f"{tag}/{k}"]
+            if value.shape != theirs.shape or not torch.allclose(
+                value.float(), theirs.float(), atol=1e-4, rtol=1e-4
+            ):
+                bad.append(f"{tag}/{k}: " + _report(k, value, theirs))
+        if not torch.equal(conditioning, TRACK[f"{tag}/conditioning"].long()):
+            bad.append(f"{tag}/conditioning: {conditioning} != {TRACK[f'{tag}/conditioning']}")
+
+    state.add_masks(0, [1, 2, 3, 4, 5], masks[:5])
     state.preflight()
-    frame = state.stored(0)
-    checks = [
-        ("0/pred_masks", frame.pred_masks),
-        ("0/object_score_logits", frame.object_score_logits),
-        ("0/obj_ptr", frame.obj_ptr),
-        ("0/maskmem_features", frame.maskmem_features),
-    ]
+    check("0", 0)
     for t in range(1, TRACK_META["track_frames"]):
         (out,) = track_multiplex_states([state], t, False)
-        checks += [
-            (f"{t}/pred_masks", out.low_res_masks),
-            (f"{t}/object_score_logits", out.object_score_logits),
-            (f"{t}/obj_ptr", state.stored(t).obj_ptr),
-        ]
-        # the official memory update, from the official masks (isolates this frame's step)
-        official_low = TRACK[f"{t}/pred_masks"]
-        high = F.interpolate(official_low, size=(256, 256), mode="bilinear", align_corners=False)
+        if not _close(out.low_res_masks, TRACK[f"{t}/tracked_masks"]):
+            bad.append(
+                _report(f"{t}/tracked_masks", out.low_res_masks, TRACK[f"{t}/tracked_masks"])
+            )
+        if not _close(out.object_score_logits, TRACK[f"{t}/tracked_scores"]):
+            bad.append(f"{t}/tracked_scores")
+        if t == 3:
+            state.recondition(3, [3], masks[5:6])
+            state.preflight()
+            check("3/reconditioned", 3)
+        high = F.interpolate(state.stored(t).pred_masks, size=(256, 256), mode="bilinear")
         high = suppress_shrinkage(high)
-        state.update_memory(t, high, TRACK[f"{t}/update_scores"])
-        checks.append((f"{t}/maskmem_features", state.stored(t).maskmem_features))
-    bad = [
-        _report(name, ours, TRACK[name])
-        for name, ours in checks
-        if not torch.allclose(ours.float(), TRACK[name].float(), atol=1e-4, rtol=1e-4)
-    ]
+        proxy = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
+        assert torch.equal(proxy, TRACK[f"{t}/update_scores"]), t
+        state.update_memory(t, high, proxy)
+        check(str(t), t)
+        if t == 2:
+            state.add_masks(2, [6, 7], masks[6:8])
+            assert state.num_buckets == 2
+            state.preflight()
+            check("2/backfilled", 2)
+        if t == 3:
+            assert state.remove_objects([2, 5, 6, 7])
+            assert state.multiplex.assignments == [[0, REMOVED, 1, 2]]
+            for f in range(4):
+                check(f"removed/{f}", f)
     assert not bad, "\n".join(bad)

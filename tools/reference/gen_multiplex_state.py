@@ -266,10 +266,16 @@ def track_masks(ids, size: int) -> torch.Tensor:
 
 
 def run_tracking(cfg) -> dict:
-    """Births of 5 objects (2 buckets at the tiny 4 slots) on frame 0 of a new state, then
-    frames 1..4 tracked one at a time without memory (as the video logic does), each frame's
-    memory then encoded from the tracker's own masks after the official pixel-wise shrinkage
-    suppression with +-10 score proxies (the official `_tracker_update_memories` path)."""
+    """The official tracker state through the 3.1 video logic's calls, recording each step.
+
+    Frame 0: births of objects 1..5 in a new state (2 buckets at the tiny 4 slots). Frames
+    1..4: tracked one at a time without memory, then the frame's memory encoded from the
+    tracker's own masks after the official pixel-wise shrinkage suppression, with +-10 score
+    proxies (`_tracker_update_memories`). On frame 2, after its update: objects 6 and 7 join
+    the state (backfill into free slots). On frame 3, before its update: object 3 is
+    reconditioned with a mask. After frame 3: objects 2, 5, 6, 7 are removed (bucket 1 empties
+    and is dropped, object 2's slot becomes REMOVED).
+    """
     from official_builders_31 import build_official_31_tracker_model
     from sam3.model.data_misc import NestedTensor
 
@@ -295,40 +301,61 @@ def run_tracking(cfg) -> dict:
     state = model.init_state(
         video_height=h, video_width=w, num_frames=TRACK_FRAMES, cached_features=cache
     )
-    ids = [1, 2, 3, 4, 5]
-    masks = track_masks(ids, cfg.input_mask_size)
-    model.add_new_masks(state, frame_idx=0, obj_ids=ids, masks=masks)
+    masks = track_masks(list(range(8)), cfg.input_mask_size)
+    out = {"masks": masks}
+    size = tuple(model.maskmem_backbone.mask_downsampler.interpol_size)
+
+    def stored(t: int):
+        od = state["output_dict"]
+        return od["cond_frame_outputs"].get(t, od["non_cond_frame_outputs"].get(t))
+
+    def record(tag: str, t: int) -> None:
+        frame = stored(t)
+        for k in ("pred_masks", "object_score_logits", "obj_ptr", "maskmem_features"):
+            out[f"{tag}/{k}"] = frame[k].clone()
+        out[f"{tag}/conditioning"] = torch.tensor(sorted(frame["conditioning_objects"]))
+
+    def update(t: int) -> None:
+        low = state["output_dict"]["non_cond_frame_outputs"][t]["pred_masks"]
+        high = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+        high = model._suppress_object_pw_area_shrinkage(high)
+        proxy = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
+        n = len(state["obj_ids"])
+        mem, pos, img, img_pos = model._run_memory_encoder(
+            state, t, n, high, proxy, is_mask_from_pts=False
+        )
+        stored(t).update(
+            maskmem_features=mem, maskmem_pos_enc=pos, image_features=img, image_pos_enc=img_pos
+        )
+        out[f"{t}/update_scores"] = proxy
+
+    model.add_new_masks(state, frame_idx=0, obj_ids=[1, 2, 3, 4, 5], masks=masks[:5])
     model.propagate_in_video_preflight(state, run_mem_encoder=True)
-    out = {"birth_masks": masks}
-    cond0 = state["output_dict"]["cond_frame_outputs"][0]
-    for k in ("pred_masks", "object_score_logits", "obj_ptr", "maskmem_features"):
-        out[f"0/{k}"] = cond0[k]
-    size = model.maskmem_backbone.mask_downsampler.interpol_size
+    record("0", 0)
     for t in range(1, TRACK_FRAMES):
         (step,) = list(
             model.propagate_in_video(
                 state, t, 0, reverse=False, tqdm_disable=True, run_mem_encoder=False
             )
         )
-        _, obj_ids, low_res, _, scores = step
-        assert obj_ids == ids
-        stored = state["output_dict"]["non_cond_frame_outputs"][t]
-        out[f"{t}/pred_masks"] = low_res
-        out[f"{t}/object_score_logits"] = scores
-        out[f"{t}/obj_ptr"] = stored["obj_ptr"]
-        high = torch.nn.functional.interpolate(
-            low_res, size=tuple(size), mode="bilinear", align_corners=False
-        )
-        high = model._suppress_object_pw_area_shrinkage(high)
-        proxy = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
-        mem, pos, img, img_pos = model._run_memory_encoder(
-            state, t, len(ids), high, proxy, is_mask_from_pts=False
-        )
-        stored.update(
-            maskmem_features=mem, maskmem_pos_enc=pos, image_features=img, image_pos_enc=img_pos
-        )
-        out[f"{t}/update_scores"] = proxy
-        out[f"{t}/maskmem_features"] = mem
+        # (clones: the official state later edits these tensors in place)
+        out[f"{t}/tracked_masks"] = step[2].clone()
+        out[f"{t}/tracked_scores"] = step[4].clone()
+        if t == 3:  # reconditioning comes before the frame's memory update
+            model.add_new_masks(state, 3, [3], masks[5:6], reconditioning=True)
+            model.propagate_in_video_preflight(state, run_mem_encoder=True)
+            record("3/reconditioned", 3)
+        update(t)
+        record(str(t), t)
+        if t == 2:  # births into the existing state come after the update
+            model.add_new_masks(state, 2, [6, 7], masks[6:8])
+            model.propagate_in_video_preflight(state, run_mem_encoder=True)
+            record("2/backfilled", 2)
+        if t == 3:
+            model.remove_objects(state, [2, 5, 6, 7], strict=True, need_output=False)
+            for f in range(4):
+                record(f"removed/{f}", f)
+    assert state["obj_ids"] == [1, 3, 4], state["obj_ids"]
     return out
 
 

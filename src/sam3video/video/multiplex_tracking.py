@@ -21,12 +21,17 @@ a state remembers between frames and decides which stored frames a step reads:
   as one batch of buckets (exact: buckets never interact); memory is encoded after the video
   logic's planning (`MultiplexTrackingState.update_memory`) or by `preflight`.
 
-Choices not yet checked against the official tracker state (a fixture driving the official
-``Sam3VideoTrackingMultiplexDemo`` is the next step, see the design doc):
+Proven against the official tracker state (``Sam3VideoTrackingMultiplexDemo``, tiny, synthetic
+weights; ``tests/test_multiplex_tracking.py``): births of several objects in a new state,
+tracked frames with deferred memory updates, a backfill into free slots, an in-place
+reconditioning and a removal that drops a bucket, on masks, scores, pointers, bucket memories
+and conditioning objects. As officially, masks given to objects (births, backfill,
+reconditioning) pass through the video resolution (`_consolidate`): +-1024 logits there, each
+given mask losing what another one covers, then antialiased back to the low resolution; other
+rows keep their logits.
 
-- `preflight` encodes a pending frame from the stored low-res masks (upsampled to the model's
-  image size, pixel-wise non-overlap within the state); the official consolidation goes
-  through video-resolution masks first;
+Choices of ours:
+
 - a new bucket in a state that has stored frames pads those frames' memories and pointers
   with zeros (the official code cannot read such a state; its video logic never adds buckets
   to a state with history, only the interactive merge-back does);
@@ -345,7 +350,7 @@ class MultiplexTrackingState:
         if existing is None:
             frame = StoredFrame(
                 obj_ids=tuple(obj_ids),
-                pred_masks=self._consolidate(heads.low_res_masks, 0, masks),
+                pred_masks=self._consolidate(heads.low_res_masks, list(range(len(obj_ids))), masks),
                 object_score_logits=heads.object_score_logits,
                 obj_ptr=self.multiplex.mux(heads.obj_ptr),
                 maskmem_features=None,
@@ -361,7 +366,7 @@ class MultiplexTrackingState:
         n_old = len(existing.obj_ids)
         existing.obj_ids = existing.obj_ids + tuple(obj_ids)
         low = torch.cat([existing.pred_masks, heads.low_res_masks.to(existing.pred_masks.dtype)])
-        existing.pred_masks = self._consolidate(low, n_old, masks)
+        existing.pred_masks = self._consolidate(low, list(range(n_old, low.shape[0])), masks)
         existing.object_score_logits = torch.cat(
             [existing.object_score_logits, heads.object_score_logits]
         )
@@ -375,29 +380,27 @@ class MultiplexTrackingState:
                 if other is not existing:
                     self._grow(other, before)
 
-    def _consolidate(self, low_res: Tensor, first_new: int, masks: Tensor) -> Tensor:
-        """The frame's low-res logits once new objects' masks are merged (official
-        ``add_new_masks`` + preflight consolidation): all rows go to the video resolution with
-        pixel-wise non-overlap, the new rows become +-1024 from their masks at the video
-        resolution (each new object losing what another new object covers), and everything
-        comes back to the low resolution (antialiased)."""
+    def _consolidate(self, low_res: Tensor, rows: list[int], masks: Tensor) -> Tensor:
+        """The frame's low-res logits once masks ``(n, H, W)`` are given to ``rows`` (official
+        ``add_new_masks`` + preflight consolidation): each given mask becomes +-1024 logits at
+        the video resolution, loses what another given mask covers, and comes back to the low
+        resolution (antialiased); the other rows keep their logits (the official consolidation
+        takes them from the per-object outputs of the frame)."""
         s = low_res.shape[-1]
-        h, w = self.video_size
         big = masks[:, None].float()
-        if tuple(big.shape[-2:]) != (h, w):
-            big = F.interpolate(big, size=(h, w), mode="bilinear", antialias=True)
+        if tuple(big.shape[-2:]) != self.video_size:
+            big = F.interpolate(big, size=self.video_size, mode="bilinear", antialias=True)
         inside = big > 0.5
-        video = F.interpolate(low_res.float(), size=(h, w), mode="bilinear")
-        video = apply_non_overlapping_constraints(video)
         new = torch.where(inside, -NO_OBJ_SCORE, NO_OBJ_SCORE)
-        video[first_new:] = new
-        down = F.interpolate(video, size=(s, s), mode="bilinear", antialias=w > s)
         if inside.shape[0] > 1:
             covered = inside.sum(dim=0, keepdim=True)
             others = (covered - inside.to(covered.dtype)) > 0
             new = torch.where(others, NO_OBJ_SCORE, new)
-        down[first_new:] = F.interpolate(new, size=(s, s), mode="bilinear", antialias=True)
-        return down
+        out = low_res.float().clone()
+        out[torch.tensor(rows, device=out.device)] = F.interpolate(
+            new, size=(s, s), mode="bilinear", antialias=True
+        )
+        return out
 
     def _all_frames(self):
         yield from self._cond.items()
@@ -428,7 +431,8 @@ class MultiplexTrackingState:
             self.model.interactive_features(inter.vision), inter.high_res, masks[:, None].float()
         )
         rows = torch.tensor(frame.rows(obj_ids), device=frame.pred_masks.device)
-        frame.pred_masks = frame.pred_masks.index_copy(0, rows, heads.low_res_masks)
+        low = frame.pred_masks.index_copy(0, rows, heads.low_res_masks.to(frame.pred_masks.dtype))
+        frame.pred_masks = self._consolidate(low, rows.tolist(), masks)
         frame.object_score_logits = frame.object_score_logits.index_copy(
             0, rows, heads.object_score_logits.to(frame.object_score_logits.dtype)
         )
