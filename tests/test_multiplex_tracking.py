@@ -260,6 +260,22 @@ def test_bounded_memory_keeps_what_later_steps_read(model):
 
 
 @torch.inference_mode()
+def test_place_births_is_the_official_best_fit(model):
+    from sam3video.video.multiplex_tracking import place_births
+
+    get = _features(model)
+    # free slots (4 per bucket): 1, 3, 2, 3
+    states = [_state(model, get, ids) for ids in ([0, 1, 2], [0], [0, 1], [3])]
+    assert [s.free_slots for s in states] == [1, 3, 2, 3]
+    assert place_births(states, 1) == 0
+    assert place_births(states, 2) == 2
+    assert place_births(states, 3) == 1  # the first of the equals
+    assert place_births(states, 4) is None
+    states[0].remove_objects([1])  # a removed slot stays taken
+    assert states[0].free_slots == 1 and place_births(states, 1) == 0
+
+
+@torch.inference_mode()
 def test_state_errors(model):
     from sam3video.errors import UnknownIdError
     from sam3video.video.multiplex_tracking import MultiplexTrackingState

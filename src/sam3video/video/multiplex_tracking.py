@@ -568,6 +568,19 @@ class MultiplexTrackingState:
         return total
 
 
+def place_births(states: Sequence[MultiplexTrackingState], count: int) -> int | None:
+    """Which state takes ``count`` objects born on one frame (the official best fit of
+    ``_tracker_add_new_objects`` with dynamic multiplexing): among the states with at least
+    ``count`` free slots, the one with the fewest (the first of equals); None when none has
+    room (the caller starts a new state). Returns an index into ``states``."""
+    best, best_free = None, None
+    for i, state in enumerate(states):
+        free = state.free_slots
+        if free >= count and (best_free is None or free < best_free):
+            best, best_free = i, free
+    return best
+
+
 # ------------------------------------------------------------------------------------------
 # One frame for many states
 # ------------------------------------------------------------------------------------------
