@@ -8,7 +8,13 @@ import torch
 
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.decoder import inverse_sigmoid
-from sam3video.train.forward import RolloutConfig, _sam_heads, detector_layers, tracker_rollout
+from sam3video.train.forward import (
+    RolloutConfig,
+    _sam_heads,
+    _sample_click,
+    detector_layers,
+    tracker_rollout,
+)
 from sam3video.train.losses import TrackerLoss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,3 +103,36 @@ def test_tracker_rollout_backpropagates_through_memory(model, neck):
         )
         is None
     )
+
+
+def test_click_sampling_regions():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.zeros(8, 8, dtype=torch.bool)
+    target[2:4, 2:4] = True
+    pred = torch.zeros(8, 8, dtype=torch.bool)
+    pred[6:8, 6:8] = True
+    for _ in range(20):
+        x, y, label = _sample_click(target, pred, gen)
+        inside = bool(target[int(y), int(x)])
+        assert (label == 1 and inside) or (label == 0 and pred[int(y), int(x)])
+    x, y, label = _sample_click(target, None, gen)
+    assert label == 1 and target[int(y), int(x)]
+    empty = torch.zeros(8, 8, dtype=torch.bool)
+    assert _sample_click(empty, empty, gen)[2] == -1  # nothing to click: padding
+
+
+@pytest.mark.parametrize("seed", [1, 2])  # corrects frame 1 (click prompt), 2 (box prompt)
+def test_tracker_rollout_with_later_corrections(model, neck, seed):
+    masks = torch.zeros(2, 3, 224, 224, dtype=torch.bool)
+    masks[0, :2, 40:90, 40:90] = True  # leaves after frame 1
+    masks[1, :, 150:200, 100:150] = True
+    total, parts = tracker_rollout(
+        model.tracker,
+        list(neck.tracker_feats),
+        list(neck.tracker_pos),
+        masks,
+        TrackerLoss(),
+        np.random.default_rng(seed),
+        RolloutConfig(p_correct_later=1.0, max_corrections=2),
+    )
+    assert torch.isfinite(total) and total.requires_grad

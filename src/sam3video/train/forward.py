@@ -7,7 +7,9 @@ presence logit, and the last layer's masks.
 `tracker_rollout` is SAM 2-style sequence training on one clip: the objects visible on frame
 0 are prompted there (one click sampled from the ground truth, a noisy box, or the mask
 itself), optionally corrected by clicks sampled from the error region (each correction
-is a prediction step with a loss), then tracked through the memory over the following frames;
+is a prediction step with a loss), then tracked through the memory over the following frames
+(one random later frame may get corrective clicks too and become a prompted frame, as in
+SAM 2's training);
 each frame's memory is encoded from the soft (sigmoid) mask so that the gradient flows back
 through time. The SAM heads are the tracker's own modules; the loss sees the decoder's mask
 logits before the "object absent" gating (so that a missed object's masks still learn), the
@@ -85,6 +87,7 @@ class RolloutConfig:
     p_box: float = 0.3  # prompt frame 0 with a noisy box
     p_mask: float = 0.1  # ... with the ground-truth mask (else one click)
     max_corrections: int = 2  # corrective clicks on frame 0: uniform in 0..max
+    p_correct_later: float = 0.25  # also correct one random later frame (1..max clicks)
     box_noise: float = 0.1  # box corners move by up to this fraction of the box side
     max_objects: int = 3  # objects tracked per clip (those visible on frame 0)
 
@@ -154,7 +157,8 @@ def _sample_click(
 ) -> tuple[float, float, int]:
     """One click on an ``(S, S)`` bool target: uniform in the error region of ``pred``
     (positive on a missed pixel, negative on a false one), or in the target without ``pred``
-    or without errors. Returns pixel ``(x, y)`` (pixel centre) and the label."""
+    or without errors. Returns pixel ``(x, y)`` (pixel centre) and the label (-1, a padding
+    point, when the target is empty and nothing is predicted)."""
     if pred is not None:
         missed, false = target & ~pred, pred & ~target
         region = missed | false
@@ -162,6 +166,8 @@ def _sample_click(
         missed = region = target
     if not region.any():
         missed = region = target
+    if not region.any():  # nothing to click (object absent and not predicted): padding
+        return 0.0, 0.0, -1
     idx = torch.nonzero(region.flatten()).squeeze(1)
     k = int(idx[torch.randint(len(idx), (1,), generator=gen)].item())
     y, x = divmod(k, target.shape[-1])
@@ -283,6 +289,10 @@ def tracker_rollout(
         )
     }
     non_cond: dict[int, FrameMemory] = {}
+    fix_frame, fixes = None, 0
+    if t_len > 1 and cfg.max_corrections > 0 and rng.random() < cfg.p_correct_later:
+        fix_frame = int(rng.integers(1, t_len))
+        fixes = int(rng.integers(1, cfg.max_corrections + 1))
     for t in range(1, t_len):
         ft = frame(t)
         pix = tracker.prepare_memory_conditioned_features(t, ft, cond, non_cond, t_len)
@@ -292,6 +302,37 @@ def tracker_rollout(
                 heads.raw_multimasks, heads.ious, heads.object_score_logits, gt_dev[:, t]
             )
         )
+        if t == fix_frame:
+            # Corrective clicks on the tracked frame (on its memory-conditioned features):
+            # each is a prediction step, and the frame becomes a prompted one.
+            coords = torch.zeros(b, 0, 2)
+            labels = torch.zeros(b, 0, dtype=torch.int32)
+            for _ in range(fixes):
+                pred = (heads.high_res[:, 0] > 0).cpu()
+                clicks = [_sample_click(gt[i, t], pred[i], gen) for i in range(b)]
+                coords = torch.cat([coords, torch.tensor([[c[:2]] for c in clicks])], dim=1)
+                labels = torch.cat(
+                    [labels, torch.tensor([[c[2]] for c in clicks], dtype=torch.int32)], dim=1
+                )
+                prev = heads.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+                multimask = tracker.use_multimask(labels.shape[1])
+                heads = _sam_heads(
+                    tracker, pix, ft, coords.to(device), labels.to(device), prev, multimask
+                )
+                steps.append(
+                    loss.step_terms(
+                        heads.raw_multimasks, heads.ious, heads.object_score_logits, gt_dev[:, t]
+                    )
+                )
+            cond[t] = FrameMemory(
+                maskmem_features=tracker.encode_memory(
+                    ft.vision, heads.high_res, heads.object_score_logits, binarize=False
+                ),
+                obj_ptr=heads.obj_ptr,
+                object_score_logits=heads.object_score_logits,
+                iou_score=heads.ious.max(dim=-1).values,
+            )
+            continue
         iou = heads.ious.max(dim=-1).values
         non_cond[t] = FrameMemory(
             maskmem_features=tracker.encode_memory(
