@@ -4,13 +4,14 @@
 per-frame selection scores only (no tensors), which earlier frames a tracking step reads
 (`MemoryRule.plan`, with `MemoryRule.frame_filter` for SAM 3's score-based selection).
 A caller can therefore know which stored memories can still be used; the video layer's
-bounded memory (`sam3video.video.tracking.TrackingState`) keeps what this rule may pick.
+bounded memory (`sam3video.video.tracking.TrackingState`) keeps what this rule may pick
+(`MemoryRule.retained`): selection and retention are one rule, `MemoryRule.earlier_frames`.
 `Sam3Tracker.memory_rule` gives the rule of a tracker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -97,6 +98,10 @@ class MemoryRule:
     use_memory_selection: bool = True
     memory_selection_threshold: float = 0.01
 
+    def qualifies(self, score: float | None) -> bool:
+        """Whether a tracked frame with this selection score can be selected."""
+        return score is not None and score > self.memory_selection_threshold
+
     def frame_filter(
         self,
         frame_idx: int,
@@ -116,22 +121,77 @@ class MemoryRule:
             return []
         max_num = min(num_frames, self.max_obj_ptrs_in_encoder)
         r = self.memory_temporal_stride
+        # The scanned frames (every r-th from the adjacent one), visited nearest first; only
+        # stored ones can count, so the scan walks the store, not the whole video.
         if reverse:
-            scan, adjacent = range(frame_idx + 1, num_frames, r), frame_idx + 1
+            adjacent = frame_idx + 1
+            scan = sorted(
+                t for t in non_cond_scores if adjacent <= t < num_frames and (t - adjacent) % r == 0
+            )
         else:
-            scan, adjacent = range(frame_idx - 1, 0, -r), frame_idx - 1
+            adjacent = frame_idx - 1
+            scan = sorted(
+                (t for t in non_cond_scores if 1 <= t <= adjacent and (adjacent - t) % r == 0),
+                reverse=True,
+            )
         valid: list[int] = []
         for i in scan:
-            score = non_cond_scores.get(i)
+            score = non_cond_scores[i]
             if score is None:
                 continue
-            if score > self.memory_selection_threshold:
+            if self.qualifies(score):
                 valid.insert(0, i)
             if len(valid) >= max_num - 1:
                 break
         if adjacent not in valid:
             valid.append(adjacent)
         return valid
+
+    def earlier_frames(
+        self,
+        frame_idx: int,
+        non_cond_scores: Mapping[int, float | None],
+        num_frames: int,
+        reverse: bool,
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The earlier frames a step on ``frame_idx`` reads when they are stored, in the order
+        they enter the memory bank: ``(frame, temporal slot)`` for spatial memories and
+        ``(frame, signed distance)`` for object pointers (prompted frames come on top, see
+        `plan`). The one rule behind both `plan` (what is read) and `retained` (what is kept).
+        """
+        sign = -1 if reverse else 1
+        valid = (
+            self.frame_filter(frame_idx, non_cond_scores, num_frames, reverse)
+            if self.use_memory_selection
+            else []
+        )
+        r = self.memory_temporal_stride
+        spatial: list[tuple[int, int]] = []
+        for t_pos in range(1, self.num_maskmem):
+            t_rel = self.num_maskmem - t_pos  # frames back from frame_idx
+            if self.use_memory_selection:
+                if t_rel > len(valid):
+                    continue
+                prev = valid[-t_rel]
+            elif t_rel == 1:
+                prev = frame_idx - t_rel * sign
+            elif not reverse:
+                prev = ((frame_idx - 2) // r) * r - (t_rel - 2) * r
+            else:
+                prev = -(-(frame_idx + 2) // r) * r + (t_rel - 2) * r
+            spatial.append((prev, t_pos))
+        pointers: list[tuple[int, int]] = []
+        for t_diff in range(1, min(num_frames, self.max_obj_ptrs_in_encoder)):
+            if self.use_memory_selection:
+                if t_diff >= len(valid):
+                    break
+                t = valid[-t_diff]
+            else:
+                t = frame_idx - t_diff * sign
+                if t < 0 or t >= num_frames:
+                    break
+            pointers.append((t, t_diff))
+        return spatial, pointers
 
     def plan(
         self,
@@ -145,6 +205,9 @@ class MemoryRule:
 
         ``cond_frames``: prompted frames in insertion order (at least one);
         ``non_cond_scores``: every stored tracked frame -> its ``eff_iou_score`` or None.
+        Selected prompted frames come first (`select_closest_cond_frames`), then the earlier
+        frames of `earlier_frames` that are stored (as tracked frames, or as prompted frames
+        left out of the selection).
         """
         if not cond_frames:
             raise InvalidInputError("cond_frames: expected at least one prompted frame, got none")
@@ -154,52 +217,63 @@ class MemoryRule:
         )
         unselected_set = set(unselected)
 
-        def lookup(t: int, pos: int) -> MemoryRef | None:
-            if t in non_cond_scores:
-                return MemoryRef(t, False, pos)
-            if t in unselected_set:
-                return MemoryRef(t, True, pos)
-            return None
+        def lookup(refs: list[tuple[int, int]]) -> list[MemoryRef]:
+            found = []
+            for t, pos in refs:
+                if t in non_cond_scores:
+                    found.append(MemoryRef(t, False, pos))
+                elif t in unselected_set:
+                    found.append(MemoryRef(t, True, pos))
+            return found
 
-        spatial = [MemoryRef(t, True, 0) for t in selected]
-        valid = (
-            self.frame_filter(frame_idx, non_cond_scores, num_frames, reverse)
-            if self.use_memory_selection
-            else []
+        earlier_spatial, earlier_pointers = self.earlier_frames(
+            frame_idx, non_cond_scores, num_frames, reverse
         )
-        r = self.memory_temporal_stride
-        for t_pos in range(1, self.num_maskmem):
-            t_rel = self.num_maskmem - t_pos  # frames back from frame_idx
-            if self.use_memory_selection:
-                if t_rel > len(valid):
-                    continue
-                prev = valid[-t_rel]
-            elif t_rel == 1:
-                prev = frame_idx - t_rel * sign
-            elif not reverse:
-                prev = ((frame_idx - 2) // r) * r - (t_rel - 2) * r
-            else:
-                prev = -(-(frame_idx + 2) // r) * r + (t_rel - 2) * r
-            ref = lookup(prev, t_pos)
-            if ref is not None:
-                spatial.append(ref)
-
-        max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
+        spatial = [MemoryRef(t, True, 0) for t in selected] + lookup(earlier_spatial)
         pointers = [
             MemoryRef(t, True, (frame_idx - t) * sign)
             for t in selected
             if (t >= frame_idx if reverse else t <= frame_idx)
         ]
-        for t_diff in range(1, max_ptrs):
-            if self.use_memory_selection:
-                if t_diff >= len(valid):
-                    break
-                t = valid[-t_diff]
-            else:
-                t = frame_idx - t_diff * sign
-                if t < 0 or t >= num_frames:
-                    break
-            ref = lookup(t, t_diff)
-            if ref is not None:
-                pointers.append(ref)
-        return MemoryPlan(spatial, pointers)
+        return MemoryPlan(spatial, pointers + lookup(earlier_pointers))
+
+    def retained(
+        self,
+        cond_frames: Collection[int],
+        non_cond_scores: Mapping[int, float | None],
+        num_frames: int,
+        last: tuple[int, bool] | None,
+    ) -> set[int]:
+        """The tracked frames worth keeping: those the memory selection of a next step may
+        pick (`frame_filter`) or read (`earlier_frames`).
+
+        The next steps considered are those of the usual flows: the frame after ``last``
+        (``(frame, reverse)``, the last propagated frame) in its direction, and a pass
+        starting at any prompted frame in ``cond_frames``, forward or backward (with a
+        ``memory_temporal_stride`` r > 1: the next r frames). A tracked
+        frame that none of them reads is never read again in those flows: a pass only moves
+        away from it, and a new pass starts at a prompted frame (see the bounded memory of
+        `sam3video.video.tracking`). The last propagated frame itself is always kept. With
+        no prompted frame every stored frame is kept. (Assumes ``max_obj_ptrs_in_encoder >=
+        2``; with 1 a scan stops at the first stored frame, qualifying or not.)
+        """
+        if not cond_frames:
+            return set(non_cond_scores)
+        # With a temporal stride r, the next r frames each scan another residue class.
+        r = max(self.memory_temporal_stride, 1)
+        starts = [(c, False) for c in cond_frames] + [(c, True) for c in cond_frames]
+        if last is not None:
+            starts.append(last)
+        steps = {(t - k if rev else t + k, rev) for t, rev in starts for k in range(1, r + 1)}
+        keep: set[int] = set()
+        for frame, reverse in steps:
+            if 0 <= frame < num_frames:
+                spatial, pointers = self.earlier_frames(frame, non_cond_scores, num_frames, reverse)
+                picked = [t for t, _ in spatial + pointers]
+                if self.use_memory_selection:
+                    # Frames selected but not read still count: they decide what is read.
+                    picked += self.frame_filter(frame, non_cond_scores, num_frames, reverse)
+                keep.update(t for t in picked if t in non_cond_scores)
+        if last is not None and last[0] in non_cond_scores:
+            keep.add(last[0])  # what a continuing pass reads first, at the video's ends too
+        return keep

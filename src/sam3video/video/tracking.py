@@ -35,25 +35,23 @@ Bounded memory
 --------------
 With ``bounded_memory=True`` (default) the state keeps a frame's tracked output (spatial
 memory, object pointer, scores, low-res logits) only while the memory attention can still
-read it. Conditioning (prompted) frames are always kept. A tracked frame ``t`` is kept when:
-
-(a) it is one of the ``max_obj_ptrs_in_encoder`` (16) nearest *qualifying* tracked frames on
-    either side of a conditioning frame (qualifying: memory-selection score above
-    ``memory_selection_threshold``, the only frames ``frame_filter`` collects; every frame
-    qualifies when the tracker does not use memory selection), or
-(b) it is one of the 16 most recent qualifying frames behind the last propagated frame in
-    the direction of propagation, or is that last frame itself (the adjacent frame that the
-    next step always reads).
+read it. Conditioning (prompted) frames are always kept. A tracked frame is kept when the
+next step of a usual flow may read it: the frame after the last propagated one (in the
+direction of propagation), or a new pass starting at any conditioning frame, forward or
+backward. What a step reads is decided by ONE rule, `sam3video.model.memory_selection.
+MemoryRule` (`earlier_frames`): the memory plan of a step and the retention of the state
+(`retained_frames`, `MemoryRule.retained`) both come from it, so the retained frames cover
+whatever selection can pick in those flows (``tests/test_memory_selection.py``).
 
 Everything else is dropped, so the state size does not grow with the number of frames. Why
 this is exact for the usual flows: memory selection scans outward from the adjacent frame and
-stops after 15 qualifying frames (pointers and the 6 spatial memories are among them). While
-propagating in one direction, frames beyond the 16 most recent qualifying ones are never
-reached again (rule b). A new pass that starts at a conditioning frame, in either direction,
-first scans the frames on the far side of that conditioning frame (rule a). Not exact: a pass
-started at an arbitrary frame far from both, or a refinement click on a frame whose output
-was dropped (no previous logits are fed back there, and other objects have no stored output on
-it). ``bounded_memory=False`` keeps everything, like the official state.
+stops after 15 qualifying frames; while propagating in one direction the scan of the next
+frame starts one frame further, so frames beyond the ones the current next step reads are
+never reached again. Not exact: a pass started at an arbitrary frame far from both, a
+refinement click on a frame whose output was dropped (no previous logits are fed back there,
+and other objects have no stored output on it), or a frame tracked again that stops
+qualifying (the scan then reaches further back than what was kept).
+``bounded_memory=False`` keeps everything, like the official state.
 
 Differences from the official predictor (0.1.4), on purpose
 -------------------------------------------------------------
@@ -559,32 +557,10 @@ class TrackingState(TrackerPrompts):
     # ------------------------------------------------------------------------ memory bound
 
     def retained_frames(self) -> set[int]:
-        """Tracked frames the bounded-memory rule keeps (see module doc)."""
-        k = self.tracker.max_obj_ptrs_in_encoder
-        thr = self.tracker.memory_selection_threshold
-        frames = sorted(self._non_cond)
-        if self.tracker.use_memory_selection:
-            qualifying = [
-                t
-                for t in frames
-                if self._non_cond[t].eff_iou_score is not None
-                and self._non_cond[t].eff_iou_score > thr
-            ]
-        else:  # memories are then the nearest frames by distance, whatever their scores
-            qualifying = frames
-        keep: set[int] = set()
-        for c in self._cond:
-            keep.update([t for t in qualifying if t < c][-k:])
-            keep.update([t for t in qualifying if t > c][:k])
-        if self._last is not None:
-            last, reverse = self._last
-            if reverse:
-                keep.update([t for t in qualifying if t >= last][:k])
-            else:
-                keep.update([t for t in qualifying if t <= last][-k:])
-            if last in self._non_cond:
-                keep.add(last)
-        return keep
+        """Tracked frames the bounded memory keeps: those the next step of a usual flow may
+        read (`MemoryRule.retained`, the memory selection's own rule; see module doc)."""
+        scores = {t: out.eff_iou_score for t, out in self._non_cond.items()}
+        return self.tracker.memory_rule.retained(self._cond, scores, self.num_frames, self._last)
 
     def _trim(self) -> None:
         if not self.bounded_memory:
