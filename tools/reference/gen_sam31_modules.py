@@ -5,41 +5,32 @@ Runs in the SAM 3.1 reference overlay (``tools/reference/setup_reference_31.sh``
 
     ~/.cache/sam3-reference-31/bin/python tools/reference/gen_sam31_modules.py
 
-The official tracker is built as ``build_sam3_multiplex_video_model`` builds it (class
-``Sam3VideoTrackingMultiplexDemo``, the same flags), with the sizes of ``sam3.1-tiny``: its
-memory attention and memory encoder are built from the config, and its SAM heads (whose sizes
-the official constructor fixes: 8 heads, MLP 2048, IoU head 256) are rebuilt with the config's
-sizes, as ``official_builders.build_official_tracker`` does for SAM 3.0. The neck is the
-official ``Sam3TriViTDetNeck`` around the tiny ViT trunk. Weights: `synthetic_tensor` under the
-official keys (prefixes ``detector.backbone.vision_backbone.`` and ``tracker.model.``).
+The official modules come from ``official_builders_31`` (the tracker as
+``build_sam3_multiplex_video_model`` builds it, class ``Sam3VideoTrackingMultiplexDemo``, the
+same flags, at the sizes of ``sam3.1-tiny``, the SAM heads rebuilt with the config's sizes; the
+neck is the official ``Sam3TriViTDetNeck`` around the tiny ViT trunk). Weights:
+`synthetic_tensor` under the official keys (prefixes ``detector.backbone.vision_backbone.``
+and ``tracker.model.``).
 
 Writes ``tests/fixtures/sam31_{neck,mask_decoder,memory_encoder,memory_attention,heads,
 memory}.pt`` (read by ``tests/test_sam31_modules.py``): seeded inputs, official outputs
 (float32, eval mode, no autocast, CPU) and the official key -> shape lists. Tensors are
-batch-first (the official memory attention is sequence-first; transposed here).
+batch-first (the official memory attention is sequence-first; transposed here). With
+``--full`` also ``sam31_full.pt`` (``tests/test_sam31_full.py``, slow): the tracker's
+propagation heads, memory encoding and memory conditioning at the official sizes.
 """
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (CPU patches, src/ on sys.path)
-import official_builders as ob
-import torch
-from _common import drop_bf16_casts, load_synthetic, save_fixture
-from sam3.model.decoder import (
-    DecoupledTransformerDecoderLayerv2,
-    SimpleRoPEAttention,
-    TransformerEncoderDecoupledCrossAttention,
-)
-from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
-from sam3.model.model_misc import TransformerWrapper
-from sam3.model.multiplex_mask_decoder import MultiplexMaskDecoder
-from sam3.model.multiplex_utils import MultiplexController, MultiplexState
-from sam3.model.necks import Sam3TriViTDetNeck
-from sam3.model.video_tracking_multiplex_demo import Sam3VideoTrackingMultiplexDemo
-from sam3.sam.mask_decoder import MaskDecoder
-from sam3.sam.transformer import TwoWayTransformer
+import argparse
 
-from sam3video.model.config import sam31_tiny_config
+import _common31  # noqa: F401  (first: the 3.1 overlay, CPU patches, src/ on sys.path)
+import official_builders_31 as ob31
+import torch
+from _common31 import drop_bf16_casts, load_synthetic, save_fixture
+from sam3.model.multiplex_utils import MultiplexState
+
+from sam3video.model.config import sam31_config, sam31_tiny_config
 
 CFG = sam31_tiny_config()
 X = CFG.multiplex
@@ -56,180 +47,25 @@ def keys_of(module: torch.nn.Module) -> dict[str, list[int]]:
 
 
 # ------------------------------------------------------------------------------ official build
-def official_neck() -> Sam3TriViTDetNeck:
-    dual = ob.build_official_vision_backbone(CFG)  # the tiny ViT trunk and its sine encoding
-    neck = Sam3TriViTDetNeck(
-        trunk=dual.trunk,
-        position_encoding=dual.position_encoding,
-        d_model=C,
-        scale_factors=[4.0, 2.0, 1.0],
-    )
+def official_neck(cfg=CFG):
+    """The official ``Sam3TriViTDetNeck`` around the ViT trunk, synthetic weights."""
+    neck = ob31.build_official_tri_neck(cfg)
     load_synthetic(neck, NECK)
     return neck.eval()
 
 
-def _two_way() -> TwoWayTransformer:
-    return TwoWayTransformer(
-        depth=X.decoder_depth,
-        embedding_dim=C,
-        mlp_dim=X.decoder_mlp_dim,
-        num_heads=X.decoder_heads,
-        attention_downsample_rate=X.attention_downsample_rate,
-    )
-
-
-def official_tracker() -> Sam3VideoTrackingMultiplexDemo:
-    """The official multiplex tracker at the tiny sizes (``tracker.model.`` keys)."""
-    rope = {"d_model": C, "num_heads": X.memory_attention_heads, "dropout_p": 0.1}
-    layer = DecoupledTransformerDecoderLayerv2(
-        activation="gelu",
-        d_model=C,
-        num_heads=X.memory_attention_heads,
-        dropout=0.1,
-        dim_feedforward=X.memory_attention_ffn_dim,
-        pos_enc_at_attn=False,
-        pre_norm=True,
-        pos_enc_at_cross_attn_keys=True,
-        pos_enc_at_cross_attn_queries=False,
-        self_attention_rope=SimpleRoPEAttention(
-            **rope, rope_theta=X.rope_theta, feat_sizes=[FEAT, FEAT]
-        ),
-        cross_attention_rope=SimpleRoPEAttention(
-            **rope, rope_theta=X.rope_theta, feat_sizes=[FEAT, FEAT], rope_k_repeat=True
-        ),
-    )
-    transformer = TransformerWrapper(
-        encoder=TransformerEncoderDecoupledCrossAttention(
-            d_model=C,
-            frozen=False,
-            pos_enc_at_input=True,
-            use_image_in_output=False,
-            layer=layer,
-            num_layers=X.memory_attention_layers,
-            use_act_checkpoint=False,
-            batch_first=True,
-        ),
-        decoder=None,
-        d_model=C,
-    )
-    maskmem = SimpleMaskEncoder(
-        out_dim=C,
-        in_dim=C,
-        position_encoding=ob._sine_pe(C, IMG),
-        mask_downsampler=SimpleMaskDownSampler(
-            embed_dim=C,
-            kernel_size=3,
-            stride=2,
-            padding=1,
-            interpol_size=[CFG.input_mask_size, CFG.input_mask_size],
-            multiplex_count=M,
-            starting_out_chan=X.mask_downsampler_start_chans,
-            input_channel_multiplier=X.mask_input_channel_multiplier,
-        ),
-        fuser=SimpleFuser(
-            layer=CXBlock(dim=C, kernel_size=7, padding=3, layer_scale_init_value=1e-6),
-            num_layers=X.fuser_layers,
-        ),
-    )
-    stability = {
-        "dynamic_multimask_via_stability": True,
-        "dynamic_multimask_stability_delta": X.dynamic_multimask_stability_delta,
-        "dynamic_multimask_stability_thresh": X.dynamic_multimask_stability_thresh,
-    }
-    model = Sam3VideoTrackingMultiplexDemo(
-        backbone=None,
-        transformer=transformer,
-        maskmem_backbone=maskmem,
-        multiplex_controller=MultiplexController(multiplex_count=M, eval_multiplex_count=M),
-        image_size=IMG,
-        backbone_stride=CFG.vit.patch_size,
-        num_maskmem=X.num_maskmem,
-        use_high_res_features_in_sam=True,
-        use_obj_ptrs_in_encoder=True,
-        max_obj_ptrs_in_encoder=X.max_obj_ptrs_in_encoder,
-        add_tpos_enc_to_obj_ptrs=True,
-        proj_tpos_enc_in_obj_ptrs=True,
-        use_mlp_for_obj_ptr_proj=True,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        fixed_no_obj_ptr=True,
-        use_no_obj_ptr=True,
-        use_linear_no_obj_ptr=True,
-        no_obj_embed_spatial=True,
-        sincos_tpos_enc=True,
-        multimask_output_in_sam=True,
-        multimask_output_for_tracking=True,
-        multimask_min_pt_num=X.multimask_min_pt_num,
-        multimask_max_pt_num=X.multimask_max_pt_num,
-        use_multimask_token_for_obj_ptr=True,
-        num_multimask_outputs=X.num_multimask_outputs,
-        apply_sigmoid_to_mask_logits_for_mem_enc=True,
-        sigmoid_scale_for_mem_enc=X.sigmoid_scale_for_mem_enc,
-        sigmoid_bias_for_mem_enc=X.sigmoid_bias_for_mem_enc,
-        non_overlap_masks_for_mem_enc=False,
-        add_output_suppression_embeddings=True,
-        add_object_conditional_embeddings=False,
-        condition_as_mask_input=True,
-        condition_as_mask_input_fg=X.condition_fg,
-        condition_as_mask_input_bg=X.condition_bg,
-        use_maskmem_tpos_v2=True,
-        save_image_features=True,
-        randomness_fix=True,
-        use_mask_input_as_output_without_sam=True,
-        directly_add_no_mem_embed=True,
-        iou_prediction_use_sigmoid=False,
-        forward_backbone_per_frame_for_eval=True,
-        offload_output_to_cpu_for_eval=False,
-        trim_past_non_cond_mem_for_eval=False,
-        max_cond_frames_in_attn=X.max_cond_frames_in_attn,
-        is_dynamic_model=True,
-        sam_mask_decoder_extra_args=dict(stability),
-        use_memory_selection=False,
-    )
-    # The official constructor fixes the SAM heads' sizes; rebuild them with the config's
-    # (same classes and arguments otherwise; same attribute names, so the same keys).
-    model.interactive_sam_mask_decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=_two_way(),
-        transformer_dim=C,
-        iou_head_depth=X.iou_head_depth,
-        iou_head_hidden_dim=X.iou_head_hidden_dim,
-        use_high_res_features=True,
-        iou_prediction_use_sigmoid=False,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        use_multimask_token_for_obj_ptr=True,
-        **stability,
-    )
-    model.sam_mask_decoder = MultiplexMaskDecoder(
-        multiplex_count=M,
-        num_multimask_outputs=X.num_multimask_outputs,
-        transformer=_two_way(),
-        transformer_dim=C,
-        iou_head_depth=X.iou_head_depth,
-        iou_head_hidden_dim=X.iou_head_hidden_dim,
-        use_high_res_features=True,
-        iou_prediction_use_sigmoid=False,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        use_multimask_token_for_obj_ptr=True,
-        decode_mask_with_shared_tokens=False,
-        decode_mask_attribute_with_shared_tokens=False,
-        multimask_outputs_only=True,
-        # the multiplex model turns the stability fallback off for this decoder
-        **(stability | {"dynamic_multimask_via_stability": False}),
-    )
+def official_tracker(cfg=CFG):
+    """The official multiplex tracker model (``tracker.model.`` keys), synthetic weights:
+    ``build_sam3_multiplex_video_model``'s class and flags at the config's sizes (the SAM heads,
+    whose sizes the official constructor fixes, rebuilt with the config's)."""
+    model = ob31.build_official_31_tracker_model(cfg)
     load_synthetic(model, TRACKER)
     return model.eval()
 
 
-def state_of(assignments: list[list[int]]) -> MultiplexState:
-    return MultiplexState(
-        [list(b) for b in assignments],
-        torch.device("cpu"),
-        torch.float32,
-        allowed_bucket_capacity=M,
-    )
+def state_of(assignments: list[list[int]], m: int = M) -> MultiplexState:
+    buckets = [list(b) for b in assignments]
+    return MultiplexState(buckets, torch.device("cpu"), torch.float32, allowed_bucket_capacity=m)
 
 
 def seq_first(x: torch.Tensor) -> torch.Tensor:
@@ -492,7 +328,110 @@ def gen_memory(model) -> None:
     save_fixture("sam31_memory", t, meta)
 
 
+# ------------------------------------------------------------------------------ full size
+FULL_ASSIGN = [list(range(15, -1, -1)), [16, 17, 18, 19] + [-1] * 12]  # 20 objects, 2 buckets
+
+
+def full_inputs(cfg) -> dict[str, torch.Tensor]:
+    """Seeded inputs of the full-size case (too large to store; tests/test_sam31_full.py
+    draws the same ones and checks them against the stored checksums)."""
+    g = torch.Generator().manual_seed(3101)
+    c, f, m, n, bk = cfg.d_model, cfg.feat_size, cfg.multiplex.multiplex_count, 20, 2
+    t = {
+        "prop_features": torch.randn(bk, c, f, f, generator=g),
+        "prop_s0": torch.randn(1, c // 8, 4 * f, 4 * f, generator=g),
+        "prop_s1": torch.randn(1, c // 4, 2 * f, 2 * f, generator=g),
+        "vision": torch.randn(1, c, f, f, generator=g),
+        "enc_masks": torch.randn(n, 1, 252, 252, generator=g) * 4,
+        "enc_scores": torch.randn(n, 1, generator=g) * 2,
+    }
+    for frame in (0, 4):
+        t[f"frame{frame}_maskmem_features"] = torch.randn(bk, c, f, f, generator=g)
+        t[f"frame{frame}_image_features"] = torch.randn(1, c, f, f, generator=g)
+        t[f"frame{frame}_obj_ptr"] = torch.randn(bk, m, c, generator=g)
+    return t
+
+
+def checksums(t: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    return {k: [float(v.double().sum()), float(v.double().abs().sum())] for k, v in t.items()}
+
+
+def gen_full() -> None:
+    """Full-size (official sizes: 16 slots, 72 x 72, 8 heads) propagation heads, memory
+    encoding and memory conditioning; large outputs stored subsampled."""
+    cfg = sam31_config()
+    model = official_tracker(cfg)
+    m, f = cfg.multiplex.multiplex_count, cfg.feat_size
+    state = state_of(FULL_ASSIGN, m)
+    n = state.total_valid_entries
+    x = full_inputs(cfg)
+    out = {}
+    heads = model._forward_sam_heads(
+        backbone_features=x["prop_features"],
+        propagation_high_res_features=[x["prop_s0"], x["prop_s1"]],
+        multimask_output=True,
+        multiplex_state=state,
+        objects_to_interact=list(range(n)),
+    )
+    out["prop_low_res_masks"] = heads["low_res_masks"][..., ::4, ::4]
+    out["prop_low_res_multimasks"] = heads["low_res_multimasks"][..., ::8, ::8]
+    for k in ("ious", "obj_ptr", "object_score_logits"):
+        out[f"prop_{k}"] = heads[k]
+    cond = {i for i in range(n) if i % 3 == 0}
+    feats, _ = model._encode_new_memory(
+        image=None,
+        current_vision_feats=[seq_first(x["vision"])],
+        feat_sizes=[(f, f)],
+        pred_masks_high_res=x["enc_masks"],
+        object_score_logits=x["enc_scores"],
+        is_mask_from_pts=False,
+        conditioning_objects=cond,
+        multiplex_state=state,
+    )
+    out["enc_features"] = feats[..., ::6, ::6]
+    pos = model.maskmem_backbone.position_encoding(x["vision"])
+    stored = {
+        fr: {
+            "maskmem_features": x[f"frame{fr}_maskmem_features"],
+            "maskmem_pos_enc": [pos.expand(2, -1, -1, -1).clone()],
+            "image_features": seq_first(x[f"frame{fr}_image_features"]),
+            "image_pos_enc": seq_first(pos),
+            "obj_ptr": x[f"frame{fr}_obj_ptr"],
+        }
+        for fr in (0, 4)
+    }
+    cond_out = model._prepare_memory_conditioned_features(
+        frame_idx=5,
+        is_init_cond_frame=False,
+        current_vision_feats=[seq_first(x["vision"])],
+        current_vision_masks=[None],
+        current_vision_pos_embeds=[seq_first(pos)],
+        feat_sizes=[(f, f)],
+        output_dict={
+            "cond_frame_outputs": {0: stored[0]},
+            "non_cond_frame_outputs": {4: stored[4]},
+        },
+        num_frames=10,
+        multiplex_state=state,
+    )
+    out["cond_out"] = cond_out[..., ::6, ::6]
+    meta = {
+        "input_checksums": checksums(x),
+        "assignments": FULL_ASSIGN,
+        "conditioning": sorted(cond),
+        # official selection for frame 5 of 10 (see gen_memory): prompted frame 0 at distance 5,
+        # frame 4 in slot 6; pointers: frame 0 at 5, frame 4 at 1
+        "spatial": [[0, 5], [4, 6]],
+        "pointers": [[0, 5], [4, 1]],
+        "num_frames": 10,
+    }
+    save_fixture("sam31_full", out, meta)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="also the full-size case (~1 min)")
+    args = parser.parse_args()
     drop_bf16_casts()  # the 3.1 ViT casts some activations to bfloat16: keep float32
     torch.manual_seed(0)
     with torch.no_grad():
@@ -503,6 +442,8 @@ def main() -> None:
         gen_memory_attention(model)
         gen_heads(model)
         gen_memory(model)
+        if args.full:
+            gen_full()
 
 
 if __name__ == "__main__":
