@@ -396,3 +396,16 @@ def test_tracking_matches_official_state(model):
             for f in range(4):
                 check(f"removed/{f}", f)
     assert not bad, "\n".join(bad)
+
+    # Clicks on new objects (each in a state of its own), then tracked with memory encoding.
+    for tag, obj_id in (("click1", 9), ("click2", 10)):
+        state = MultiplexTrackingState(
+            model, get, TRACK_META["track_frames"], video_size=video_size
+        )
+        state.add_points(1, obj_id, TRACK[f"{tag}/points"], TRACK[f"{tag}/labels"])
+        state.preflight()
+        check(f"{tag}/1", 1)
+        for t in (2, 3):
+            track_multiplex_states([state], t, False, run_mem_encoder=True)
+            check(f"{tag}/{t}", t)
+    assert not bad, "\n".join(bad)

@@ -306,7 +306,7 @@ def run_tracking(cfg) -> dict:
     size = tuple(model.maskmem_backbone.mask_downsampler.interpol_size)
 
     def stored(t: int):
-        od = state["output_dict"]
+        od = state["output_dict"]  # the state being recorded (rebound for the clicks)
         return od["cond_frame_outputs"].get(t, od["non_cond_frame_outputs"].get(t))
 
     def record(tag: str, t: int) -> None:
@@ -356,6 +356,38 @@ def run_tracking(cfg) -> dict:
             for f in range(4):
                 record(f"removed/{f}", f)
     assert state["obj_ids"] == [1, 3, 4], state["obj_ids"]
+
+    # Clicks on new objects: each gets a state of its own (official `add_sam2_new_points`);
+    # the partial propagation then tracks it with memory encoding on.
+    clicks = {
+        "click1": (9, [[0.4, 0.55]], [1]),  # one click: 3 candidates
+        "click2": (10, [[0.3, 0.3], [0.7, 0.6]], [1, 0]),  # two: a single mask
+    }
+    for tag, (obj_id, points, labels) in clicks.items():
+        cstate = model.init_state(
+            video_height=h, video_width=w, num_frames=TRACK_FRAMES, cached_features=cache
+        )
+        model.add_new_points(
+            cstate,
+            1,
+            obj_id,
+            torch.tensor(points, dtype=torch.float32),
+            torch.tensor(labels, dtype=torch.int32),
+            clear_old_points=True,
+            rel_coordinates=True,
+        )
+        model.propagate_in_video_preflight(cstate, run_mem_encoder=True)
+        state = cstate
+        record(f"{tag}/1", 1)
+        out[f"{tag}/points"] = torch.tensor(points) * cfg.image_size
+        out[f"{tag}/labels"] = torch.tensor(labels)
+        for t in (2, 3):
+            (step,) = list(
+                model.propagate_in_video(
+                    cstate, t, 0, reverse=False, tqdm_disable=True, run_mem_encoder=True
+                )
+            )
+            record(f"{tag}/{t}", t)
     return out
 
 

@@ -25,7 +25,8 @@ Proven against the official tracker state (``Sam3VideoTrackingMultiplexDemo``, t
 weights; ``tests/test_multiplex_tracking.py``): births of several objects in a new state,
 tracked frames with deferred memory updates, a backfill into free slots, an in-place
 reconditioning and a removal that drops a bucket, on masks, scores, pointers, bucket memories
-and conditioning objects. As officially, masks given to objects (births, backfill,
+and conditioning objects; clicks creating an object in a state of its own (`add_points`) and
+tracking with memory encoding. As officially, masks given to objects (births, backfill,
 reconditioning) pass through the video resolution (`_consolidate`): +-1024 logits there, each
 given mask losing what another one covers, then antialiased back to the low resolution; other
 rows keep their logits.
@@ -379,6 +380,66 @@ class MultiplexTrackingState:
             for _, other in self._all_frames():
                 if other is not existing:
                     self._grow(other, before)
+
+    def add_points(
+        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
+    ) -> MultiplexStepOutput:
+        """A new object from clicks, in this (empty) state: the official path of a click on
+        an unknown object id, which always gets a state of its own.
+
+        ``points (P, 2)``: ``(x, y)`` in pixels of the model's ``image_size`` square (the
+        caller scales relative coordinates); ``labels (P,)``: 1 positive, 0 negative, 2/3 box
+        corners. Decoded without memory by the interactive heads (3 candidates when
+        ``P <= 1``, as ``multimask_min_pt_num=0``/``max=1``); the frame becomes the state's
+        prompted frame; its low-res logits go to the video resolution and back (antialiased),
+        as the official consolidation does. Refining an object with further clicks is not
+        implemented yet (see the design doc).
+        """
+        frame_idx = self._check_frame(frame_idx)
+        if self.num_objects:
+            raise InvalidInputError(
+                f"obj_id: clicks create an object in an empty state only (refinement is not "
+                f"implemented yet), this state holds {self.obj_ids}"
+            )
+        points = torch.as_tensor(points, dtype=torch.float32)
+        labels = torch.as_tensor(labels, dtype=torch.int32)
+        if points.ndim != 2 or points.shape[-1] != 2 or labels.shape != points.shape[:1]:
+            raise InvalidInputError(
+                f"points/labels: expected (P, 2) and (P,), got {tuple(points.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        inter, prop = self.get_features(frame_idx)
+        model = self.model
+        device = inter.vision.device
+        heads = model.forward_interactive_heads(
+            model.interactive_features(inter.vision),
+            inter.high_res,
+            point_coords=points[None].to(device),
+            point_labels=labels[None].to(device),
+            multimask_output=points.shape[0] <= 1,
+        )
+        self.multiplex = MultiplexState.for_objects(
+            1, model.multiplex_count, self.capacity, object_ids=[int(obj_id)]
+        )
+        low = heads.low_res_masks.float()
+        s = low.shape[-1]
+        video = F.interpolate(low, size=self.video_size, mode="bilinear")
+        frame = StoredFrame(
+            obj_ids=(int(obj_id),),
+            pred_masks=F.interpolate(video, size=(s, s), mode="bilinear", antialias=True),
+            object_score_logits=heads.object_score_logits,
+            obj_ptr=self.multiplex.mux(heads.obj_ptr),
+            maskmem_features=None,
+            image_features=prop.vision,
+            image_pos=prop.vision_pos,
+            conditioning=frozenset([int(obj_id)]),
+        )
+        self._cond[frame_idx] = frame
+        self._tracked.add(frame_idx)
+        self._non_cond.pop(frame_idx, None)
+        return MultiplexStepOutput(
+            frame_idx, self.obj_ids, frame.pred_masks, heads.object_score_logits
+        )
 
     def _consolidate(self, low_res: Tensor, rows: list[int], masks: Tensor) -> Tensor:
         """The frame's low-res logits once masks ``(n, H, W)`` are given to ``rows`` (official
