@@ -261,3 +261,45 @@ def test_memory_conditioning_matches_official():
         bare = trk.condition_on_memory(t["cond_vision"], pos, 2, [])
     close(out, t["cond_out"])
     assert torch.equal(bare, t["cond_vision"].expand(2, -1, -1, -1))
+
+
+def test_tracker_pieces_run_in_bfloat16_with_float32_mask_logits():
+    t, _ = load("heads")
+    m, _ = load("memory")
+    trk = build_sam3_video_model("sam3.1-tiny", device="cpu", dtype=torch.bfloat16).tracker.model
+    bf = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in t.items()}
+    slots = t["assignments"]
+    with torch.no_grad():
+        outs = [
+            trk.forward_propagation_heads(
+                bf["prop_features"], [bf["prop_s0"], bf["prop_s1"]], slots
+            ),
+            trk.forward_interactive_heads(
+                trk.interactive_features(bf["int_vision"]),
+                [bf["int_s0"], bf["int_s1"]],
+                t["click_coords"],
+                t["click_labels"],
+                multimask_output=True,
+            ),
+            trk.use_mask_as_output(bf["int_pix"], [bf["int_s0"], bf["int_s1"]], t["mask_inputs"]),
+        ]
+        feats, _ = trk.encode_memory(
+            m["enc_vision"].bfloat16(), m["enc_masks"], m["enc_scores"], slots,
+            m["enc_conditioning"],
+        )  # fmt: skip
+        pos = trk.maskmem_backbone.position_encoding(feats[:1])
+        frame = MemoryFrame(feats, m["enc_vision"].bfloat16(), pos, 1)
+        cond = trk.condition_on_memory(
+            m["enc_vision"].bfloat16(),
+            pos,
+            2,
+            [frame],
+            [PointerFrame(feats.new_zeros(2, 4, 32), 1)],
+        )
+    for out, ref in zip(outs, ("prop", "click_multi", "maskout")):
+        assert out.low_res_masks.dtype == out.high_res_masks.dtype == torch.float32
+        assert out.obj_ptr.dtype == torch.bfloat16
+        # the same presence decisions as in float32 (the fixture)
+        assert torch.equal(out.object_score_logits.float() > 0, t[f"{ref}_object_score_logits"] > 0)
+    assert feats.dtype == cond.dtype == torch.bfloat16
+    assert torch.isfinite(cond.float()).all() and cond.shape == (2, 32, 16, 16)

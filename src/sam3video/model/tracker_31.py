@@ -326,7 +326,7 @@ class MultiplexTrackerModel(nn.Module):
         ``interactive_mask_downsample(m)``.
         """
         scale, bias = 20.0, -10.0
-        mask = mask_inputs.to(features.dtype)
+        mask = mask_inputs.float()  # logits in float32 whatever the weights' dtype
         high_res_masks = mask * scale + bias
         low_res_masks = F.interpolate(
             high_res_masks,
@@ -336,8 +336,9 @@ class MultiplexTrackerModel(nn.Module):
             antialias=True,
         )
         ious = mask.new_ones(mask.shape[0], 1)
+        conv = self.interactive_mask_downsample
         decoded = self.forward_interactive_heads(
-            features, high_res_features, mask_inputs=self.interactive_mask_downsample(mask)
+            features, high_res_features, mask_inputs=conv(mask.to(conv.weight.dtype))
         )
         appearing = (mask_inputs.flatten(1).float() > 0).any(dim=1, keepdim=True)
         lam = appearing.to(decoded.obj_ptr.dtype)
