@@ -179,9 +179,10 @@ def test_bad_input_raises_typed_error_and_keeps_state(tracked_state, call, error
 
 
 def test_error_messages_name_field_and_values(tracked_state):
-    with pytest.raises(InvalidInputError, match=r"points: .*inside the 320x136 frame.*\[321"):
+    # the request layer's messages (sam3video.validation), under the state's argument names
+    with pytest.raises(InvalidInputError, match=r"points\[0\]: .*inside the 320x136 frame.*\[321"):
         tracked_state.add_points(1, 1, [[321.0, 5.0]], [1])
-    with pytest.raises(InvalidInputError, match=r"labels: expected 0 \(negative\) or 1.*got 3"):
+    with pytest.raises(InvalidInputError, match=r"labels\[0\]: expected the int 1.*got int 3"):
         tracked_state.add_points(1, 1, [[5.0, 5.0]], [3])
     with pytest.raises(InvalidInputError, match=r"mask: expected shape \(136, 320\).*\(10, 10\)"):
         tracked_state.add_mask(1, 1, np.zeros((10, 10)))

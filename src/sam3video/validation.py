@@ -3,8 +3,10 @@
 `sam3video.requests.parse_request` checks every field of a request dict with the checks here
 (``FIELD_CHECKS``); the checks that need a session (a frame index below the number of frames,
 a known id, a point inside the frame) are the public helpers `check_frame_index`,
-`check_known` and `check_points_in_frame`, used by the predictor. The rules themselves are
-written in the `sam3video.requests` module docstring.
+`check_known` and `check_points_in_frame`, used by the predictor. Prompts given to the
+tracker directly (`sam3video.video.tracking.TrackingState`) go through the same checks
+(`check_clicks`, `check_pixel_box`): this module is the one place that validates prompts.
+The rules themselves are written in the `sam3video.requests` module docstring.
 
 Every error is a typed `sam3video.errors` exception whose message names the field, what was
 expected and what was given (user input quoted cut to 100 characters, `shorten`).
@@ -27,8 +29,10 @@ __all__ = [
     "MAX_ECHO",
     "MAX_OBJ_ID",
     "PROPAGATION_DIRECTIONS",
+    "check_clicks",
     "check_frame_index",
     "check_known",
+    "check_pixel_box",
     "check_points_in_frame",
     "check_prompt_combination",
     "describe",
@@ -165,9 +169,9 @@ def _check_text(value: object, field: str) -> str:
     return value
 
 
-def _check_points(value: object, field: str) -> np.ndarray:
+def _check_points(value: object, field: str, dtype: type = np.float32) -> np.ndarray:
     rows = _rows(value, field, 2, "[x, y] in pixels", "[[x, y], ...]")
-    return _coordinates(rows, field, "[x, y] in pixels")
+    return _coordinates(rows, field, "[x, y] in pixels", dtype)
 
 
 def _check_boxes(value: object, field: str) -> np.ndarray:
@@ -264,10 +268,7 @@ def check_prompt_combination(values: dict[str, Any]) -> None:
                 f"point_labels: required with 'points', expected {len(points)} labels "
                 f"(1 foreground, 0 background), got none"
             )
-        if len(labels) != len(points):
-            raise InvalidInputError(
-                f"point_labels: expected one label per point ({len(points)}), got {len(labels)}"
-            )
+        _check_one_label_each(labels, len(points), "point_labels", "point")
         if "concept_mode" in values:
             raise InvalidInputError(
                 "concept_mode: only allowed with 'text' or 'bounding_boxes' (it says whether a "
@@ -285,10 +286,13 @@ def check_prompt_combination(values: dict[str, Any]) -> None:
             "phrases; send each concept's boxes with its own text"
         )
     box_labels = values.get("bounding_box_labels")
-    if boxes is not None and box_labels is not None and len(box_labels) != len(boxes):
-        raise InvalidInputError(
-            f"bounding_box_labels: expected one label per box ({len(boxes)}), got {len(box_labels)}"
-        )
+    if boxes is not None and box_labels is not None:
+        _check_one_label_each(box_labels, len(boxes), "bounding_box_labels", "box")
+
+
+def _check_one_label_each(labels: np.ndarray, n: int, field: str, item: str) -> None:
+    if len(labels) != n:
+        raise InvalidInputError(f"{field}: expected one label per {item} ({n}), got {len(labels)}")
 
 
 # -- helpers for the predictor (need session state) --------------------------------------------
@@ -351,6 +355,46 @@ def check_points_in_frame(
             )
 
 
+def check_clicks(
+    points: object,
+    labels: object,
+    width: int,
+    height: int,
+    *,
+    fields: tuple[str, str] = ("points", "point_labels"),
+    dtype: type = np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks on a ``width x height`` frame, checked as a request's: ``points`` ``[[x, y],
+    ...]`` in pixels inside the frame (finite numbers), ``labels`` one int 1 or 0 per point.
+    Returns read-only ``points (N, 2)`` in ``dtype`` and ``labels (N,)`` int64. ``fields``:
+    the names the messages use (a caller's own argument names)."""
+    points_field, labels_field = fields
+    xy = _check_points(points, points_field, dtype)
+    lab = _check_labels(labels, labels_field)
+    _check_one_label_each(lab, len(xy), labels_field, "point")
+    check_points_in_frame(xy, width, height, points_field)
+    return xy, lab
+
+
+def check_pixel_box(
+    box: object, width: int, height: int, field: str = "box", dtype: type = np.float64
+) -> np.ndarray:
+    """A box ``[x0, y0, x1, y1]`` in pixels of a ``width x height`` frame: finite numbers,
+    corners inside the frame, ``x1 > x0`` and ``y1 > y0``. Returns a read-only ``(4,)``."""
+    items = _as_list(box)
+    if items is None or len(items) != 4 or not all(_is_real(v) for v in items):
+        raise InvalidInputError(
+            f"{field}: expected [x0, y0, x1, y1], four numbers in pixels, got {describe(box)}"
+        )
+    (b,) = _coordinates([items], field, "[x0, y0, x1, y1] in pixels", dtype)
+    check_points_in_frame(b.reshape(2, 2), width, height, field)
+    if not (b[2] > b[0] and b[3] > b[1]):
+        raise InvalidInputError(
+            f"{field}: expected x1 > x0 and y1 > y0 (a non-empty box), got {b.tolist()}"
+        )
+    return b
+
+
 # -- small utilities ---------------------------------------------------------------------------
 
 
@@ -394,7 +438,7 @@ def _rows(value: object, field: str, width: int, what: str, form: str) -> list[l
     return out
 
 
-def _coordinates(rows: list[list], field: str, what: str) -> np.ndarray:
+def _coordinates(rows: list[list], field: str, what: str, dtype: type = np.float32) -> np.ndarray:
     for i, row in enumerate(rows):
         for v in row:
             if not _is_real(v) or not abs(_float_or_inf(v)) <= _FLOAT32_MAX:  # also rejects nan
@@ -402,7 +446,7 @@ def _coordinates(rows: list[list], field: str, what: str) -> np.ndarray:
                     f"{field}[{i}]: expected {what}, finite real numbers (not bool), "
                     f"got {shorten(row)}"
                 )
-    return read_only(np.array([[float(v) for v in row] for row in rows], dtype=np.float32))
+    return read_only(np.array([[float(v) for v in row] for row in rows], dtype=dtype))
 
 
 def _float_or_inf(v: object) -> float:

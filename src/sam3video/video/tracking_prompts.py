@@ -22,11 +22,17 @@ from torch import Tensor
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.tracker import NO_OBJ_SCORE, memory_score
+from sam3video.validation import check_clicks, check_pixel_box
 
 if TYPE_CHECKING:
     from sam3video.video.tracking import TrackerFrameOutput
 
 PREV_LOGITS_CLAMP = 32.0
+
+
+def _on_host(values: object) -> object:
+    """A tensor (on any device) as a numpy array, for the request layer's checks."""
+    return values.detach().cpu().numpy() if isinstance(values, Tensor) else values
 
 
 @dataclass
@@ -62,15 +68,7 @@ class TrackerPrompts:
         return rel.float() * self.tracker.image_size
 
     # ------------------------------------------------------------------------ validation
-
-    def _points_tensor(self, points: object, name: str) -> Tensor:
-        """Any array-like (list, numpy, tensor on any device) -> float64 CPU tensor."""
-        if isinstance(points, Tensor):
-            return points.detach().to(device="cpu", dtype=torch.float64)
-        try:
-            return torch.as_tensor(np.asarray(points, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"{name}: expected numbers, got {points!r}") from exc
+    # The request layer's checks (sam3video.validation): one place validates prompts.
 
     def _validate_points(self, points: object, labels: object) -> tuple[Tensor, Tensor] | None:
         if points is None and labels is None:
@@ -81,50 +79,17 @@ class TrackerPrompts:
                 f"points={'None' if points is None else 'given'}, "
                 f"labels={'None' if labels is None else 'given'}"
             )
-        xy = self._points_tensor(points, "points")
-        if xy.ndim != 2 or xy.shape[-1] != 2:
-            raise InvalidInputError(
-                f"points: expected shape (N, 2) as [x, y], got {tuple(xy.shape)}"
-            )
-        lab = self._points_tensor(labels, "labels")
-        if lab.ndim != 1 or lab.shape[0] != xy.shape[0]:
-            raise InvalidInputError(
-                f"labels: expected shape ({xy.shape[0]},) (one per point), got {tuple(lab.shape)}"
-            )
-        if xy.shape[0] == 0:
-            raise InvalidInputError("points: expected at least one point, got none")
-        bad = ~((lab == 0) | (lab == 1))
-        if bad.any():
-            raise InvalidInputError(
-                f"labels: expected 0 (negative) or 1 (positive), got {lab[bad][0].item():g}"
-            )
-        self._check_inside(xy, "points")
-        return xy, lab.to(torch.int32)
-
-    def _check_inside(self, xy: Tensor, name: str) -> None:
         h, w = self.video_size
-        finite = torch.isfinite(xy).all(dim=-1)
-        inside = finite & (xy[..., 0] >= 0) & (xy[..., 0] <= w) & (xy[..., 1] >= 0)
-        inside &= xy[..., 1] <= h
-        if not inside.all():
-            first = xy[~inside][0].tolist()
-            raise InvalidInputError(
-                f"{name}: expected pixel coordinates [x, y] inside the {w}x{h} frame "
-                f"(0 <= x <= {w}, 0 <= y <= {h}), got {first}"
-            )
+        xy, lab = check_clicks(
+            _on_host(points), _on_host(labels), w, h, fields=("points", "labels"), dtype=np.float64
+        )
+        return torch.from_numpy(xy.copy()), torch.from_numpy(lab.astype(np.int32))
 
     def _validate_box(self, box: object) -> Tensor | None:
         if box is None:
             return None
-        b = self._points_tensor(box, "box")
-        if b.shape != (4,):
-            raise InvalidInputError(f"box: expected [x0, y0, x1, y1], got shape {tuple(b.shape)}")
-        self._check_inside(b.reshape(2, 2), "box")
-        if not (b[2] > b[0] and b[3] > b[1]):
-            raise InvalidInputError(
-                f"box: expected x1 > x0 and y1 > y0 (a non-empty box), got {b.tolist()}"
-            )
-        return b
+        h, w = self.video_size
+        return torch.from_numpy(check_pixel_box(_on_host(box), w, h, "box").copy())
 
     # ------------------------------------------------------------------------ prompts
 
