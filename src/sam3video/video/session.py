@@ -9,8 +9,9 @@ video semantics (sam3 0.1.4, ``apply_temporal_disambiguation=True`` by default):
 - **Full propagation** runs, per frame: backbone (once, for detector and tracker) ->
   detector + mask NMS -> every tracker state advances one frame -> planning
   (`sam3video.video.planner.plan_frame`: association, births, hotstart removal,
-  reconditioning, occlusion suppression) -> execution (reconditioning prompts, deferred memory
-  update with shrinkage suppression, newborn state, removals) -> outputs. Outputs are held
+  reconditioning, occlusion suppression) -> execution (`sam3video.video.actions`:
+  reconditioning prompts, deferred memory update with shrinkage suppression, newborn state,
+  removals) -> outputs. Outputs are held
   ``hotstart_delay`` (15) frames before they are yielded, so objects removed by hotstart are
   hidden from the frames already processed.
 - **Clicks** add an object (a new tracker state holding it) or refine one; the following
@@ -19,8 +20,9 @@ video semantics (sam3 0.1.4, ``apply_temporal_disambiguation=True`` by default):
   *fetches* the cached outputs (the official action-history dispatch).
 
 Files: the concepts and their detector runs are in `sam3video.video.concepts`, the step
-events observers receive in `sam3video.video.steps`, the decisions per frame in
-`sam3video.video.planner`, what is committed in `sam3video.video.ledger`.
+events observers receive in `sam3video.video.steps`, the decisions per frame (births,
+hotstart, suppression) in `sam3video.video.planner`, how a plan edits the tracker states in
+`sam3video.video.actions`, what is committed in `sam3video.video.ledger`.
 
 Where the product goes beyond the official code (documented in the README):
 
@@ -54,6 +56,7 @@ from sam3video.model.build import Sam3VideoModel
 from sam3video.model.detector import GeometryPrompt
 from sam3video.model.ops import masks_to_boxes
 from sam3video.requests import MAX_OBJ_ID
+from sam3video.video.actions import apply_actions, plan_actions
 from sam3video.video.concepts import (
     VISUAL_TEXT,
     Concept,
@@ -68,10 +71,9 @@ from sam3video.video.planner import (
     build_frame_masks,
     plan_frame,
     postprocess_frame,
-    prepare_memory_update,
 )
 from sam3video.video.postprocess import fill_holes_in_mask_scores
-from sam3video.video.steps import StageClock, StepEvent
+from sam3video.video.steps import StageClock, StepEvent, processing_order
 from sam3video.video.tracking import FeatureCache, TrackingState, track_states
 
 # Detector-born conditioning frames within this many frames of a click are cleared.
@@ -468,7 +470,10 @@ class VideoSession:
                 d.boxes,
                 h,
             )
-            self._execute(plan, d, prev_ids, frame_idx, side)
+            # births, reconditioning, memory update, hotstart removals (video/actions.py)
+            apply_actions(
+                plan_actions(plan, d.masks, prev_ids, frame_idx, side), self.states, self._new_state
+            )
             for obj_id in plan.new_obj_ids:
                 self.object_concept[obj_id] = name
             built = build_frame_masks(
@@ -490,45 +495,6 @@ class VideoSession:
         self.ledger.stamp(frame_idx, [i for i in self.obj_ids if i in planned])
         clock.lap("plan")
         return masks, suppressed
-
-    def _execute(self, plan, dets: Detections, prev_ids: list[int], frame_idx: int, side: int):
-        """Carry out one concept's plan on the tracker states: reconditioning, the deferred
-        memory update of the tracks that entered the frame, births, hotstart removals."""
-        # (a) reconditioning with high-confidence detections
-        touched = []
-        for obj_id, d in plan.recondition.items():
-            state = self._state_of(obj_id)
-            state.add_mask(frame_idx, obj_id, self._det_mask_for_tracker(dets.masks[d], side))
-            if state not in touched:
-                touched.append(state)
-        for state in touched:
-            state.preflight()
-        # (b) deferred memory update of the tracks that entered the frame
-        if prev_ids:
-            masks_in, score_in = prepare_memory_update(plan.trk_masks, side)
-            for state in self.states:
-                rows = [prev_ids.index(i) for i in state.obj_ids if i in prev_ids]
-                if rows:
-                    state.update_memory(frame_idx, masks_in[rows], score_in[rows])
-        # (c) newborns in one new state; removals
-        if plan.new_obj_ids:
-            state = self._new_state()
-            for obj_id, d in zip(plan.new_obj_ids, plan.new_det_inds):
-                state.add_mask(frame_idx, obj_id, self._det_mask_for_tracker(dets.masks[d], side))
-            state.preflight()
-            self.states.append(state)
-        for obj_id in plan.removed_obj_ids:
-            for state in list(self.states):
-                if obj_id in state.obj_ids and not state.remove_object(obj_id):
-                    self.states.remove(state)
-
-    @staticmethod
-    def _det_mask_for_tracker(mask: Tensor, side: int) -> Tensor:
-        """A detection's low-res logits -> the binary input-size mask the tracker is given."""
-        up = F.interpolate(
-            mask[None, None].float(), size=(side, side), mode="bilinear", align_corners=False
-        )
-        return (up[0, 0] > 0).float()
 
     def _retrack(self, frame_idx: int, reverse: bool, obj_ids: list[int]) -> None:
         """Re-track clicked objects on a frame (the official partial propagation step): their
@@ -564,11 +530,12 @@ class VideoSession:
 
     def processing_order(
         self, start: int | None, max_frames: int | None, reverse: bool
-    ) -> tuple[list[int], int]:
-        """Frames of one direction: ``"forward"`` start..start+max, ``"backward"`` start-1
-        down to start-max (the start frame is not repeated). ``start`` defaults to the first
-        prompted frame (officially the first frame with outputs, which moves as propagations
-        run: an interrupted propagation would then change where the next one starts)."""
+    ) -> list[int]:
+        """Frames of one direction (`steps.processing_order`): ``"forward"``
+        start..start+max, ``"backward"`` start-1 down to start-max (the start frame is not
+        repeated). ``start`` defaults to the first prompted frame (officially the first frame
+        with outputs, which moves as propagations run: an interrupted propagation would then
+        change where the next one starts)."""
         if start is None:
             if not self.prompted:
                 raise InvalidInputError(
@@ -576,12 +543,7 @@ class VideoSession:
                     "first or give start_frame_index"
                 )
             start = min(self.prompted)
-        n = self.num_frames if max_frames is None else max_frames
-        if reverse:
-            end = max(start - n, 0)
-            return list(range(start - 1, end - 1, -1)), end
-        end = min(start + n, self.num_frames - 1)
-        return list(range(start, end + 1)), end
+        return processing_order(start, max_frames, self.num_frames, reverse, include_start=False)
 
     def propagate(
         self, start: int | None, max_frames: int | None, directions: list[bool]
@@ -619,7 +581,7 @@ class VideoSession:
     def _pass(
         self, generation: int, start: int | None, max_frames: int | None, reverse: bool
     ) -> Iterator[tuple[int, Outputs]]:
-        order, _ = self.processing_order(start, max_frames, reverse)
+        order = self.processing_order(start, max_frames, reverse)
         delay = self.heuristics.hotstart_delay
         held: list[int] = []  # stepped frames not yet yielded, in order (the hotstart buffer)
         fetched: set[int] = set()  # frames final before this pass: shown as committed

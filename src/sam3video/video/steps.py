@@ -1,4 +1,5 @@
-"""What a propagation step reports to observers: `StepEvent`, timed by `StageClock`.
+"""Propagation steps: the frames a pass visits (`processing_order`) and what each step
+reports to observers (`StepEvent`, timed by `StageClock`).
 
 A session calls its ``observers`` with one `StepEvent` per propagated frame (progress bars,
 benchmarks); the stage times come from a `StageClock`, which costs nothing when no one
@@ -10,7 +11,32 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-__all__ = ["StageClock", "StepEvent"]
+__all__ = ["StageClock", "StepEvent", "processing_order"]
+
+
+def processing_order(
+    start: int,
+    max_frames: int | None,
+    num_frames: int,
+    reverse: bool,
+    *,
+    include_start: bool = True,
+) -> list[int]:
+    """The frames one pass visits, in order: forward ``start`` .. ``start + max_frames``,
+    backward ``start`` down to ``start - max_frames`` (clipped to the video; ``max_frames``
+    None: to its end).
+
+    ``include_start=False`` leaves the start frame out of a backward pass: the session's
+    ``"both"`` runs forward from the start first (the official video predictor's order);
+    the tracker-only API (`TrackingState.propagate`) visits it in both directions.
+    """
+    n = num_frames if max_frames is None else max_frames
+    if reverse:
+        end = max(start - n, 0)
+        first = start if include_start else start - 1
+        return list(range(first, end - 1, -1))
+    end = min(start + n, num_frames - 1)
+    return list(range(start, end + 1))
 
 
 @dataclass

@@ -84,6 +84,7 @@ from sam3video.model.tracker import (
     TrackStepOutput,
 )
 from sam3video.video.postprocess import apply_non_overlapping_constraints
+from sam3video.video.steps import processing_order
 from sam3video.video.tracking_batch import track_states
 from sam3video.video.tracking_prompts import TrackerPrompts, _ObjectPrompts
 
@@ -420,18 +421,14 @@ class TrackingState(TrackerPrompts):
     def processing_order(
         self, start_frame_idx: int | None, max_frame_num_to_track: int | None, reverse: bool
     ) -> list[int]:
-        """Frames `propagate` visits (official order; reverse from frame 0 visits ``[0]``)."""
+        """Frames `propagate` visits (`steps.processing_order`, the start frame included in
+        both directions; reverse from frame 0 visits ``[0]``)."""
         if start_frame_idx is None and not self._cond:
             raise InvalidInputError(
                 "start_frame_idx: expected a frame index when no prompt has been merged yet"
             )
         start = min(self._cond) if start_frame_idx is None else start_frame_idx
-        n = self.num_frames if max_frame_num_to_track is None else max_frame_num_to_track
-        if reverse:
-            end = max(start - n, 0)
-            return list(range(start, end - 1, -1)) if start > 0 else [0]
-        end = min(start + n, self.num_frames - 1)
-        return list(range(start, end + 1))
+        return processing_order(start, max_frame_num_to_track, self.num_frames, reverse)
 
     def propagate(
         self,
