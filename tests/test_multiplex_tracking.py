@@ -169,6 +169,8 @@ def test_removal_drops_emptied_buckets_from_every_memory(model):
     assert whole.multiplex.assignments == [[0, REMOVED, 1, 2]] and whole.free_slots == 0
     assert whole.stored(3).obj_ids == (0, 2, 3) and whole.stored(3).obj_ptr.shape[0] == 1
     assert not whole.remove_objects([0, 2, 3])
+    whole.reset()
+    assert whole.num_objects == 0 and whole.stored_frames() == [] and whole.num_buckets == 0
 
 
 @torch.inference_mode()

@@ -241,8 +241,12 @@ class MultiplexTrackingState:
         self.num_frames = int(num_frames)
         self.bounded_memory = bounded_memory
         self.capacity = model.multiplex_count if capacity is None else int(capacity)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every object and memory."""
         self.multiplex = MultiplexState(
-            [], self.capacity, multiplex_count=model.multiplex_count, object_ids=[]
+            [], self.capacity, multiplex_count=self.model.multiplex_count, object_ids=[]
         )
         self._cond: dict[int, StoredFrame] = {}
         self._non_cond: dict[int, StoredFrame] = {}
