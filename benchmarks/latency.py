@@ -18,17 +18,16 @@ folder, 640x272):
 Frame 0 is the prompt frame (its tracker outputs are the clicks' cached ones); the reported
 per-frame numbers are medians over frames ``--steady-from``..K (default 1..K; the memory bank
 is full from frame 7 on: 1 prompted + 6 tracked frames, so ``--frames 9 --steady-from 7`` is
-the steady state of a long video). Regions are timed with ``time.perf_counter``
-around the session's own calls (wrappers installed by this script; nothing in ``src/``):
+the steady state of a long video). The parts are the session's own stages, reported to its
+step observers (`VideoSession.observers`, `StepEvent.stages`; nothing is wrapped or patched):
 
-- backbone: ``VideoSession._features`` (ViT + both necks, once per frame);
-- detector: ``VideoSession._detect`` (fusion encoder, decoder, scoring, segmentation head,
-  mask NMS) minus the backbone;
-- tracker: ``TrackingState.propagate`` steps, ``update_memory`` (deferred memory encoding),
-  ``add_mask``/``preflight`` (reconditioning);
+- backbone: decode, ViT and both necks (once per frame);
+- detector: the concept heads (fusion encoder, decoder, scoring, segmentation head), mask NMS;
+- tracker: every tracker state's step (objects batched across states), the deferred memory
+  encoding, reconditioning and newborn states;
 - planning: ``plan_frame`` (association, hotstart, suppression);
-- post: the rest of the frame (hole filling, upsampling to video size, non-overlap, bit-packed
-  cache, output formatting).
+- post: the rest of the step (hole filling, upsampling to video size, the bit-packed
+  ledger). Output formatting runs when a frame is released and is not in the step.
 
 With ``--flops`` each part's FLOPs are counted live and its time is reported as a multiple of
 its FLOP bound (FLOPs / this run's fp32 GEMM rate). The bound is taken on the **model's**
@@ -49,7 +48,6 @@ import warnings
 import numpy as np
 import torch
 from _bench import (
-    SplitTimer,
     bikes_jpeg_folder,
     click_points,
     flop_counter,
@@ -60,105 +58,66 @@ from _bench import (
     report,
 )
 
-import sam3video.video.session as session_module
 from sam3video.io.frames import open_frames
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.memory_attention import MemoryAttention, RoPEAttention
 from sam3video.video.planner import VideoHeuristics
 from sam3video.video.session import VideoSession
-from sam3video.video.tracking import TrackingState
 
 PARTS = ("backbone", "detector", "tracker", "planning", "post")
-TIMER = SplitTimer()  # one timer; each frame's regions are charged to that frame's record
+STAGE_PART = {
+    "backbone": "backbone",
+    "detector": "detector",
+    "tracker": "tracker",
+    "plan": "planning",
+    "post": "post",
+}
 FOLDED = [0.0]  # running total of textbook-minus-executed FLOPs (see count_folded_flops)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class TimedSession(VideoSession):
-    """A `VideoSession` whose per-frame work is charged to `SplitTimer` regions."""
+class StepRecorder:
+    """Per-frame seconds (and FLOPs) of the session's detect steps, from its step observers.
 
-    timer = TIMER
-    records: dict[int, dict[str, float]]
-    flop_records: dict[int, dict[str, float]]
-    folded_records: dict[int, float]
-    rate_records: dict[int, float] | None = None
+    ``observe`` is a `VideoSession.observers` entry (one `StepEvent` per step); ``stage`` a
+    `VideoSession.stage_listeners` entry that charges the FLOPs counted since the last stage
+    boundary to the stage that just ended. ``rate`` (optional) measures the GEMM rate after
+    each step, i.e. right before the next frame (outside every step's timing).
+    """
 
-    def _records(self, frame_idx: int) -> tuple[dict[str, float], dict[str, float]]:
-        return (self.records.setdefault(frame_idx, {p: 0.0 for p in PARTS}),
-                self.flop_records.setdefault(frame_idx, {p: 0.0 for p in PARTS}))
+    def __init__(self, flops=None, rate=None) -> None:
+        self.flops, self.rate = flops, rate
+        self.records: dict[int, dict[str, float]] = {}
+        self.flop_records: dict[int, dict[str, float]] = {}
+        self.folded_records: dict[int, float] = {}
+        self.rate_records: dict[int, float] = {}
+        self._pending = {p: 0.0 for p in PARTS}
+        self._mark = self._folded = 0.0
 
-    # Wrappers pass arguments through: the session's private signatures may evolve.
-    def _features(self, *args, **kwargs):
-        with self.timer("backbone"):
-            return super()._features(*args, **kwargs)
+    def stage(self, name: str) -> None:
+        if self.flops is None:
+            return
+        total = self.flops()
+        if name == "":  # a step begins
+            self._pending = {p: 0.0 for p in PARTS}
+            self._folded = FOLDED[0]
+        else:
+            self._pending[STAGE_PART[name]] += total - self._mark
+        self._mark = total
 
-    def _detect(self, *args, **kwargs):
-        with self.timer("detector"):
-            return super()._detect(*args, **kwargs)
-
-    def _det_track_one_frame(self, frame_idx: int, reverse: bool, stages=None):
-        if self.rate_records is not None:  # the GEMM rate right before each frame (untimed)
-            self.rate_records[frame_idx] = gemm_rate(seconds=1.0)
-        folded = FOLDED[0]
-        try:
-            with self.timer.frame(*self._records(frame_idx)), self.timer("post"):
-                return super()._det_track_one_frame(frame_idx, reverse, stages)
-        finally:
-            self.folded_records[frame_idx] = FOLDED[0] - folded
-
-    def _format(self, frame_idx: int, *args, **kwargs):
-        with self.timer.frame(*self._records(frame_idx)), self.timer("post"):
-            return super()._format(frame_idx, *args, **kwargs)
-
-
-def install_tracker_timers(timer: SplitTimer) -> None:
-    """Charge `TrackingState` work, the session's batched `track_states` and `plan_frame`
-    to their regions (class-level / module-level wrappers)."""
-
-    def timed_method(name: str):
-        original = getattr(TrackingState, name)
-
-        def wrapper(self, *args, **kwargs):
-            with timer("tracker"):
-                return original(self, *args, **kwargs)
-
-        setattr(TrackingState, name, wrapper)
-
-    for name in ("update_memory", "add_mask", "preflight"):
-        timed_method(name)
-
-    original_propagate = TrackingState.propagate
-
-    def propagate(self, *args, **kwargs):
-        steps = original_propagate(self, *args, **kwargs)
-
-        def timed_steps():
-            while True:
-                with timer("tracker"):
-                    item = next(steps, None)
-                if item is None:
-                    return
-                yield item
-
-        return timed_steps()
-
-    TrackingState.propagate = propagate
-
-    original_track_states = session_module.track_states
-
-    def track_states(*args, **kwargs):
-        with timer("tracker"):
-            return original_track_states(*args, **kwargs)
-
-    session_module.track_states = track_states
-
-    original_plan = session_module.plan_frame
-
-    def plan_frame(*args, **kwargs):
-        with timer("planning"):
-            return original_plan(*args, **kwargs)
-
-    session_module.plan_frame = plan_frame
+    def observe(self, event) -> None:
+        if event.kind == "detect":
+            f = event.frame_index
+            record = {p: 0.0 for p in PARTS}
+            for name, secs in event.stages.items():
+                record[STAGE_PART[name]] += secs
+            record["post"] += event.seconds - sum(event.stages.values())  # step bookkeeping
+            self.records[f] = record
+            counted = self.flops is not None
+            self.flop_records[f] = self._pending if counted else {p: 0.0 for p in PARTS}
+            self.folded_records[f] = FOLDED[0] - self._folded if counted else 0.0
+        if self.rate is not None:  # the GEMM rate right before the next frame (untimed)
+            self.rate_records[event.frame_index + (-1 if event.reverse else 1)] = self.rate()
 
 
 def count_folded_flops(model: torch.nn.Module) -> None:
@@ -203,12 +162,19 @@ def build_model(config: str, dtype: torch.dtype):
 
 
 @torch.inference_mode()  # as the predictor's public methods (the session leaves it to callers)
-def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | None,
-             count_flops: bool = False, steady_from: int = 1) -> dict:
+def run_case(
+    model,
+    dtype,
+    folder,
+    n_objects: int,
+    n_frames: int,
+    text: str | None,
+    count_flops: bool = False,
+    steady_from: int = 1,
+) -> dict:
     frames = open_frames(folder)
     heuristics = dataclasses.replace(VideoHeuristics(), new_det_thresh=1.01)  # no births
-    session = TimedSession("bench", model, frames, heuristics=heuristics, dtype=dtype)
-    session.records, session.flop_records, session.folded_records = {}, {}, {}
+    session = VideoSession("bench", model, frames, heuristics=heuristics, dtype=dtype)
 
     t0 = time.perf_counter()
     if text is not None:
@@ -221,17 +187,23 @@ def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | No
 
     # No frame was detected since the text prompt: the propagation detects and tracks every
     # frame with every object (the ledger decides; see VideoSession.propagate).
-    session.records, session.flop_records, session.folded_records = {}, {}, {}
-    session.rate_records = {} if count_flops else None
     counter = flop_counter() if count_flops else contextlib.nullcontext()
-    TIMER.flops = (lambda: counter.get_total_flops() + FOLDED[0]) if count_flops else None
+    rec = StepRecorder(
+        flops=(lambda: counter.get_total_flops() + FOLDED[0]) if count_flops else None,
+        rate=(lambda: gemm_rate(seconds=1.0)) if count_flops else None,
+    )
+    session.observers.append(rec.observe)
+    session.stage_listeners.append(rec.stage)
+    if count_flops:
+        rec.rate_records[0] = gemm_rate(seconds=1.0)
     t0 = time.perf_counter()
     with counter:
         yielded = sum(1 for _ in session.propagate(0, n_frames, [False]))
     t_prop = time.perf_counter() - t0
-    TIMER.flops = None
     final_rate = gemm_rate(seconds=1.0) if count_flops else None
     frames.close()
+    session.records, session.flop_records = rec.records, rec.flop_records
+    session.folded_records, session.rate_records = rec.folded_records, rec.rate_records
     first = max(steady_from, 1)
     steady_idx = [f for f in sorted(session.records) if f >= first]
     steady = [session.records[f] for f in steady_idx]
@@ -247,8 +219,11 @@ def run_case(model, dtype, folder, n_objects: int, n_frames: int, text: str | No
         for p in (*PARTS, "frame"):
             per_frame = []
             for f, rate in zip(steady_idx, rates):
-                flops = sum(session.flop_records[f].values()) if p == "frame" else (
-                    session.flop_records[f][p])
+                flops = (
+                    sum(session.flop_records[f].values())
+                    if p == "frame"
+                    else (session.flop_records[f][p])
+                )
                 secs = sum(session.records[f].values()) if p == "frame" else session.records[f][p]
                 per_frame.append((flops / rate, secs))
             bounds[p] = median([b for b, _ in per_frame])
@@ -282,11 +257,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="propagated frames after frame 0")
     ap.add_argument("--text", default="person", help="text prompt; '' for clicks only")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see README)")
-    ap.add_argument("--flops", action="store_true",
-                    help="count each part's FLOPs during the propagation (FlopCounterMode) and "
-                         "report time / FLOP bound at this run's fp32 GEMM rate")
-    ap.add_argument("--steady-from", type=int, default=1,
-                    help="medians over frames F..K (7: a full memory bank)")
+    ap.add_argument(
+        "--flops",
+        action="store_true",
+        help="count each part's FLOPs during the propagation (FlopCounterMode) and "
+        "report time / FLOP bound at this run's fp32 GEMM rate",
+    )
+    ap.add_argument(
+        "--steady-from",
+        type=int,
+        default=1,
+        help="medians over frames F..K (7: a full memory bank)",
+    )
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
     if args.threads:
@@ -294,7 +276,6 @@ def main() -> None:
     n_frames = args.frames if args.frames is not None else (2 if args.model == "full" else 8)
     dtype = DTYPES[args.dtype]
     folder = bikes_jpeg_folder(n_frames + 1)
-    install_tracker_timers(TIMER)
     model, t_build = build_model(args.model, dtype)
     if args.flops:
         count_folded_flops(model)
@@ -302,19 +283,34 @@ def main() -> None:
     rates = [gemm_rate()] if args.flops else []
     rows = []
     for n in args.objects:
-        r = run_case(model, dtype, folder, n, n_frames, args.text or None, args.flops,
-                     args.steady_from)
+        r = run_case(
+            model, dtype, folder, n, n_frames, args.text or None, args.flops, args.steady_from
+        )
         print(r, flush=True)
         rows.append(r)
     if args.flops:
         rates.append(gemm_rate())
     header = [
-        "clicked", "tracked", "states", "frames", "frame s (median)", *[f"{p} s" for p in PARTS],
-        "text prompt s", "clicks s",
+        "clicked",
+        "tracked",
+        "states",
+        "frames",
+        "frame s (median)",
+        *[f"{p} s" for p in PARTS],
+        "text prompt s",
+        "clicks s",
     ]
     table = [
-        [r["objects"], r["tracked"], r["states"], r["frames"], r["frame_s"], *[r[p] for p in PARTS],
-         r["text_prompt_s"], r["clicks_s"]]
+        [
+            r["objects"],
+            r["tracked"],
+            r["states"],
+            r["frames"],
+            r["frame_s"],
+            *[r[p] for p in PARTS],
+            r["text_prompt_s"],
+            r["clicks_s"],
+        ]
         for r in rows
     ]
     lines = markdown_table(header, table)
@@ -328,21 +324,47 @@ def main() -> None:
             executed["frame"] -= r["folded_flops"]
             secs = {**{p: r[p] for p in PARTS}, "frame": r["frame_s"]}
             for p in parts:
-                bound_rows.append([r["objects"], r["tracked"], p, flops[p] / 1e9,
-                                   executed[p] / 1e9, secs[p], r["bounds"][p], r["ratios"][p]])
+                bound_rows.append(
+                    [
+                        r["objects"],
+                        r["tracked"],
+                        p,
+                        flops[p] / 1e9,
+                        executed[p] / 1e9,
+                        secs[p],
+                        r["bounds"][p],
+                        r["ratios"][p],
+                    ]
+                )
         frame_rates = [x for r in rows for x in r["rates"]]
-        lines += ["", *markdown_table(
-            ["clicked", "tracked", "part", "GFLOP (model)", "GFLOP (executed)", "measured s",
-             "FLOP bound s", "measured / bound"], bound_rows)]
-        lines += ["", f"FLOPs counted live (FlopCounterMode: matmul/conv/attention; element-"
-                  f"wise ops not counted), medians over frames {args.steady_from}..{n_frames}; "
-                  f"model = the textbook computation (executed + what sam3video saves: folded "
-                  f"value projections, the first self-attention shared by a frame's objects); "
-                  f"the bound is on it, each frame at the fp32 GEMM rate (2048^3, "
-                  f"{args.threads} thread(s)) measured right before / after it, the better of "
-                  f"the two ({min(frame_rates) / 1e9:.1f}-{max(frame_rates) / 1e9:.1f} GFLOP/s "
-                  f"over these frames; {', '.join(f'{x / 1e9:.1f}' for x in rates)} GFLOP/s at "
-                  f"the start / end of the run)."]
+        lines += [
+            "",
+            *markdown_table(
+                [
+                    "clicked",
+                    "tracked",
+                    "part",
+                    "GFLOP (model)",
+                    "GFLOP (executed)",
+                    "measured s",
+                    "FLOP bound s",
+                    "measured / bound",
+                ],
+                bound_rows,
+            ),
+        ]
+        lines += [
+            "",
+            f"FLOPs counted live (FlopCounterMode: matmul/conv/attention; element-"
+            f"wise ops not counted), medians over frames {args.steady_from}..{n_frames}; "
+            f"model = the textbook computation (executed + what sam3video saves: folded "
+            f"value projections, the first self-attention shared by a frame's objects); "
+            f"the bound is on it, each frame at the fp32 GEMM rate (2048^3, "
+            f"{args.threads} thread(s)) measured right before / after it, the better of "
+            f"the two ({min(frame_rates) / 1e9:.1f}-{max(frame_rates) / 1e9:.1f} GFLOP/s "
+            f"over these frames; {', '.join(f'{x / 1e9:.1f}' for x in rates)} GFLOP/s at "
+            f"the start / end of the run).",
+        ]
     lines += [
         "",
         f"Model {args.model}, {args.dtype}, synthetic weights, bikes 640x272 JPEG frames, text "

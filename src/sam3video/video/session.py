@@ -119,6 +119,8 @@ class VideoSession:
         self.transform = self._default_transform
         # Called with a `StepEvent` after every propagation step (progress, benchmarks).
         self.observers: list[Callable[[StepEvent], None]] = []
+        # Called at each stage boundary of an observed detect step (see `StageClock`).
+        self.stage_listeners: list[Callable[[str], None]] = []
         self.generation = 0
         self._cancelled = -1  # the generation whose stream was asked to stop
         self.closed = False
@@ -417,7 +419,7 @@ class VideoSession:
         """
         h = self.heuristics
         names = list(self.concepts) if names is None else names
-        clock = StageClock(stages)
+        clock = StageClock(stages, self.stage_listeners)
         self._features(frame_idx, need_detector=True)  # decode first
         clock.lap("backbone")
         dets = self._detect(frame_idx, names)
@@ -470,10 +472,12 @@ class VideoSession:
                 d.boxes,
                 h,
             )
+            clock.lap("plan")
             # births, reconditioning, memory update, hotstart removals (video/actions.py)
             apply_actions(
                 plan_actions(plan, d.masks, prev_ids, frame_idx, side), self.states, self._new_state
             )
+            clock.lap("tracker")
             for obj_id in plan.new_obj_ids:
                 self.object_concept[obj_id] = name
             built = build_frame_masks(
@@ -493,7 +497,7 @@ class VideoSession:
         # concepts' results carried over in ``masks``).
         planned = members | {i for i, c in self.object_concept.items() if c in groups}
         self.ledger.stamp(frame_idx, [i for i in self.obj_ids if i in planned])
-        clock.lap("plan")
+        clock.lap("post")
         return masks, suppressed
 
     def _retrack(self, frame_idx: int, reverse: bool, obj_ids: list[int]) -> None:

@@ -9,6 +9,7 @@ listens.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["StageClock", "StepEvent", "processing_order"]
@@ -45,7 +46,11 @@ class StepEvent:
 
     ``kind``: ``"detect"`` (detection + tracking of every object), ``"retrack"`` (clicked
     objects re-tracked), ``"fetch"`` (nothing to compute). ``stages``: seconds per stage of a
-    detect step (``backbone``, ``detector``, ``tracker``, ``plan``) when observers are set.
+    detect step when observers are set: ``backbone`` (decode, ViT and necks), ``detector``
+    (the concept heads, mask NMS), ``tracker`` (every state's step, the deferred memory
+    update, reconditioning and newborn states), ``plan`` (`plan_frame`: association,
+    hotstart, suppression) and ``post`` (the frame's masks at video size, the ledger).
+    ``seconds`` is the whole step; outputs are formatted later, when the frame is released.
     """
 
     frame_index: int
@@ -56,17 +61,31 @@ class StepEvent:
 
 
 class StageClock:
-    """Seconds per stage into ``stages`` (a no-op when ``stages`` is None)."""
+    """Seconds per stage into ``stages`` (a no-op when ``stages`` is None).
 
-    def __init__(self, stages: dict[str, float] | None) -> None:
+    ``listeners`` are called with ``""`` when the step begins and with a stage's name when it
+    ends (e.g. a benchmark reading a FLOP counter per stage); their own time is not charged
+    to any stage.
+    """
+
+    def __init__(
+        self,
+        stages: dict[str, float] | None,
+        listeners: Sequence[Callable[[str], None]] = (),
+    ) -> None:
         self.stages = stages
+        self.listeners = list(listeners) if stages is not None else []
+        for listener in self.listeners:
+            listener("")
         self.start = self.last = time.perf_counter()
 
     def lap(self, name: str) -> None:
         if self.stages is not None:
             now = time.perf_counter()
             self.stages[name] = self.stages.get(name, 0.0) + now - self.last
-            self.last = now
+            for listener in self.listeners:
+                listener(name)
+            self.last = time.perf_counter()
 
     def total(self) -> float:
         return time.perf_counter() - self.start
