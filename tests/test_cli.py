@@ -659,7 +659,7 @@ def test_bad_sources_and_outputs(tmp_path, capsys, no_checkpoint_env):
         one_line_error(capsys, code, 2, "--out: cannot write in the folder")
     if not torch.cuda.is_available():
         code = cli.main(["track", str(VIDEO), *base, "--device", "cuda"])
-        one_line_error(capsys, code, 2, "--device: CUDA is not available")
+        one_line_error(capsys, code, 2, "--device: 'cuda' asks for CUDA, but no CUDA device")
 
 
 def test_checkpoint_errors(tmp_path, capsys, no_checkpoint_env, monkeypatch):

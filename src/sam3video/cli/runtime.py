@@ -36,33 +36,18 @@ def default_threads(env: Mapping[str, str] | None = None) -> int:
 
 
 def check_device(name: str) -> Any:
-    """The ``torch.device`` of ``--device`` (``auto``: CUDA, then MPS, then CPU).
+    """The ``torch.device`` of ``--device`` (``auto``: CUDA, then MPS, then CPU): the
+    predictor's `pick_device`, its errors named after the option.
 
     Raises:
         InvalidInputError: the device is not available here (one line naming ``--device``).
     """
-    import torch
-
     from sam3video.predictor import pick_device
 
-    if name == "auto":
-        return pick_device(None)
-    device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InvalidInputError(
-                f"--device: CUDA is not available here (torch {torch.__version__}, no CUDA "
-                "device); use --device cpu or auto"
-            )
-        if device.index is not None and device.index >= count:
-            raise InvalidInputError(
-                f"--device: expected cuda:0..cuda:{count - 1} ({count} CUDA devices), got {name}"
-            )
-    if device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise InvalidInputError(
-                "--device: MPS (Apple GPU) is not available here; use --device cpu or auto"
-            )
-    return device
+    try:
+        return pick_device(name)
+    except InvalidInputError as exc:
+        message = str(exc)
+        if message.startswith("device:"):
+            message = message[len("device:") :].lstrip()
+        raise InvalidInputError(f"--device: {message}") from None
