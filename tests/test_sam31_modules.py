@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.build import build_sam3_video_model
+from sam3video.model.detector import GeometryPrompt
 from sam3video.model.tracker_31 import MemoryFrame, PointerFrame, demux, mux
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -74,6 +75,31 @@ def test_neck_only_computes_what_is_asked():
     assert out.propagation_feats is None and out.propagation_pos is None
     with pytest.raises(InvalidInputError, match="at least one True"):
         neck.apply_necks(torch.zeros(1, 64, 16, 16), need_detector=False)
+
+
+def test_detector_on_the_three_way_neck_matches_official():
+    # Sam3MultiplexDetector grounds as SAM 3.0's detector, on the detector pyramid
+    t, _ = load("detector")
+    det = model().detector
+    with torch.no_grad():
+        neck = det.backbone.forward_image(t["image"])
+        feats, mask = det.backbone.language_backbone.encode_tokens(t["tokens"])
+        for name in ("text", "text_box"):
+            boxes = t[f"{name}_boxes_cxcywh"]
+            geometry = GeometryPrompt(
+                boxes=boxes,
+                box_labels=torch.ones(boxes.shape[:2], dtype=torch.long),
+                box_mask=torch.zeros(boxes.shape[:2], dtype=torch.bool),
+            )
+            out = det.forward_grounding(
+                neck.detector_feats, neck.detector_pos, feats[:1], mask[:1], geometry
+            )
+            close(out.pred_logits, t[f"{name}_pred_logits"])
+            close(out.presence_logit, t[f"{name}_presence_logit"])
+            close(out.pred_boxes, t[f"{name}_pred_boxes"])
+            agree = ((out.pred_masks > 0) == (t[f"{name}_pred_masks"] > 0)).float().mean()
+            assert agree >= 0.999
+            close(out.pred_masks, t[f"{name}_pred_masks"], atol=1e-2)
 
 
 # ----------------------------------------------------------------------------- decoder

@@ -12,8 +12,8 @@ neck is the official ``Sam3TriViTDetNeck`` around the tiny ViT trunk). Weights:
 `synthetic_tensor` under the official keys (prefixes ``detector.backbone.vision_backbone.``
 and ``tracker.model.``).
 
-Writes ``tests/fixtures/sam31_{neck,mask_decoder,memory_encoder,memory_attention,heads,
-memory}.pt`` (read by ``tests/test_sam31_modules.py``): seeded inputs, official outputs
+Writes ``tests/fixtures/sam31_{neck,detector,mask_decoder,memory_encoder,memory_attention,
+heads,memory}.pt`` (read by ``tests/test_sam31_modules.py``): seeded inputs, official outputs
 (float32, eval mode, no autocast, CPU) and the official key -> shape lists. Tensors are
 batch-first (the official memory attention is sequence-first; transposed here). With
 ``--full`` also ``sam31_full.pt`` (``tests/test_sam31_full.py``, slow): the tracker's
@@ -328,6 +328,56 @@ def gen_memory(model) -> None:
     save_fixture("sam31_memory", t, meta)
 
 
+def gen_detector() -> None:
+    """The 3.1 detector (``Sam3MultiplexDetector``: SAM 3.0's grounding on the three-way
+    neck's detector pyramid), text prompt and a text + box prompt, on a seeded image."""
+    from sam3.model.data_misc import FindStage
+    from sam3.model.geometry_encoders import Prompt
+
+    detector = ob31.build_official_31_detector(CFG)
+    kept = load_synthetic(detector, "detector.")
+    assert all(k.endswith("freqs_cis") for k in kept), kept
+    g = torch.Generator().manual_seed(37)
+    image = torch.rand(1, 3, IMG, IMG, generator=g) * 2 - 1
+    texts = ["a cat", "visual"]
+    t = {"image": image}
+    backbone = detector.backbone.forward_image(image)
+    text_out = detector.backbone.forward_text(texts, device=torch.device("cpu"))
+    t["tokens"] = detector.backbone.language_backbone.tokenizer(texts, context_length=32)
+    boxes = {"text": [], "text_box": [[0.4, 0.5, 0.3, 0.6]]}
+    for name, box in boxes.items():
+        b = torch.tensor(box, dtype=torch.float32).reshape(-1, 1, 4)
+        prompt = Prompt(
+            box_embeddings=b,
+            box_mask=torch.zeros(1, b.shape[0], dtype=torch.bool),
+            box_labels=torch.ones(b.shape[0], 1, dtype=torch.long),
+            point_embeddings=torch.zeros(0, 1, 2),
+            point_mask=torch.zeros(1, 0, dtype=torch.bool),
+            point_labels=torch.zeros(0, 1, dtype=torch.long),
+        )
+        find = FindStage(
+            img_ids=torch.tensor([0]),
+            text_ids=torch.tensor([0]),
+            input_boxes=torch.zeros(0, 1, 4),
+            input_boxes_mask=torch.zeros(1, 0, dtype=torch.bool),
+            input_boxes_label=torch.zeros(0, 1, dtype=torch.long),
+            input_points=torch.zeros(0, 1, 2),
+            input_points_mask=torch.zeros(1, 0, dtype=torch.bool),
+        )
+        out = detector.forward_grounding(
+            backbone_out={"img_batch_all_stages": image, **backbone, **text_out},
+            find_input=find,
+            find_target=None,
+            geometric_prompt=prompt,
+        )
+        t[f"{name}_boxes_cxcywh"] = b.transpose(0, 1)
+        t[f"{name}_pred_logits"] = out["pred_logits"][..., 0]
+        t[f"{name}_presence_logit"] = out["presence_logit_dec"]
+        t[f"{name}_pred_boxes"] = out["pred_boxes"]
+        t[f"{name}_pred_masks"] = out["pred_masks"]
+    save_fixture("sam31_detector", t, {"texts": texts})
+
+
 # ------------------------------------------------------------------------------ full size
 FULL_ASSIGN = [list(range(15, -1, -1)), [16, 17, 18, 19] + [-1] * 12]  # 20 objects, 2 buckets
 
@@ -436,6 +486,7 @@ def main() -> None:
     torch.manual_seed(0)
     with torch.no_grad():
         gen_neck()
+        gen_detector()
         model = official_tracker()
         gen_mask_decoder(model)
         gen_memory_encoder(model)
