@@ -12,6 +12,7 @@ from sam3video.model.build import (
     build_sam3_video_model,
     checkpoint_version,
     load_state_dict_checked,
+    official_key_names,
     resolve_model_config,
 )
 from sam3video.model.config import get_config
@@ -168,3 +169,20 @@ def test_predictor_detects_sam31_and_says_tracking_is_not_there_yet(tiny_checkpo
         checkpoint_path=tiny_checkpoints["tiny"], model_config="sam3.1-tiny", device="cpu"
     )
     assert predictor.model.config.name == "tiny"
+
+
+def test_internal_key_names_are_renamed(tmp_path):
+    state = synthetic_state_dict("sam3.1-tiny")
+    internal = {
+        k.replace("detector.", "sam3_model.", 1).replace("tracker.", "sam2_predictor.", 1): v
+        for k, v in state.items()
+    }
+    assert not any(k.startswith(("detector.", "tracker.")) for k in internal)
+    path = tmp_path / "internal.pt"
+    torch.save({"model": internal}, path)
+    assert checkpoint_version(path) == "sam3.1"
+    model = build_sam3_video_model("sam3.1-tiny", checkpoint_path=path, device="cpu")
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())
+    plain = {"detector.x": torch.zeros(1)}
+    assert official_key_names(plain) is plain

@@ -222,7 +222,27 @@ def checkpoint_version(path: str | os.PathLike) -> str:
     """``"sam3"`` or ``"sam3.1"``: the version of the checkpoint at ``path``, from its keys
     (`sam3video.model.weights.detect_checkpoint_version`; ``.pt`` files are memory-mapped,
     so this reads little more than the key list)."""
-    return detect_checkpoint_version(read_checkpoint(path).keys())
+    return detect_checkpoint_version(official_key_names(read_checkpoint(path)).keys())
+
+
+# Meta's internal training checkpoints name the two halves differently; the official SAM 3.1
+# loader renames them (the released files already use detector. / tracker.).
+_INTERNAL_PREFIXES = {"sam3_model.": "detector.", "sam2_predictor.": "tracker."}
+
+
+def official_key_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with internal prefixes (``sam3_model.``, ``sam2_predictor.``) renamed to the
+    released ones (``detector.``, ``tracker.``); the same dict when there are none."""
+    if not any(k.startswith(tuple(_INTERNAL_PREFIXES)) for k in state):
+        return state
+    out = {}
+    for key, value in state.items():
+        for old, new in _INTERNAL_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
 
 
 # The preset of the other model version with the same sizes.
@@ -340,7 +360,7 @@ def build_sam3_video_model(
         state = synthetic_state_dict(model, seed=seed)
         source = "synthetic weights"
     else:
-        state = read_checkpoint(checkpoint_path)
+        state = official_key_names(read_checkpoint(checkpoint_path))
         source = f"checkpoint {str(checkpoint_path)!r}"
     report = load_state_dict_checked(model, state, strict=strict, source=source)
     if not report.ok:
