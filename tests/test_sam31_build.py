@@ -186,3 +186,17 @@ def test_internal_key_names_are_renamed(tmp_path):
     assert all(torch.equal(got[k], v) for k, v in state.items())
     plain = {"detector.x": torch.zeros(1)}
     assert official_key_names(plain) is plain
+
+
+def test_version_from_safetensors_header_and_unknown_keys_keep_the_config(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "sam31.safetensors"
+    save_file(synthetic_state_dict("sam3.1-tiny"), str(path))
+    assert checkpoint_version(path) == "sam3.1"
+    assert resolve_model_config("tiny", path).name == "sam3.1-tiny"
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(2)}, other)
+    assert resolve_model_config("tiny", other).name == "tiny"
+    with pytest.raises(CheckpointError, match="expected SAM 3 or SAM 3.1 keys"):
+        checkpoint_version(other)

@@ -222,7 +222,26 @@ def checkpoint_version(path: str | os.PathLike) -> str:
     """``"sam3"`` or ``"sam3.1"``: the version of the checkpoint at ``path``, from its keys
     (`sam3video.model.weights.detect_checkpoint_version`; ``.pt`` files are memory-mapped,
     so this reads little more than the key list)."""
-    return detect_checkpoint_version(official_key_names(read_checkpoint(path)).keys())
+    return detect_checkpoint_version(checkpoint_keys(path))
+
+
+def checkpoint_keys(path: str | os.PathLike) -> list[str]:
+    """The state-dict keys of a checkpoint (internal prefixes renamed) without loading its
+    tensors: ``.safetensors`` headers are read, ``.pt`` files memory-mapped."""
+    p = Path(path).expanduser()
+    if p.suffix == ".safetensors" and p.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                keys = list(f.keys())
+        except Exception as exc:  # header errors vary
+            raise CheckpointError(
+                f"checkpoint_path: {str(p)!r} is not a readable safetensors file "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        return list(official_key_names(dict.fromkeys(keys)))
+    return list(official_key_names(read_checkpoint(p)))
 
 
 # Meta's internal training checkpoints name the two halves differently; the official SAM 3.1
@@ -260,13 +279,18 @@ def resolve_model_config(
     the checkpoint's keys (`checkpoint_version`; nothing to read without a checkpoint). A
     preset of the other version is swapped for the one with the same sizes (``"full"`` <->
     ``"sam3.1"``, ``"tiny"`` <-> ``"sam3.1-tiny"``); a custom config of the other version is
-    a `ConfigError`.
+    a `ConfigError`. A checkpoint whose keys are of neither version keeps ``config`` (the
+    strict load then lists the keys that do not fit).
     """
     if version not in (None, "sam3", "sam3.1"):
         raise ConfigError(f"version: expected None, 'sam3' or 'sam3.1', got {version!r}")
     cfg = get_config(config)
     if version is None and checkpoint_path is not None:
-        version = checkpoint_version(checkpoint_path)
+        try:
+            version = detect_checkpoint_version(checkpoint_keys(checkpoint_path))
+        except CheckpointError:
+            # Keys of neither version (or unreadable): the strict load will say what is wrong.
+            return cfg
     if version is None or version == cfg.version:
         return cfg
     if cfg.name in _COUNTERPART and cfg == get_config(cfg.name):
