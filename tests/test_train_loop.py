@@ -108,8 +108,10 @@ def test_lr_schedule():
 
 def test_detector_queries_targets():
     clip = prepare_clip(SquaresSource(64).sample(np.random.default_rng(3), 2), 32)
-    frames, texts, targets = detector_queries([clip] * 40, np.random.default_rng(0), 0.3)
-    for t, text, boxes, masks in zip(frames, texts, targets.boxes, targets.masks):
+    queries, texts, targets = detector_queries([clip] * 20, np.random.default_rng(0), 0.3, (), 2)
+    assert [k for k, _ in queries] == [k for k in range(20) for _ in range(2)]
+    assert all(queries[2 * k][1] == queries[2 * k + 1][1] for k in range(20))  # one frame
+    for (_, t), text, boxes, masks in zip(queries, texts, targets.boxes, targets.masks):
         if text == "green circle":
             assert len(boxes) == 0
         else:
@@ -259,3 +261,16 @@ def test_ytvis_source_groups_annotations_of_one_object(tmp_path):
     assert torch.equal(sample.masks[0, 0], torch.from_numpy(m7.astype(bool)))
     assert torch.equal(sample.masks[1, 0], torch.from_numpy(m9.astype(bool)))
     assert not sample.masks[:, 1].any()  # null = not visible
+
+
+def test_detector_queries_index_the_same_frames_in_both_tasks():
+    """The detector loss of a step is the same whether the backbone ran on the queried
+    frames only (task detector) or on every frame of the clips (task both)."""
+    losses = {}
+    for task in ("detector", "both"):
+        cfg = TrainConfig(task=task, batch=2, num_frames=3, queries_per_frame=3)
+        trainer = Trainer(cfg, SquaresSource(), log=lambda r: None)
+        with torch.no_grad():
+            losses[task] = trainer.compute_loss(trainer.sample_clips(0), step=0)[1]
+    for key in ("det_cls", "det_bbox", "det_giou", "det_presence", "det_mask", "det_dice"):
+        assert losses["both"][key] == pytest.approx(losses["detector"][key], rel=1e-4, abs=1e-6)

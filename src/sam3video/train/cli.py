@@ -45,6 +45,13 @@ def add_train_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
     c.add_argument("--steps", type=int, default=1000, help="optimizer steps in all (default 1000)")
     c.add_argument("--batch", type=int, default=2, help="clips per step (default 2)")
     c.add_argument("--frames", type=int, default=4, help="frames per clip (default 4)")
+    c.add_argument(
+        "--queries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="detector find-queries (phrases) per clip and step (default 1)",
+    )
     c.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     c.add_argument("--weight-decay", type=float, default=0.05)
     c.add_argument("--warmup", type=int, default=None, help="warmup steps (default 5%% of steps)")
@@ -106,6 +113,7 @@ def run_train(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         steps=args.steps,
         batch=args.batch,
         num_frames=args.frames,
+        queries_per_frame=args.queries,
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup=args.warmup if args.warmup is not None else max(args.steps // 20, 1),

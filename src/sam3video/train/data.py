@@ -255,16 +255,18 @@ def detector_queries(
     rng: np.random.Generator,
     p_negative: float = 0.2,
     vocabulary: Sequence[str] = (),
-) -> tuple[list[int], list[str], DetectorTargets]:
-    """One find-query per clip: a random frame and a random phrase.
+    per_frame: int = 1,
+) -> tuple[list[tuple[int, int]], list[str], DetectorTargets]:
+    """``per_frame`` find-queries per clip, all on one random frame of the clip.
 
-    With probability ``p_negative`` (or when no object is visible) the phrase is one that
-    matches nothing (the clip's negatives, else a ``vocabulary`` phrase of no object); else a
-    phrase of a visible object, whose targets are all objects visible on the frame that carry
-    the phrase. Returns the frame index per clip, the texts and the `DetectorTargets`.
+    Each query's phrase is, with probability ``p_negative`` (or when no object is visible),
+    one that matches nothing (the clip's negatives, else a ``vocabulary`` phrase of no
+    object); else a phrase of a visible object, whose targets are all objects visible on the
+    frame that carry the phrase. Returns ``(clip index, frame index)`` per query, the texts
+    and the `DetectorTargets`.
     """
     frames, texts, boxes, masks = [], [], [], []
-    for clip in clips:
+    for k, clip in enumerate(clips):
         t = int(rng.integers(clip.images.shape[0]))
         visible = clip.masks[:, t].flatten(1).any(1)
         present = sorted({p for i, ps in enumerate(clip.phrases) if visible[i] for p in ps})
@@ -275,16 +277,17 @@ def detector_queries(
                 "negative_phrases: a clip frame without visible objects needs a phrase that "
                 "matches nothing (give negative_phrases or a vocabulary)"
             )
-        use_negative = bool(negatives) and (not present or rng.random() < p_negative)
-        if use_negative:
-            phrase = negatives[int(rng.integers(len(negatives)))]
-            rows: list[int] = []
-        else:
-            phrase = present[int(rng.integers(len(present)))]
-            rows = [i for i, ps in enumerate(clip.phrases) if visible[i] and phrase in ps]
-        m = clip.masks[rows, t]
-        frames.append(t)
-        texts.append(phrase)
-        masks.append(m)
-        boxes.append(normalized_boxes(m) if rows else torch.zeros(0, 4))
+        for _ in range(per_frame):
+            use_negative = bool(negatives) and (not present or rng.random() < p_negative)
+            if use_negative:
+                phrase = negatives[int(rng.integers(len(negatives)))]
+                rows: list[int] = []
+            else:
+                phrase = present[int(rng.integers(len(present)))]
+                rows = [i for i, ps in enumerate(clip.phrases) if visible[i] and phrase in ps]
+            m = clip.masks[rows, t]
+            frames.append((k, t))
+            texts.append(phrase)
+            masks.append(m)
+            boxes.append(normalized_boxes(m) if rows else torch.zeros(0, 4))
     return frames, texts, DetectorTargets(boxes, masks)

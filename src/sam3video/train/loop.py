@@ -86,6 +86,7 @@ class TrainConfig:
     save_every: int = 100
     log_every: int = 1
     p_negative: float = 0.2
+    queries_per_frame: int = 1  # detector find-queries (phrases) per clip, on one frame
     freeze: tuple[str, ...] = ()  # parameter-name prefixes kept fixed
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     detector_weights: DetectorLossWeights = field(default_factory=DetectorLossWeights)
@@ -98,7 +99,14 @@ class TrainConfig:
             raise ConfigError(f"dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.dtype == "float16" and not str(self.device).startswith("cuda"):
             raise ConfigError(f"dtype: float16 autocast needs a CUDA device, got {self.device!r}")
-        for name in ("steps", "batch", "num_frames", "save_every", "log_every"):
+        for name in (
+            "steps",
+            "batch",
+            "num_frames",
+            "save_every",
+            "log_every",
+            "queries_per_frame",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
         if self.warmup < 0 or self.lr <= 0:
@@ -198,23 +206,26 @@ class Trainer:
         parts: dict[str, float] = {}
         total = torch.zeros((), device=self.device)
         if want_det:
-            frame_idx, texts, targets = detector_queries(
-                clips, rng, cfg.p_negative, self.vocabulary
+            queries, texts, targets = detector_queries(
+                clips, rng, cfg.p_negative, self.vocabulary, cfg.queries_per_frame
             )
         t = clips[0].images.shape[0]
         if want_trk:  # every frame of every clip
             images = torch.cat([c.images for c in clips])
-        else:  # only the queried frames
-            images = torch.stack([c.images[i] for c, i in zip(clips, frame_idx)])
+            rows = [k * t + i for k, i in queries] if want_det else []
+        else:  # only the queried frames (one per clip)
+            images = torch.stack(
+                [c.images[i] for c, (_, i) in zip(clips, queries[:: cfg.queries_per_frame])]
+            )
+            rows = [k for k, _ in queries]
         images = images.to(self.device)
         with self._autocast():
             neck = detector.backbone.forward_image(
                 images, need_detector=want_det, need_tracker=want_trk
             )
             if want_det:
-                rows = [k * t + i for k, i in enumerate(frame_idx)] if want_trk else None
-                feats = [f if rows is None else f[rows] for f in neck.detector_feats]
-                pos = [p if rows is None else p[rows] for p in neck.detector_pos]
+                feats = [f[rows] for f in neck.detector_feats]
+                pos = [p[rows] for p in neck.detector_pos]
                 text_feats, text_mask = detector.backbone.forward_text(texts, device=self.device)
                 layers = detector_layers(detector, feats, pos, text_feats, text_mask)
             if want_trk:
