@@ -114,9 +114,11 @@ def test_retained_keeps_less_than_everything_on_a_long_pass():
     stored = {t: 0.5 for t in range(1, 500)}
     keep = rule.retained([0], stored, 1000, (499, False))
     assert max(keep) == 499 and len(keep) <= 2 * 16
-    # forward from the prompted frame 0 reads nothing below it; the next frame reads the
-    # 15 frames the pointers reach behind frame 500
-    assert keep == set(range(485, 500))
+    # a pass backward from the prompted frame 0 would select the 15 nearest above it; the
+    # next frame reads the 15 frames the pointers reach behind frame 500
+    assert keep == set(range(1, 16)) | set(range(485, 500))
+    # at the video's end the window stays (as if the video went on)
+    assert rule.retained([0], stored, 500, (499, False)) == keep
 
 
 def test_retained_with_a_huge_horizon_is_fast():

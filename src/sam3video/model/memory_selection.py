@@ -253,9 +253,9 @@ class MemoryRule:
         ``memory_temporal_stride`` r > 1: the next r frames). A tracked
         frame that none of them reads is never read again in those flows: a pass only moves
         away from it, and a new pass starts at a prompted frame (see the bounded memory of
-        `sam3video.video.tracking`). The last propagated frame itself is always kept. With
-        no prompted frame every stored frame is kept. (Assumes ``max_obj_ptrs_in_encoder >=
-        2``; with 1 a scan stops at the first stored frame, qualifying or not.)
+        `sam3video.video.tracking`). With no prompted frame every stored frame is kept.
+        (Assumes ``max_obj_ptrs_in_encoder >= 2``; with 1 a scan stops at the first stored
+        frame, qualifying or not.)
         """
         if not cond_frames:
             return set(non_cond_scores)
@@ -266,14 +266,13 @@ class MemoryRule:
             starts.append(last)
         steps = {(t - k if rev else t + k, rev) for t, rev in starts for k in range(1, r + 1)}
         keep: set[int] = set()
+        # Steps past the video's ends count too: at the end of a pass the state keeps the
+        # window it kept on the way (a live video goes on; a click there reuses its logits).
         for frame, reverse in steps:
-            if 0 <= frame < num_frames:
-                spatial, pointers = self.earlier_frames(frame, non_cond_scores, num_frames, reverse)
-                picked = [t for t, _ in spatial + pointers]
-                if self.use_memory_selection:
-                    # Frames selected but not read still count: they decide what is read.
-                    picked += self.frame_filter(frame, non_cond_scores, num_frames, reverse)
-                keep.update(t for t in picked if t in non_cond_scores)
-        if last is not None and last[0] in non_cond_scores:
-            keep.add(last[0])  # what a continuing pass reads first, at the video's ends too
+            spatial, pointers = self.earlier_frames(frame, non_cond_scores, num_frames, reverse)
+            picked = [t for t, _ in spatial + pointers]
+            if self.use_memory_selection:
+                # Frames selected but not read still count: they decide what is read.
+                picked += self.frame_filter(frame, non_cond_scores, num_frames, reverse)
+            keep.update(t for t in picked if t in non_cond_scores)
         return keep
