@@ -8,14 +8,25 @@ make the tracker's memory object-specific. We apply the same edits to our model,
 requests and compare every response object id by object id; on a mismatch the message matches
 the masks across ids by IoU, so that two objects trading ids shows as such.
 
-Near ties: objects with identical inputs ("twins", e.g. objects empty on their birth frame,
-also across tracker states) get the same masks and object scores up to float rounding, and
-that rounding depends on the batch (its size, the row's position) differently in the official
-code and here: the official may give twins scores one float32 ulp apart where ours are equal,
-or the reverse. Where twins overlap, the output non-overlap then hands the contested pixels to
-either id (an exact tie to the lowest id, a one-ulp gap to the larger score). Overlapping
-pairs whose official frame scores differ by less than ``TIE_GAP`` (0 included) are therefore
-compared as a group (the union of their masks); every other object by its own id.
+Twins: objects with identical inputs (e.g. empty on their birth frame) get the same masks and
+object scores up to float rounding, and that rounding differs between the official code and
+ours (and within the official code, between rows of one batch). Two decisions then hang on
+it: the output non-overlap (by frame score: an exact tie goes to the lowest id, a one-ulp gap
+to the larger score) and, before the memory encoder, the pixel-wise argmax of the shrinkage
+suppression (an object keeps its memory if it wins >= 30 % of its pixels). Measured at full
+size (tools/reference/README.md, item 12): the twins' logits differ by ~3e-6 (median), the
+official and our differences between twins are uncorrelated (corr -0.1), and a 1e-6
+perturbation of one twin flips the official's own suppression decision (object 3 wins 29.4 %
+of its pixels in the official run; 29.9-30.1 % under 1e-6 noise). Which twin keeps which
+memory, and with it which id carries which mask afterwards, is therefore float chaos, in the
+official code as much as here.
+
+So objects that were ever a near tie (official frame scores differing by less than
+``TIE_GAP``, 0 included, on a frame where their masks overlap) form a twin group from that
+response on, and a twin group is compared as a set: the same number of non-empty masks, each
+official mask matched to a distinct one of ours with IoU >= ``MIN_IOU``. Every other object is
+compared by its own id, and every id's probability (its detection score, bound to the id) is
+compared wherever both sides report it.
 """
 
 from __future__ import annotations
@@ -63,16 +74,28 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
-def _tie_groups(contested: list[dict]) -> list[set[int]]:
-    groups: list[set[int]] = []
-    for pair in contested:
-        if pair["score_gap"] >= TIE_GAP:
-            continue
-        a, b = pair["obj_ids"]
-        hit = [g for g in groups if a in g or b in g]
-        merged = {a, b}.union(*hit)
-        groups = [g for g in groups if g not in hit] + [merged]
-    return groups
+class TwinGroups:
+    """Near-tie groups seen so far in a replay (union-find over the official contested pairs)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def _find(self, i: int) -> int:
+        while self.parent.setdefault(i, i) != i:
+            i = self.parent[i]
+        return i
+
+    def add(self, contested: list[dict]) -> None:
+        for pair in contested:
+            if pair["score_gap"] < TIE_GAP:
+                a, b = (self._find(i) for i in pair["obj_ids"])
+                self.parent[max(a, b)] = min(a, b)
+
+    def groups(self) -> list[set[int]]:
+        out: dict[int, set[int]] = {}
+        for i in list(self.parent):
+            out.setdefault(self._find(i), set()).add(i)
+        return [g for g in out.values() if len(g) > 1]
 
 
 def _swaps(ours: dict, expected: dict) -> str:
@@ -85,34 +108,51 @@ def _swaps(ours: dict, expected: dict) -> str:
     return "; ".join(lines)
 
 
-def compare_response(outputs: dict, expected: dict, contested: list[dict], where: str) -> int:
-    """``expected``: official ``id -> (mask, prob)`` of the non-empty masks."""
+def _match_as_set(theirs: list[np.ndarray], mine: list[np.ndarray]) -> float:
+    """Smallest IoU of a one-to-one matching of two equally long lists of output masks.
+
+    Output masks do not overlap (object-wise non-overlap), so a mask has at most one partner
+    with IoU > 0.5 and matching each official mask to its best unused partner is exact.
+    """
+    free = list(range(len(mine)))
+    worst = 1.0
+    for mask in theirs:
+        iou, k = max((_iou(mask, mine[j]), j) for j in free)
+        free.remove(k)
+        worst = min(worst, iou)
+    return worst
+
+
+def compare_response(
+    outputs: dict, expected: dict, probs: dict, groups: list[set[int]], where: str
+) -> int:
+    """``expected``: official ``id -> (mask, prob)`` of the non-empty masks; ``probs``: the
+    official probability of every reported id; ``groups``: the twin groups so far."""
     ours = {i: o["mask"] for i, o in outputs.items()}
-    groups = _tie_groups(contested)
+    for i, o in outputs.items():
+        if i in probs:
+            assert abs(o["score"] - probs[i]) <= SCORE_TOL, f"{where}, object {i}: probability"
     grouped = set().union(*groups) if groups else set()
-    # Ids outside near-tie groups: the same ids, the same masks.
+    # Ids outside twin groups: the same ids, the same masks.
     mine = sorted(i for i in ours if i not in grouped)
     theirs = sorted(i for i in expected if i not in grouped)
     assert mine == theirs, f"{where}: ids {mine} vs official {theirs}; {_swaps(ours, expected)}"
     checked = 0
     for i in theirs:
-        mask, prob = expected[i]
+        mask, _ = expected[i]
         iou = _iou(ours[i], mask)
         assert iou >= MIN_IOU, f"{where}, object {i}: IoU {iou:.4f}; {_swaps(ours, expected)}"
-        assert abs(outputs[i]["score"] - prob) <= SCORE_TOL, where
         checked += 1
-    h, w = next(iter(expected.values()))[0].shape if expected else (0, 0)
     for group in groups:
-        union_ours = np.zeros((h, w), dtype=bool)
-        union_theirs = np.zeros((h, w), dtype=bool)
-        for i in group:
-            if i in ours:
-                union_ours |= ours[i]
-            if i in expected:
-                union_theirs |= expected[i][0]
-        iou = _iou(union_ours, union_theirs)
-        assert iou >= MIN_IOU, f"{where}, near-tie group {sorted(group)}: union IoU {iou:.4f}"
-        checked += 1
+        theirs_g = [expected[i][0] for i in sorted(group) if i in expected]
+        mine_g = [ours[i] for i in sorted(group) if i in ours]
+        assert len(mine_g) == len(theirs_g), (
+            f"{where}, twin group {sorted(group)}: {len(mine_g)} non-empty masks vs official "
+            f"{len(theirs_g)}; {_swaps(ours, expected)}"
+        )
+        iou = _match_as_set(theirs_g, mine_g)
+        assert iou >= MIN_IOU, f"{where}, twin group {sorted(group)}: set IoU {iou:.4f}"
+        checked += len(theirs_g)
     return checked
 
 
@@ -147,6 +187,7 @@ def replay(predictor, folder, frames, fixture: dict) -> int:
     ]
     predictor.get_session(sid).transform = lambda t: frames[t]
     checked = 0
+    twins = TwinGroups()
     for k, step in enumerate(meta["steps"]):
         req = {**step["product_request"], "session_id": sid}
         if req["type"] == "propagate_in_video":
@@ -164,7 +205,10 @@ def replay(predictor, folder, frames, fixture: dict) -> int:
             )
             expected = {i: (m, p) for i, m, p in zip(ids, masks, probs) if m.any()}
             where = f"{meta['session']} step {k} ({req['type']}), frame {frame}"
-            checked += compare_response(outputs, expected, resp["contested"], where)
+            twins.add(resp["contested"])
+            checked += compare_response(
+                outputs, expected, dict(zip(ids, probs)), twins.groups(), where
+            )
     predictor.handle_request({"type": "close_session", "session_id": sid})
     return checked
 

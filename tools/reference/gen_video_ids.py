@@ -207,6 +207,82 @@ def product_request(req: dict, width: int, height: int) -> dict:
     return out
 
 
+class MemoryRecorder:
+    """Observation only: the inputs of the memory update's shrinkage suppression.
+
+    Per call of ``_tracker_update_memories``: the frame, the object ids in batch order, and per
+    object its foreground area at the memory-encoder size (1152), the pixels where it is the
+    pixel-wise argmax (the non-overlap it would keep) and whether it was kept (not suppressed),
+    plus, per pair of objects, the largest logit difference (0 for bit-identical "twins").
+    """
+
+    def __init__(self, model) -> None:
+        self.log: list[dict] = []
+        update = model._tracker_update_memories
+        shrink = model.tracker._suppress_object_pw_area_shrinkage
+        current: dict = {}
+
+        def wrapped_update(states, frame_idx, tracker_metadata, low_res_masks):
+            current["frame"] = int(frame_idx)
+            current["ids"] = gv._py(list(tracker_metadata["obj_ids_all_gpu"]))
+            return update(
+                states, frame_idx, tracker_metadata=tracker_metadata, low_res_masks=low_res_masks
+            )
+
+        def wrapped_shrink(pred_masks):
+            out = shrink(pred_masks)
+            n = pred_masks.shape[0]
+            fg = pred_masks[:, 0] > 0
+            win = pred_masks.argmax(dim=0)[0]
+            self.log.append(
+                {
+                    "frame_index": current["frame"],
+                    "obj_ids": current["ids"],
+                    "area": fg.flatten(1).sum(1).tolist(),
+                    "argmax_px": [int(((win == i) & fg[i]).sum()) for i in range(n)],
+                    "kept": ((out > 0).flatten(1).sum(1) == fg.flatten(1).sum(1)).tolist(),
+                    "max_abs_diff": [
+                        [float((pred_masks[i] - pred_masks[j]).abs().max()) for j in range(n)]
+                        for i in range(n)
+                    ],
+                }
+            )
+            return out
+
+        model._tracker_update_memories = wrapped_update
+        model.tracker._suppress_object_pw_area_shrinkage = wrapped_shrink
+
+    def take(self) -> list[dict]:
+        log, self.log = self.log, []
+        return log
+
+
+def one_state_per_object(model) -> None:
+    """Arrangement "per-object": every newborn gets a tracker state of its own.
+
+    Mathematically the same computation (every tracker op is per object; the memory update's
+    non-overlap runs over all states together either way; the official code itself puts
+    objects born on different frames in different states), but each object then runs as a
+    batch of one, so objects with identical inputs get bit-identical results, whereas in one
+    batched state the official arithmetic can differ between rows by float rounding.
+    """
+    add = model._tracker_add_new_objects
+
+    def add_each(frame_idx, num_frames, new_obj_ids, new_obj_masks, tracker_states_local, **kwargs):
+        for k, obj_id in enumerate(new_obj_ids):
+            tracker_states_local = add(
+                frame_idx=frame_idx,
+                num_frames=num_frames,
+                new_obj_ids=[obj_id],
+                new_obj_masks=new_obj_masks[k : k + 1],
+                tracker_states_local=tracker_states_local,
+                **kwargs,
+            )
+        return tracker_states_local
+
+    model._tracker_add_new_objects = add_each
+
+
 class PostRecorder:
     """Observation only: the frame scores, hidden ids and overlaps the output step used."""
 
@@ -214,8 +290,9 @@ class PostRecorder:
         self.log: list[dict] = []
         post = model._postprocess_output
 
-        def wrapped(state, out, removed_obj_ids=None, suppressed_obj_ids=None,
-                    unconfirmed_obj_ids=None):
+        def wrapped(
+            state, out, removed_obj_ids=None, suppressed_obj_ids=None, unconfirmed_obj_ids=None
+        ):
             hide = set(removed_obj_ids or ()) | set(suppressed_obj_ids or ())
             hide |= set(unconfirmed_obj_ids or ())
             masks = out["obj_id_to_mask"]
@@ -229,8 +306,11 @@ class PostRecorder:
                         sa, sb = (float(scores.get(shown[i], 0.0)) for i in (a, b))
                         gap = abs(sa - sb)
                         contested.append(
-                            {"obj_ids": [int(shown[a]), int(shown[b])], "overlap_px": overlap,
-                             "score_gap": gap}
+                            {
+                                "obj_ids": [int(shown[a]), int(shown[b])],
+                                "overlap_px": overlap,
+                                "score_gap": gap,
+                            }
                         )
             self.log.append(
                 {
@@ -260,11 +340,20 @@ def state_summary(state: dict) -> dict:
     }
 
 
-def play(predictor, name: str, session: dict, folder: str, video_hw: tuple[int, int],
-         clip_fixture: str, config_name: str) -> None:
+def play(
+    predictor,
+    name: str,
+    session: dict,
+    folder: str,
+    video_hw: tuple[int, int],
+    clip_fixture: str,
+    config_name: str,
+    arrangement: str = "batched",
+) -> None:
     t0 = time.time()
     h, w = video_hw
     recorder = PostRecorder(predictor.model)
+    memory = MemoryRecorder(predictor.model)
     sid = predictor.handle_request({"type": "start_session", "resource_path": folder})["session_id"]
     state = predictor._ALL_INFERENCE_STATES[sid]["state"]
     tensors: dict[str, torch.Tensor] = {}
@@ -272,6 +361,7 @@ def play(predictor, name: str, session: dict, folder: str, video_hw: tuple[int, 
     for k, (scenario, req) in enumerate(session["steps"]):
         sent = dict(req, session_id=sid)
         recorder.take()
+        memory.take()
         n_actions = len(state["action_history"])
         items = []
         if req["type"] == "propagate_in_video":
@@ -311,14 +401,17 @@ def play(predictor, name: str, session: dict, folder: str, video_hw: tuple[int, 
                 "actions": gv._py(state["action_history"][n_actions:]),
                 "state_after": state_summary(state),
                 "responses": responses,
+                "memory_updates": memory.take(),
             }
         )
         print(f"[{name}] step {k} {req['type']}: state {steps[-1]['state_after']}")
         for r in responses:
             shown = {i: a for i, a in zip(r["obj_ids"], r["mask_area"]) if a}
             gaps = [c["score_gap"] for c in r["contested"] if c["score_gap"] > 0]
-            print(f"   frame {r['frame_index']}: {shown}; smallest nonzero contested score gap "
-                  f"{min(gaps) if gaps else None}")
+            print(
+                f"   frame {r['frame_index']}: {shown}; smallest nonzero contested score gap "
+                f"{min(gaps) if gaps else None}"
+            )
     predictor.handle_request({"type": "close_session", "session_id": sid})
     model = predictor.model
     save_fixture(
@@ -330,6 +423,7 @@ def play(predictor, name: str, session: dict, folder: str, video_hw: tuple[int, 
             "video_size": [h, w],
             "clip_fixture": clip_fixture,
             "edits": session["edits"],
+            "arrangement": arrangement,
             "heuristics": gv._py({k: getattr(model, k) for k in gv.HEURISTIC_NAMES}),
             "steps": steps,
             "layout": LAYOUT,
@@ -362,7 +456,7 @@ def tiny() -> None:
     shutil.rmtree(folder)
 
 
-def full() -> None:
+def full(arrangement: str = "batched") -> None:
     import av
     from sam3.model.io_utils import load_resource_as_video_frames
 
@@ -394,33 +488,48 @@ def full() -> None:
         half = torch.tensor(0.5, dtype=torch.float16)
         assert torch.equal((x - half) / half, images[t]), f"frame {t}: loader recipe"
     sha = hashlib.sha256(images.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
-    save_fixture(
-        "video_ids_full_clip",
-        {
-            "jpeg_bytes": torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8),
-            "jpeg_ends": torch.tensor([len(b) for b in jpegs]).cumsum(0),
-        },
-        {
-            "video": "shared/data/videos/bikes.mp4",
-            "recipe": f"PyAV rgb24 frames 0, {FULL_CLIP['step']}, ... ({FULL_CLIP['frames']} "
-            f"frames), PIL resize {FULL_CLIP['size']} BILINEAR, JPEG quality 95; model input: "
-            "PIL resize (1008, 1008) BILINEAR of the decoded JPEG, /255 in float16, "
-            "(x - 0.5) / 0.5 in float16",
-            "video_size": [h, w],
-            "frames_f16_sha256": sha,
-        },
-    )
+    clip = torch.load(_common.FIXTURES / "video_ids_full_clip.pt", weights_only=False)
+    if arrangement == "batched" or clip["meta"]["frames_f16_sha256"] != sha:
+        save_fixture(
+            "video_ids_full_clip",
+            {
+                "jpeg_bytes": torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8),
+                "jpeg_ends": torch.tensor([len(b) for b in jpegs]).cumsum(0),
+            },
+            {
+                "video": "shared/data/videos/bikes.mp4",
+                "recipe": f"PyAV rgb24 frames 0, {FULL_CLIP['step']}, ... ({FULL_CLIP['frames']} "
+                f"frames), PIL resize {FULL_CLIP['size']} BILINEAR, JPEG quality 95; model input: "
+                "PIL resize (1008, 1008) BILINEAR of the decoded JPEG, /255 in float16, "
+                "(x - 0.5) / 0.5 in float16",
+                "video_size": [h, w],
+                "frames_f16_sha256": sha,
+            },
+        )
     predictor = build(cfg, SESSION_FULL["edits"])
-    play(predictor, "full", SESSION_FULL, folder, (h, w), "video_ids_full_clip.pt", "full")
+    name = "full"
+    if arrangement == "per-object":
+        one_state_per_object(predictor.model)
+        name = "full_per_object"
+    play(
+        predictor, name, SESSION_FULL, folder, (h, w), "video_ids_full_clip.pt", "full", arrangement
+    )
     shutil.rmtree(folder)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true", help="the full-size scenario (slow)")
+    ap.add_argument(
+        "--arrangement",
+        choices=["batched", "per-object"],
+        default="batched",
+        help="with --full: the official default (each frame's newborns batched in one tracker "
+        "state) or one tracker state per object (video_ids_full_per_object.pt)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
-    full() if args.full else tiny()
+    full(args.arrangement) if args.full else tiny()
 
 
 if __name__ == "__main__":
