@@ -36,7 +36,7 @@ from sam3video.video.planner31 import (
 from tests._manifest import FIXTURES
 
 SCENARIO_FILES = {
-    "planner31_scenarios_a": ["default", "image", "duplicates"],
+    "planner31_scenarios_a": ["default", "image", "duplicates", "sizes"],
     "planner31_scenarios_b": ["crowd", "short", "iou", "no_delay"],
 }
 FIELDS = {f.name for f in dataclasses.fields(VideoHeuristics31)}

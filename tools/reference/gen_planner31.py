@@ -124,6 +124,7 @@ SCENARIOS = {
             hotstart_unmatch_thresh=3,
             hotstart_dup_thresh=2,
             recondition_every_nth_frame=4,
+            decrease_trk_keep_alive_for_empty_masklets=True,
             max_num_objects=24,
         ),
         size=16,
@@ -175,6 +176,16 @@ SCENARIOS = {
         entities=5,
         seed=6,
         image=True,
+    ),
+    "sizes": dict(
+        heur=dict(DEFAULTS, recondition_every_nth_frame=0),
+        size=16,
+        trk_size=20,
+        queries=16,
+        prompt=3,
+        frames=16,
+        entities=5,
+        seed=7,
     ),
     "duplicates": dict(
         heur=DEFAULTS, size=10, queries=6, prompt=0, frames=12, world=ScriptedDuplicates
@@ -495,7 +506,8 @@ def run_scenario(name: str, spec: dict):
 
     def propagation(frame_idx, num_frames, reverse, tracker_states_local, tracker_metadata_prev):
         ids = ints(tracker_metadata_prev["obj_ids_all_gpu"])
-        trk_i8, logits = world.tracks(frame_idx, size, [sources[i] for i in ids])
+        trk_size = spec.get("trk_size", size)
+        trk_i8, logits = world.tracks(frame_idx, trk_size, [sources[i] for i in ids])
         cur["work"] = trk_i8.float() * 0.5
         cur["num_trk"] = len(ids)
         add("trk_masks", trk_i8)
@@ -763,7 +775,7 @@ def ops_cases() -> dict:
 
 
 FILES = {
-    "planner31_scenarios_a": ["default", "image", "duplicates"],
+    "planner31_scenarios_a": ["default", "image", "duplicates", "sizes"],
     "planner31_scenarios_b": ["crowd", "short", "iou", "no_delay"],
 }
 
