@@ -388,6 +388,29 @@ def test_click_unconfirms_existing_object():
     assert register_click31(meta, 8, 0, h) is True and 8 not in meta.det_streak
 
 
+def test_clicked_objects_in_hotstart_follow_sam3_choice():
+    """Objects without a birth frame (clicks; the official asserts here): never removed by
+    hotstart, and the earlier object of every pair, so a later-born duplicate is removed."""
+    h = VideoHeuristics31(hotstart_dup_thresh=2)  # unmatched counts stay below 8
+    meta = TrackerMetadata31(obj_ids=[5, 6], max_obj_id=6, first_frame={6: 3})
+    trk = torch.full((2, 4, 10), -1.0)
+    trk[0, 0, :] = 1.0  # clicked object 5: row 0
+    trk[1, 0, :5] = 1.0  # object 6: half of row 0
+    keep, score, logits = torch.tensor([True]), torch.tensor([0.9]), torch.zeros(2)
+    det = torch.full((1, 4, 10), -1.0)
+    det[0, :2, :] = 1.0  # IoM 1 with both tracks: ambiguous, neither matched, no pair
+    plan = plan_frame31(det, score, keep, trk, logits, meta, 4, heuristics=h)
+    assert plan.association.ambiguous_det_inds == [0] and plan.metadata.duplicate_count == {}
+    det[0, :2, :] = -1.0
+    det[0, 0, 4:] = 1.0  # IoM 1 with 5 and 1/5 with 6: not ambiguous, pair (5, 6) counted
+    plan = plan_frame31(det, score, keep, trk, logits, plan.metadata, 5, heuristics=h)
+    assert plan.metadata.duplicate_count == {(5, 6): 1} and plan.removed_obj_ids == []
+    plan = plan_frame31(det, score, keep, trk, logits, plan.metadata, 6, heuristics=h)
+    assert plan.removed_obj_ids == [6]  # the clicked object is the earlier one
+    assert plan.metadata.obj_ids == [5] and plan.metadata.duplicate_count == {}
+    assert meta.duplicate_count == {}  # the input metadata is not changed
+
+
 def test_plan_rejects_sam3_metadata():
     from sam3video.video.metadata import TrackerMetadata
 

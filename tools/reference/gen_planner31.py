@@ -261,7 +261,6 @@ class RecordingTracker(Sam3MultiplexTrackerPredictor):
     def reset(self) -> None:
         self.recondition_calls = []  # per state: (obj_ids, mask areas)
         self.births = []  # (state index, obj_ids)
-        self.preflights = 0
         self.memory_calls = []
 
     def init_state(self, **kw):
@@ -299,7 +298,7 @@ class RecordingTracker(Sam3MultiplexTrackerPredictor):
         self.births.append((id(inference_state), ids, [int(m.sum()) for m in masks]))
 
     def propagate_in_video_preflight(self, inference_state, run_mem_encoder=True):
-        self.preflights += 1
+        pass
 
     def remove_objects(self, inference_state, obj_ids, strict=False, need_output=False):
         gone = [int(i) for i in obj_ids if int(i) in inference_state["obj_ids"]]
@@ -596,7 +595,6 @@ def run_scenario(name: str, spec: dict):
                 "removed": sorted(ints(plan["obj_ids_newly_removed"])),
                 "dropped": int(plan["num_obj_dropped_due_to_limit"]),
                 "recondition": [ids_ for ids_, _ in tracker.recondition_calls],
-                "reconditioned_all": sorted(ints(plan["reconditioned_obj_ids"])),
                 "births": [ids_ for _, ids_, _ in tracker.births],
                 "occl_suppressed": [i for i, s in zip(prev_ids, cur.get("occl", [])) if s],
                 "mem": mem,
@@ -655,24 +653,24 @@ def run_scenario(name: str, spec: dict):
 
 
 def coverage(steps: list[dict], yields: list[dict]) -> dict:
-    keys = "births removals dropped recondition high_conf occlusion unmatched empty multi pairs"
-    c = dict.fromkeys(keys.split() + "border_births unconfirmed confirmed no_trk".split(), 0)
+    counts = {  # event -> what one step contributes
+        "births": lambda s: len(s["new_obj_ids"]),
+        "removals": lambda s: len(s["removed"]),
+        "dropped": lambda s: s["dropped"],
+        "recondition": lambda s: sum(len(r) for r in s["recondition"]),
+        "high_conf": lambda s: len(s["high_conf"]),
+        "occlusion": lambda s: len(s["occl_suppressed"]),
+        "unmatched": lambda s: len(s["unmatched"]),
+        "empty": lambda s: len(s["empty"]),
+        "multi": lambda s: sum(len(v) >= 2 for _, v in s["det_to_trk"]),
+        "pairs": lambda s: len(s["meta"]["duplicate_count"]),
+        "border_births": lambda s: s["border_births"],
+        "unconfirmed": lambda s: len(s["unconfirmed"]),
+        "confirmed": lambda s: len(s["meta"]["confirmed"]),
+        "no_trk": lambda s: int(s["num_trk"] == 0),
+    }
+    c = {k: sum(f(s) for s in steps) for k, f in counts.items()}
     c.update(steps=len(steps), yields=len(yields))
-    for s in steps:
-        c["births"] += len(s["new_obj_ids"])
-        c["removals"] += len(s["removed"])
-        c["dropped"] += s["dropped"]
-        c["recondition"] += sum(len(r) for r in s["recondition"])
-        c["high_conf"] += len(s["high_conf"])
-        c["occlusion"] += len(s["occl_suppressed"])
-        c["unmatched"] += len(s["unmatched"])
-        c["empty"] += len(s["empty"])
-        c["multi"] += sum(len(v) >= 2 for _, v in s["det_to_trk"])
-        c["pairs"] += len(s["meta"]["duplicate_count"])
-        c["unconfirmed"] += len(s["unconfirmed"])
-        c["confirmed"] += len(s["meta"]["confirmed"])
-        c["no_trk"] += s["num_trk"] == 0
-        c["border_births"] += s["border_births"]
     return c
 
 
