@@ -27,8 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam3video.cli.args import DEFAULT_OUT_ROOT
-from sam3video.cli.outputs import Exports, OutputFolder, hold_sigint
+from sam3video.cli.outputs import Exports, OutputFolder
 from sam3video.cli.progress import Progress
+from sam3video.cli.runs import (
+    check_prompts_fit,
+    finish_run,
+    pass_name,
+    prompt_requests,
+    run_into,
+    write_held,
+)
 from sam3video.cli.watch import TrackingWatch
 from sam3video.errors import InvalidInputError
 
@@ -61,19 +69,12 @@ def follow_stream(
 ) -> TrackSummary:
     """Run ``track`` on a stream (``predictor``: an existing one, or None to load it on
     ``device`` / ``dtype``); returns what it did."""
-    from sam3video.cli.track import (
-        TrackSummary,
-        _as_flag_error,
-        _load_predictor,
-        _prompt_requests,
-    )
+    from sam3video.cli.track import TrackSummary
     from sam3video.io.streams import StreamReader, stream_name
-    from sam3video.requests import check_points_in_frame, parse_request
 
     if args.frame != 0:
         raise InvalidInputError(
-            f"--frame: a stream is prompted on its first frame; leave --frame out, got "
-            f"{args.frame}"
+            f"--frame: a stream is prompted on its first frame; leave --frame out, got {args.frame}"
         )
     if args.direction == "backward":
         raise InvalidInputError(
@@ -81,30 +82,21 @@ def follow_stream(
         )
     with StreamReader(args.video) as probe:  # fail fast, before the model loads
         frames = _StreamFrames(Path(stream_name(args.video)), probe.height, probe.width, probe.fps)
-    for request in _prompt_requests(args, "check"):
-        try:
-            parse_request(request, stream=False)
-            if "points" in request:
-                check_points_in_frame(request["points"], frames.width, frames.height)
-        except InvalidInputError as error:
-            raise _as_flag_error(error) from None
+    check_prompts_fit(args, frames.width, frames.height)
     folder = OutputFolder(Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / frames.path)
     out = folder.create()
     exports = Exports(out, args.format, frames, args.text, stream=True)
     summary = TrackSummary(out=out)
-    try:
-        start = time.perf_counter()
-        if predictor is None:
-            predictor = _load_predictor(args, device, dtype)
-        summary.load_seconds = time.perf_counter() - start
-        _follow(args, predictor, exports, frames, summary)
-    finally:
-        if not exports.written:  # failed (or stopped) before any result: leave nothing
-            folder.discard()
-    summary.frames = summary.video_frames = len(exports.written)
-    summary.objects = len(exports.objects)
-    summary.write_seconds = exports.seconds
-    summary.files = exports.files()
+    run_into(
+        folder,
+        exports,
+        summary,
+        args,
+        predictor,
+        (device, dtype),
+        lambda loaded: _follow(args, loaded, exports, frames, summary),
+    )
+    summary.video_frames = summary.frames
     return summary
 
 
@@ -116,8 +108,6 @@ def _follow(
     summary: TrackSummary,
 ) -> None:
     """Open the session, prompt its first frame, follow it; Ctrl-C keeps what was tracked."""
-    from sam3video.cli.track import _pass_name, _prompt_requests
-
     get_session = getattr(predictor, "get_session", None)
     if get_session is None and "overlay" in exports.formats:  # a stand-in: no frames to draw
         raise InvalidInputError("--format overlay: this predictor gives no access to frames")
@@ -126,8 +116,8 @@ def _follow(
     )["session_id"]
     if get_session is not None:
         frames.held = get_session(session_id).frames
-    requests = _prompt_requests(args, session_id)
-    summary.passes = [" and ".join(_pass_name(r) for r in requests)]
+    requests = prompt_requests(args, session_id)
+    summary.passes = [" and ".join(pass_name(r) for r in requests)]
     progress = Progress(args.max_frames, enabled=not args.quiet, label="following")
     complete, tick = False, time.perf_counter()
 
@@ -147,18 +137,13 @@ def _follow(
         complete = True
     except KeyboardInterrupt:
         summary.interrupted = True
-        with hold_sigint():  # a frame stopped mid-step may still be held: write it too
-            watch = TrackingWatch(predictor, session_id, lambda _: None)
-            for frame_index, outputs in watch.held_frames():
-                write({"frame_index": frame_index, "outputs": outputs})
-                summary.flushed += 1
+        # a frame stopped mid-step may still be held: write it too
+        write_held(
+            TrackingWatch(predictor, session_id, lambda _: None).held_frames(), write, summary
+        )
     finally:
         summary.track_seconds = time.perf_counter() - tick
-        progress.close()
-        try:
-            exports.close(complete)
-        finally:
-            predictor.handle_request({"type": "close_session", "session_id": session_id})
+        finish_run(predictor, session_id, exports, progress, complete)
 
 
 def _follow_request(args: argparse.Namespace, session_id: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ Decisions
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,8 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from sam3video.cli.args import DEFAULT_OUT_ROOT, EXIT_INTERRUPTED, EXIT_OK, PROG
-from sam3video.cli.outputs import Exports, OutputFolder, hold_sigint
+from sam3video.cli.outputs import Exports, OutputFolder
 from sam3video.cli.progress import Progress, plural
+from sam3video.cli.runs import (
+    check_prompts_fit,
+    finish_run,
+    pass_name,
+    prompt_requests,
+    run_into,
+    write_held,
+)
 from sam3video.cli.runtime import check_device, default_threads
 from sam3video.cli.watch import TrackingWatch
 from sam3video.errors import InvalidInputError
@@ -120,7 +127,6 @@ def _track(args: argparse.Namespace, predictor: Any) -> TrackSummary:
     from sam3video.errors import FrameIndexError
     from sam3video.io import IMAGE_EXTENSIONS, open_frames
     from sam3video.io.streams import is_stream
-    from sam3video.requests import check_points_in_frame, parse_request
 
     device = check_device(args.device) if predictor is None else None
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
@@ -136,33 +142,22 @@ def _track(args: argparse.Namespace, predictor: Any) -> TrackSummary:
                 f"--frame: expected a frame index in [0, {num_frames}) ({args.video} has "
                 f"{plural(num_frames, 'frame')}), got {args.frame}"
             )
-        for request in _prompt_requests(args, "check"):  # validate before loading the model
-            try:
-                parse_request(request, stream=False)
-                if "points" in request:
-                    check_points_in_frame(request["points"], frames.width, frames.height)
-            except InvalidInputError as error:
-                raise _as_flag_error(error) from None
+        check_prompts_fit(args, frames.width, frames.height)  # before loading the model
         video = Path(args.video)
         folder = OutputFolder(Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / video.stem)
         out = folder.create()
         still = video.suffix.lower() in IMAGE_EXTENSIONS and video.is_file()
         exports = Exports(out, args.format, frames, args.text, still=still)
         summary = TrackSummary(out=out, video_frames=num_frames)
-        try:
-            start = time.perf_counter()
-            if predictor is None:
-                predictor = _load_predictor(args, device, dtype)
-            summary.load_seconds = time.perf_counter() - start
-            _run_passes(args, predictor, exports, summary, num_frames)
-        finally:
-            if not exports.written:  # failed (or stopped) before any result: leave nothing
-                folder.discard()
-        summary.frames = len(exports.written)
-        summary.objects = len(exports.objects)
-        summary.write_seconds = exports.seconds
-        summary.files = exports.files()
-        return summary
+        return run_into(
+            folder,
+            exports,
+            summary,
+            args,
+            predictor,
+            (device, dtype),
+            lambda loaded: _run_passes(args, loaded, exports, summary, num_frames),
+        )
 
 
 def _run_passes(
@@ -177,8 +172,8 @@ def _run_passes(
     session_id = predictor.handle_request(
         {"type": "start_session", "resource_path": str(args.video)}
     )["session_id"]
-    requests = _prompt_requests(args, session_id)
-    summary.passes = [_pass_name(request) for request in requests]
+    requests = prompt_requests(args, session_id)
+    summary.passes = [pass_name(request) for request in requests]
     per_pass = _expected_frames(num_frames, args.frame, args.max_frames, args.direction)
     progress = Progress(per_pass, enabled=not args.quiet)
     watch = TrackingWatch(predictor, session_id, lambda _: progress.advance_to(watch.tracked))
@@ -216,35 +211,9 @@ def _run_passes(
         summary.tracked += max(watch.tracked, released)
         if tick is not None:
             summary.track_seconds += time.perf_counter() - tick
-        with hold_sigint():  # a second Ctrl-C must not lose the frames being flushed
-            for frame_index, outputs in watch.held_frames():
-                write({"frame_index": frame_index, "outputs": outputs})
-                summary.flushed += 1
+        write_held(watch.held_frames(), write, summary)
     finally:
-        progress.close()
-        try:
-            exports.close(complete)
-        finally:
-            predictor.handle_request({"type": "close_session", "session_id": session_id})
-
-
-def _load_predictor(args: argparse.Namespace, device: Any, dtype: Any) -> Any:
-    from sam3video.checkpoints import load_predictor
-
-    def announce(checkpoint: Any) -> None:
-        if not args.quiet:
-            where = f" from {checkpoint}" if checkpoint is not None else ""
-            print(f"{PROG}: loading the {args.model} model on {device}{where}", file=sys.stderr)
-
-    return load_predictor(
-        args.model,
-        args.checkpoint,
-        device=device,
-        dtype=dtype,
-        loader=args.loader,
-        warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
-        on_loading=announce,
-    )
+        finish_run(predictor, session_id, exports, progress, complete)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -263,43 +232,6 @@ def _check_prompts(args: argparse.Namespace) -> None:
             raise InvalidInputError(f"--text: expected a non-empty noun phrase, got {text!r:.100}")
 
 
-def _prompt_requests(args: argparse.Namespace, session_id: str) -> list[dict[str, Any]]:
-    """One add_prompt per pass: the concept (text and/or boxes), then the clicks."""
-    requests: list[dict[str, Any]] = []
-    if args.text is not None or args.box:
-        request: dict[str, Any] = {
-            "type": "add_prompt",
-            "session_id": session_id,
-            "frame_index": args.frame,
-        }
-        if args.text is not None:
-            request["text"] = args.text
-        if args.box:
-            request["bounding_boxes"] = [list(box) for box, _ in args.box]
-            request["bounding_box_labels"] = [label for _, label in args.box]
-        requests.append(request)
-    if args.points:
-        requests.append(
-            {
-                "type": "add_prompt",
-                "session_id": session_id,
-                "frame_index": args.frame,
-                "points": [[x, y] for x, y, _ in args.points],
-                "point_labels": [label for _, _, label in args.points],
-            }
-        )
-    return requests
-
-
-def _pass_name(request: dict[str, Any]) -> str:
-    """``"text"``, ``"boxes"``, ``"text and boxes"`` or ``"clicks"``."""
-    if "points" in request:
-        return "clicks"
-    names = {"text": "text", "bounding_boxes": "boxes"}
-    parts = [name for key, name in names.items() if key in request]
-    return " and ".join(parts)
-
-
 def _propagate_request(args: argparse.Namespace, session_id: str) -> dict[str, Any]:
     return {
         "type": "propagate_in_video",
@@ -308,25 +240,6 @@ def _propagate_request(args: argparse.Namespace, session_id: str) -> dict[str, A
         "start_frame_index": args.frame,
         "max_frame_num_to_track": None if args.max_frames is None else args.max_frames - 1,
     }
-
-
-_FLAG_OF_FIELD = {
-    "bounding_box_labels": "--box (labels)",
-    "bounding_boxes": "--box",
-    "point_labels": "--points (labels)",
-    "points": "--points",
-    "text": "--text",
-}
-
-
-def _as_flag_error(error: InvalidInputError) -> InvalidInputError:
-    """The same error, its leading request-field name replaced by the command-line flag."""
-    message = re.sub(
-        r"^(bounding_box_labels|bounding_boxes|point_labels|points|text)\b",
-        lambda m: _FLAG_OF_FIELD[m.group(1)],
-        str(error),
-    )
-    return type(error)(message)
 
 
 def _expected_frames(num_frames: int, start: int, max_frames: int | None, direction: str) -> int:
