@@ -1,4 +1,5 @@
-"""`FrameSource`: the random-access, cached, thread-safe frame reader every source kind shares.
+"""`FrameSource`: the random-access, cached, thread-safe frame reader every source kind shares,
+and `FramesBase`, the surface it shares with the frames of a live session (`io.live`).
 
 A subclass says how to produce frames (`FrameSource._load`); this class checks indices, keeps
 the LRU cache, chooses the backward window, drives the prefetch thread and closes.
@@ -31,7 +32,52 @@ class CacheInfo(NamedTuple):
     decoded: int  # frames produced by the decoder (including the ones skipped over)
 
 
-class FrameSource:
+class FramesBase:
+    """What a session reads of any frames, a file's or a live stream's: ``path``, ``height``,
+    ``width``, ``fps``, ``closed``, ``len()``, ``source[i]`` (RGB ``uint8 (H, W, 3)``) and
+    ``close()``. Subclasses set ``_path``, ``_height``, ``_width``, ``_fps`` and ``_closed``.
+    """
+
+    _path: Path
+    _height: int | None
+    _width: int | None
+    _fps: float | None
+    _closed: bool = False
+
+    @property
+    def path(self) -> Path:
+        """The video file, frame folder or image this source reads (``<live>`` for a live
+        session)."""
+        return self._path
+
+    @property
+    def height(self) -> int | None:
+        return self._height
+
+    @property
+    def width(self) -> int | None:
+        return self._width
+
+    @property
+    def fps(self) -> float | None:
+        """Nominal frame rate of a video; ``None`` for folders, images and unknown rates."""
+        return self._fps
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class FrameSource(FramesBase):
     """Random access to the RGB frames of a video, a frame folder or an image.
 
     Built by `open_frames`; see `sam3video.io.frames` for the decisions it implements.
@@ -67,29 +113,7 @@ class FrameSource:
         self._closed = False
         self._prefetcher = Prefetcher(self) if prefetch else None
 
-    # -- public API ---------------------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        """The video file, frame folder or image this source reads."""
-        return self._path
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def fps(self) -> float | None:
-        """Nominal frame rate of a video; ``None`` for folders, images and unknown rates."""
-        return self._fps
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    # -- public API (path, height, width, fps, closed: `FramesBase`) ---------------------------
 
     def __len__(self) -> int:
         return self._num_frames

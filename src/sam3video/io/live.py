@@ -16,45 +16,27 @@ from pathlib import Path
 import numpy as np
 
 from sam3video.errors import FrameIndexError, InvalidInputError
+from sam3video.io.frame_source import FramesBase
 
 DEFAULT_WINDOW = 32
 
 
-class LiveFrames:
+class LiveFrames(FramesBase):
     """Appendable RGB frames, ``uint8 (H, W, 3)``, the last ``window`` held (thread-safe)."""
 
     def __init__(self, window: int = DEFAULT_WINDOW, fps: float | None = None) -> None:
         if not isinstance(window, int) or window < 1:
             raise InvalidInputError(f"window: expected an int >= 1, got {window!r}")
         self.window = window
+        self._path = Path("<live>")
+        self._height = self._width = None  # set by the first frame
         self._fps = fps
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._count = 0
-        self._size: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._closed = False
 
-    # -- the FrameSource surface the session uses
-
-    @property
-    def path(self) -> Path:
-        return Path("<live>")
-
-    @property
-    def height(self) -> int | None:
-        return None if self._size is None else self._size[0]
-
-    @property
-    def width(self) -> int | None:
-        return None if self._size is None else self._size[1]
-
-    @property
-    def fps(self) -> float | None:
-        return self._fps
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    # -- the frames surface the session uses (path, height, width, fps, closed: `FramesBase`)
 
     def __len__(self) -> int:
         """Frames received so far (the next frame's index)."""
@@ -96,9 +78,9 @@ class LiveFrames:
             )
         if min(frame.shape[:2]) < 1:
             raise InvalidInputError(f"{field}: expected a non-empty frame, got shape {frame.shape}")
-        if self._size is not None and frame.shape[:2] != self._size:
+        if self._height is not None and frame.shape[:2] != (self._height, self._width):
             raise InvalidInputError(
-                f"{field}: expected a {self._size[1]}x{self._size[0]} frame (the size of this "
+                f"{field}: expected a {self._width}x{self._height} frame (the size of this "
                 f"stream's first frame), got {frame.shape[1]}x{frame.shape[0]}"
             )
         return np.array(frame, copy=True)  # never a view of the caller's buffer
@@ -108,8 +90,8 @@ class LiveFrames:
         with self._lock:
             if self._closed:
                 raise InvalidInputError("frame: this live session is closed")
-            if self._size is None:
-                self._size = (frame.shape[0], frame.shape[1])
+            if self._height is None:
+                self._height, self._width = frame.shape[0], frame.shape[1]
             index = self._count
             self._frames[index] = frame
             self._count += 1
