@@ -39,3 +39,32 @@ def no_grad():
     the video layer itself leaves autograd to its caller, so the model stays trainable."""
     with torch.inference_mode():
         yield
+
+
+# The server tests (test_server, test_server_stream, test_client) share one setup: a media root
+# with their clips and a real uvicorn server on loopback, module-scoped. Modules that need
+# another server (security, browser, streams) define their own ``server``, which wins.
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A media root holding the server tests' clips (`test_server_harness.make_media`)."""
+    from test_server_harness import make_media
+
+    return make_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="module")
+def server(media):
+    """A running server (tiny model) on loopback, serving ``media``."""
+    from test_server_harness import serve
+
+    with serve(media) as running:
+        yield running
+
+
+@pytest.fixture
+def http(server):
+    """An HTTP client of ``server``."""
+    with server.client() as client:
+        yield client

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_server_harness import CLIP, TOKEN, assert_same_outputs, make_media, serve, tiny_predictor
+from test_server_harness import CLIP, TOKEN, assert_same_outputs, tiny_predictor
 
 from sam3video.client import RemotePredictor
 from sam3video.errors import FrameIndexError, InvalidInputError, UnknownIdError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return make_media(tmp_path_factory.mktemp("media"))
-
-
-@pytest.fixture(scope="module")
-def server(media):
-    with serve(media) as running:
-        yield running
 
 
 def _start(predictor, path: str) -> str:

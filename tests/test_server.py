@@ -18,31 +18,12 @@ from test_server_harness import (
     H,
     W,
     assert_same_outputs,
-    make_media,
-    serve,
     tiny_predictor,
 )
 
 from sam3video.server.rle import decode_outputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return make_media(tmp_path_factory.mktemp("media"))
-
-
-@pytest.fixture(scope="module")
-def server(media):
-    with serve(media) as running:
-        yield running
-
-
-@pytest.fixture
-def http(server):
-    with server.client() as client:
-        yield client
 
 
 def _seed(http, **request) -> dict:

@@ -15,7 +15,6 @@ from test_server_harness import (
     LONG,
     TOKEN,
     assert_same_outputs,
-    make_media,
     serve,
     tiny_predictor,
     wait_for,
@@ -28,23 +27,6 @@ from sam3video.server.streams import Stream
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLICK = {"frame_index": 0, "points": [[32, 24]], "point_labels": [1]}
 LONG_FRAMES = 48
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return make_media(tmp_path_factory.mktemp("media"))
-
-
-@pytest.fixture(scope="module")
-def server(media):
-    with serve(media) as running:
-        yield running
-
-
-@pytest.fixture
-def http(server):
-    with server.client() as client:
-        yield client
 
 
 def _clicked_session(http, video=LONG) -> str:
