@@ -262,19 +262,22 @@ def nms_keep31(
     valid = probs > prob_threshold
     if masks.shape[0] == 0:
         return valid
-    binary = masks > 0
+    # The official visits ALL queries in this (unstable) order; invalid ones are never kept and
+    # never suppress, so only the valid ones, in that order, need overlaps.
     order = probs.argsort(descending=True)
-    over = _overlaps(binary, binary, use_iom)[order][:, order] > threshold
-    over_l, keep = over.tolist(), valid[order].tolist()
-    n = len(keep)
-    for i in range(n):  # sequential by nature; Q is the number of queries
+    cand = order[valid[order]]
+    binary = masks[cand] > 0
+    over_l = (_overlaps(binary, binary, use_iom) > threshold).tolist()
+    n = len(over_l)
+    keep = [True] * n
+    for i in range(n):  # sequential by nature
         if keep[i]:
             row = over_l[i]
             for j in range(i + 1, n):
                 if row[j]:
                     keep[j] = False
     out = torch.zeros_like(valid)
-    out[order] = torch.tensor(keep, dtype=torch.bool, device=valid.device)
+    out[cand] = torch.tensor(keep, dtype=torch.bool, device=valid.device)
     return out
 
 
@@ -407,9 +410,11 @@ def associate31(
             trk_masks = _resize(trk_masks, det_masks.shape[-2:])
         else:
             det_masks = _resize(det_masks, trk_masks.shape[-2:])
-    det_binary = (det_masks > 0) & keep.to(det_masks.device)[:, None, None]
+    # Non-kept queries have their masks zeroed officially: their rows are 0, computed or not.
     trk_binary = trk_masks > 0
-    metric = _overlaps(det_binary, trk_binary, h.use_iom)  # (Q, T)
+    rows = torch.nonzero(keep).squeeze(1).to(det_masks.device)
+    metric = trk_masks.new_zeros(num_det, num_trk, dtype=torch.float32)
+    metric[rows.to(metric.device)] = _overlaps(det_masks[rows] > 0, trk_binary, h.use_iom)
     keep, scores = keep.to(metric.device), scores.to(metric.device)
 
     trk_nonempty = trk_binary.flatten(1).any(dim=1)
