@@ -404,17 +404,20 @@ def associate31(
             ambiguous_trk_ids=[],
         )
 
-    det_masks, trk_masks = _as_logits(det_masks[order]), _as_logits(trk_masks)
+    # Non-kept queries have their masks zeroed officially, so their rows are 0: only the kept
+    # ones (the first positions of the kept-first order) are compared.
+    pos = torch.nonzero(keep).squeeze(1)
+    kept_masks = _as_logits(det_masks[order[pos].to(det_masks.device)])
+    trk_masks = _as_logits(trk_masks)
     if det_masks.shape[-2:] != trk_masks.shape[-2:]:
         if det_masks.shape[-2:].numel() < trk_masks.shape[-2:].numel():
             trk_masks = _resize(trk_masks, det_masks.shape[-2:])
-        else:
-            det_masks = _resize(det_masks, trk_masks.shape[-2:])
-    # Non-kept queries have their masks zeroed officially: their rows are 0, computed or not.
+        elif kept_masks.shape[0] > 0:
+            kept_masks = _resize(kept_masks, trk_masks.shape[-2:])
     trk_binary = trk_masks > 0
-    rows = torch.nonzero(keep).squeeze(1).to(det_masks.device)
     metric = trk_masks.new_zeros(num_det, num_trk, dtype=torch.float32)
-    metric[rows.to(metric.device)] = _overlaps(det_masks[rows] > 0, trk_binary, h.use_iom)
+    if pos.numel() > 0:
+        metric[pos.to(metric.device)] = _overlaps(kept_masks > 0, trk_binary, h.use_iom)
     keep, scores = keep.to(metric.device), scores.to(metric.device)
 
     trk_nonempty = trk_binary.flatten(1).any(dim=1)
