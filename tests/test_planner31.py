@@ -119,6 +119,7 @@ def _play(fx: dict, name: str) -> dict:
     oq = ot = of = 0
     results = []  # per step: (frame, reverse, frame masks, scores, tracker scores, unconfirmed)
     seen = {"births": 0, "removed": 0, "recondition": 0, "ambiguous": 0, "dropped": 0}
+    seen.update(hidden=0, shown_then_removed=0)
     for step, rec in enumerate(steps):
         where = f"{name} step {step} (frame {rec['frame']}, reverse={rec['reverse']})"
         nq, nt = rec["num_q"], rec["num_trk"]
@@ -241,6 +242,10 @@ def _play(fx: dict, name: str) -> dict:
             }
             hidden = hidden_ids31(frame, reverse, num_frames, table, h)
         out = postprocess_frame(masks, scores, trk_scores, video_size, hidden)
+        present = {i for i, m in masks.items() if m.any()}
+        seen["hidden"] += len(hidden & present)
+        later = {i for _, _, _, sc, _, _ in results for i, v in sc.items() if v == -1e4}
+        seen["shown_then_removed"] += len(set(out.obj_ids.tolist()) & later)
         n = len(y["out_ids"])
         where = f"{name} yield {pass_name} frame {frame}"
         assert out.obj_ids.tolist() == y["out_ids"], where
@@ -292,6 +297,9 @@ def test_scenarios_exercise_the_rules(scenario_files):
         "confirmed",
     ):
         assert total[key] > 0, key
+    # Outputs: the look-ahead hides objects, and objects removed later stay visible before.
+    seen = _play(scenario_files["planner31_scenarios_a"], "default")
+    assert seen["hidden"] > 0 and seen["shown_then_removed"] > 0 and seen["ambiguous"] > 0
 
 
 # ----------------------------------------------------------------------------------------------
