@@ -8,7 +8,8 @@ and its methods (prompts, consolidation, propagation, removal), in one object:
   converted to the model's ``image_size`` square as the official code does (relative
   coordinates ``x / W``, ``y / H``, times ``image_size``). A box enters as two corner points
   (labels 2 and 3) placed before any clicks. A frame holds at most ``max_points`` clicks
-  (the first half and the last half are kept, as officially).
+  (the first half and the last half are kept, as officially). Clicks and boxes are checked
+  by the request layer's own checks (`sam3video.validation.check_clicks`, `check_pixel_box`).
 - **Prompt frames become conditioning frames.** A prompt is decoded without memory (as on an
   image); a refinement click on a frame already segmented for that object feeds the previous
   low-res logits (clamped to +-32) back as a mask prompt. Outputs of prompts wait in a
