@@ -52,6 +52,13 @@ def add_train_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
         metavar="N",
         help="detector find-queries (phrases) per clip and step (default 1)",
     )
+    c.add_argument(
+        "--p-negative",
+        type=float,
+        default=0.2,
+        metavar="P",
+        help="share of detector queries with a phrase absent from the frame (default 0.2)",
+    )
     c.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     c.add_argument("--weight-decay", type=float, default=0.05)
     c.add_argument("--warmup", type=int, default=None, help="warmup steps (default 5%% of steps)")
@@ -114,6 +121,7 @@ def run_train(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         batch=args.batch,
         num_frames=args.frames,
         queries_per_frame=args.queries,
+        p_negative=args.p_negative,
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup=args.warmup if args.warmup is not None else max(args.steps // 20, 1),

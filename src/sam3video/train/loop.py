@@ -109,6 +109,10 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.p_negative <= 1.0:
+            raise ConfigError(
+                f"p_negative: expected a probability in [0, 1], got {self.p_negative}"
+            )
         if self.warmup < 0 or self.lr <= 0:
             raise ConfigError(
                 f"lr/warmup: expected lr > 0 and warmup >= 0, got {self.lr}, {self.warmup}"
