@@ -66,6 +66,8 @@ __all__ = [
 ENV_VAR = "SAM3VIDEO_CHECKPOINT"
 HF_REPO = "facebook/sam3"
 HF_FILENAME = "sam3.pt"
+# Hugging Face repository and file of each checkpoint version (SAM 3.1: the multiplex model).
+HF_FILES = {"sam3": (HF_REPO, HF_FILENAME), "sam3.1": ("facebook/sam3.1", "sam3.1_multiplex.pt")}
 LOGIN = "`hf auth login`"
 PROBE_TIMEOUT = 3.0  # seconds to reach the hub endpoint before calling it offline
 _HF_PAGE = f"https://huggingface.co/{HF_REPO}"
@@ -191,9 +193,12 @@ def resolve_checkpoint(
 
 
 def download_checkpoint(
-    env: Mapping[str, str] | None = None, probe_timeout: float = PROBE_TIMEOUT
+    env: Mapping[str, str] | None = None,
+    probe_timeout: float = PROBE_TIMEOUT,
+    version: str = "sam3",
 ) -> Path:
     """Download ``sam3.pt`` of ``facebook/sam3`` into the Hugging Face cache; its path.
+    ``version="sam3.1"``: ``sam3.1_multiplex.pt`` of ``facebook/sam3.1`` (`HF_FILES`).
 
     Fails fast offline and keeps the hub client's retry messages off the terminal (see the
     module notes).
@@ -203,13 +208,16 @@ def download_checkpoint(
             with what to do.
     """
     env = os.environ if env is None else env
+    if version not in HF_FILES:
+        raise CheckpointError(f"version: expected one of {sorted(HF_FILES)}, got {version!r}")
+    repo, filename = HF_FILES[version]
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as error:
         raise explain_download_error(error) from error
     if env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise CheckpointError(
-            f"could not download {HF_FILENAME} from {HF_REPO}: HF_HUB_OFFLINE is set (the "
+            f"could not download {filename} from {repo}: HF_HUB_OFFLINE is set (the "
             "Hugging Face hub is switched off); unset it, connect to the internet and run "
             "again, " + _HOW_BY_HAND
         )
@@ -218,12 +226,12 @@ def download_checkpoint(
     problem = None if behind_proxy else _unreachable(endpoint, probe_timeout)
     if problem is not None:
         raise CheckpointError(
-            f"could not download {HF_FILENAME} from {HF_REPO}: {endpoint} cannot be reached "
+            f"could not download {filename} from {repo}: {endpoint} cannot be reached "
             f"({problem}; offline?); connect to the internet and run again, " + _HOW_BY_HAND
         )
     try:
         with _quiet_hub():
-            return Path(hf_hub_download(HF_REPO, HF_FILENAME))
+            return Path(hf_hub_download(repo, filename))
     except Exception as error:  # the hub's errors vary by version: explained by name
         raise explain_download_error(error) from error
 
@@ -420,4 +428,3 @@ def load_predictor(
             device=device,
             dtype=dtype,
         )
-

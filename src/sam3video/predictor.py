@@ -56,7 +56,9 @@ from sam3video.requests import (
 )
 from sam3video.video.live import LiveSession
 from sam3video.video.planner import VideoHeuristics
+from sam3video.video.planner31 import VideoHeuristics31
 from sam3video.video.session import Outputs, VideoSession, concept_tokens
+from sam3video.video.session31 import VideoSession31, is_multiplex_model
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -126,14 +128,15 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def download_checkpoint() -> str:
-    """Fetch ``sam3.pt`` from the Hugging Face repo ``facebook/sam3`` (cached by the hub).
+def download_checkpoint(version: str = "sam3") -> str:
+    """Fetch ``sam3.pt`` from the Hugging Face repo ``facebook/sam3`` (``version="sam3.1"``:
+    ``sam3.1_multiplex.pt`` from ``facebook/sam3.1``), cached by the hub.
 
     `sam3video.checkpoints.download_checkpoint` does the work (it fails fast offline and
     keeps the hub's retry log quiet); its errors are given the Python way out as well.
     """
     try:
-        return str(checkpoints.download_checkpoint())
+        return str(checkpoints.download_checkpoint(version=version))
     except CheckpointError as exc:
         raise CheckpointError(
             f"checkpoint_path: None asks for a download, which failed: {exc}. In Python, "
@@ -142,28 +145,19 @@ def download_checkpoint() -> str:
         ) from exc
 
 
-def _refuse_multiplex(cfg) -> None:
-    """SAM 3.1 loads (`build_sam3_video_model`) but its multiplex video tracking is not here
-    yet (issue 17 item 3): say so instead of failing inside a session."""
-    if getattr(cfg, "version", "sam3") == "sam3.1":
-        raise UnsupportedModelError(
-            f"model_config: {cfg.name!r} is SAM 3.1 (sam3.1_multiplex.pt), whose multiplex video "
-            "tracking is not implemented yet; its model loads with "
-            f"sam3video.model.build.build_sam3_video_model({cfg.name!r}, checkpoint_path=...). "
-            "Use a SAM 3 checkpoint (sam3.pt) with model_config 'full' or 'tiny'."
-        )
-
-
 class Sam3VideoPredictor:
     """Session-based video segmentation and tracking with text, click and box prompts.
 
-    Arguments as upstream (``checkpoint_path=None`` downloads ``facebook/sam3``), plus
-    ``model_config`` (``"full"`` or ``"tiny"``; tiny without a checkpoint runs on synthetic
-    weights and warns that its masks are meaningless), ``device`` (default CUDA, then MPS, then
-    CPU) and ``dtype`` (default bfloat16 on CUDA, float32 elsewhere). ``model`` may be passed
-    to share one loaded model between predictors. ``version`` (``"sam3"``/``"sam3.1"``) forces
-    the checkpoint version, otherwise read from its keys: a SAM 3.1 checkpoint selects the
-    SAM 3.1 config and, until its multiplex tracking lands, raises `UnsupportedModelError`.
+    Arguments as upstream (``checkpoint_path=None`` downloads ``facebook/sam3``, or
+    ``facebook/sam3.1`` for ``model_config="sam3.1"``), plus ``model_config`` (``"full"``,
+    ``"tiny"``, ``"sam3.1"`` or ``"sam3.1-tiny"``; a tiny one without a checkpoint runs on
+    synthetic weights and warns that its masks are meaningless), ``device`` (default CUDA,
+    then MPS, then CPU) and ``dtype`` (default bfloat16 on CUDA, float32 elsewhere).
+    ``model`` may be passed to share one loaded model between predictors. ``version``
+    (``"sam3"``/``"sam3.1"``) forces the checkpoint version, otherwise read from its keys:
+    a SAM 3.1 checkpoint selects the SAM 3.1 config. A SAM 3.1 model serves its sessions
+    with `VideoSession31` (the multiplex tracker, `VideoHeuristics31`); what it does not
+    serve yet raises `UnsupportedModelError` (see `sam3video.video.session31`).
     """
 
     def __init__(
@@ -193,9 +187,6 @@ class Sam3VideoPredictor:
         self.dtype = pick_dtype(dtype, self.device)
         self.async_loading_frames = bool(async_loading_frames)
         self.video_loader_type = video_loader_type
-        self.heuristics = (
-            VideoHeuristics() if apply_temporal_disambiguation else VideoHeuristics.ablation()
-        )
         if model is None:
             model = self._load_model(
                 resolve_model_config(model_config, checkpoint_path, version),
@@ -204,8 +195,8 @@ class Sam3VideoPredictor:
                 geo_encoder_use_img_cross_attn,
                 strict_state_dict_loading,
             )
-        _refuse_multiplex(model.config)
         self.model = model
+        self.heuristics = self._heuristics(model, apply_temporal_disambiguation)
         # Upstream's flag only switches the video score to the presence-weighted joint logit.
         self.model.detector.joint_scores = bool(has_presence_token)
         if compile:
@@ -215,12 +206,11 @@ class Sam3VideoPredictor:
 
     def _load_model(self, config, checkpoint_path, bpe_path, use_img_cross_attn, strict):
         cfg = get_config(config)
-        _refuse_multiplex(cfg)  # before reading gigabytes of weights
         if not use_img_cross_attn:
             cfg = cfg.replace(detector=replace(cfg.detector, geo_use_img_cross_attn=False))
         if checkpoint_path is None:
-            if cfg.name == "full":
-                checkpoint_path = download_checkpoint()
+            if cfg.name in ("full", "sam3.1"):
+                checkpoint_path = download_checkpoint(getattr(cfg, "version", "sam3"))
             else:
                 warnings.warn(
                     f"Sam3VideoPredictor: model_config={cfg.name!r} without a checkpoint runs "
@@ -244,7 +234,24 @@ class Sam3VideoPredictor:
         det = self.model.detector
         det.backbone.vision_backbone.trunk.compile(dynamic=False)
         det.transformer.encoder.compile(dynamic=False)
-        self.model.tracker.transformer.encoder.compile(dynamic=True)
+        tracker = self.model.tracker
+        if is_multiplex_model(self.model):
+            tracker = tracker.model  # SAM 3.1: the multiplex tracker's memory attention
+        tracker.transformer.encoder.compile(dynamic=True)
+
+    @staticmethod
+    def _heuristics(model: Sam3VideoModel, apply_temporal_disambiguation: bool):
+        """The video heuristics of the model's version (SAM 3.1: the 3.1 builder's)."""
+        if not is_multiplex_model(model):
+            if apply_temporal_disambiguation:
+                return VideoHeuristics()
+            return VideoHeuristics.ablation()
+        if not apply_temporal_disambiguation:
+            raise UnsupportedModelError(
+                "apply_temporal_disambiguation: False is not supported for SAM 3.1 models (the "
+                "3.1 builder has no ablation preset); pass True"
+            )
+        return VideoHeuristics31()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -344,6 +351,12 @@ class Sam3VideoPredictor:
                     f"session_id: expected a new session id, got {session_id[:100]!r} which "
                     "is already open (close it first or omit session_id)"
                 )
+        multiplex = is_multiplex_model(self.model)
+        if multiplex and (req.live or is_stream(req.resource_path)):
+            raise UnsupportedModelError(
+                "live: live and stream sessions are not supported for SAM 3.1 models yet; "
+                "start a session on a video file or a frame folder"
+            )
         if req.live or is_stream(req.resource_path):
             # A camera or network stream is read on a thread into a live session.
             reader = None if req.live else StreamReader(req.resource_path)
@@ -363,7 +376,7 @@ class Sam3VideoPredictor:
                 prefetch=self.async_loading_frames,
             )
             is_image = Path(req.resource_path).suffix.lower() in IMAGE_EXTENSIONS
-            session = VideoSession(
+            session = (VideoSession31 if multiplex else VideoSession)(
                 session_id,
                 self.model,
                 frames,

@@ -201,6 +201,9 @@ class MultiplexStepOutput(NamedTuple):
     obj_ids: list[int]
     low_res_masks: Tensor
     object_score_logits: Tensor
+    # `MultiplexTrackingState.add_points` only: the click's logits at the video resolution,
+    # ``(1, 1, H, W)``, before they come back to the low resolution (the official reply).
+    video_res_logits: Tensor | None = None
 
 
 class MultiplexTrackingState:
@@ -442,7 +445,7 @@ class MultiplexTrackingState:
         self._tracked.add(frame_idx)
         self._non_cond.pop(frame_idx, None)
         return MultiplexStepOutput(
-            frame_idx, self.obj_ids, frame.pred_masks, heads.object_score_logits
+            frame_idx, self.obj_ids, frame.pred_masks, heads.object_score_logits, video
         )
 
     def _consolidate(self, low_res: Tensor, rows: list[int], masks: Tensor) -> Tensor:
@@ -530,6 +533,10 @@ class MultiplexTrackingState:
             frame.object_score_logits = frame.object_score_logits[keep]
             frame.conditioning = frame.conditioning - gone
         return self.num_objects > 0
+
+    def remove_object(self, obj_id: int) -> bool:
+        """`remove_objects` of one id (the SAM 3 `TrackingState` method the session calls)."""
+        return self.remove_objects([obj_id])
 
     # ------------------------------------------------------------------------ memory
 
@@ -621,15 +628,22 @@ class MultiplexTrackingState:
         for t in [t for t in self._non_cond if t not in keep]:
             del self._non_cond[t]
 
-    def memory_footprint(self) -> dict[str, int]:
-        """Bytes held by stored frames (image features are shared; counted once per frame)."""
+    def memory_footprint(self, include_features: bool = True) -> dict[str, int]:
+        """Bytes held by stored frames (image features are shared; counted once per frame).
+        ``bytes``: their sum, with the stored image features unless ``include_features`` is
+        False (a session counts its shared feature cache once)."""
         total = {"frames": 0, "maskmem": 0, "pointers": 0, "masks": 0}
+        features = 0
         for _, f in self._all_frames():
             total["frames"] += 1
             if f.maskmem_features is not None:
                 total["maskmem"] += f.maskmem_features.numel() * f.maskmem_features.element_size()
             total["pointers"] += f.obj_ptr.numel() * f.obj_ptr.element_size()
             total["masks"] += f.pred_masks.numel() * f.pred_masks.element_size()
+            if include_features:
+                for t in (f.image_features, f.image_pos):
+                    features += t.numel() * t.element_size()
+        total["bytes"] = total["maskmem"] + total["pointers"] + total["masks"] + features
         return total
 
 

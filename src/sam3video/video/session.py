@@ -290,7 +290,7 @@ class VideoSession:
         else:
             self.generation += 1
         for k, (name, (text, geometry)) in enumerate(zip(names, prompts)):
-            row = k if text is not None else len(prompts)  # box-only: the word "visual"
+            row = self._concept_row(k, text, len(prompts))
             self._prompt_version += 1
             self.concepts[name] = Concept(
                 name,
@@ -304,6 +304,12 @@ class VideoSession:
         masks, _ = self._det_track_one_frame(frame_idx, reverse=False, names=names)
         self.prompted.add(frame_idx)
         return self._format(frame_idx, masks, hidden=())
+
+    @staticmethod
+    def _concept_row(k: int, text: str | None, num_prompts: int) -> int:
+        """Row of `concept_tokens` encoding prompt ``k``: its text, or for a box-only prompt
+        the word "visual" (the last row)."""
+        return k if text is not None else num_prompts
 
     def remove_concept(self, name: str) -> None:
         """Stop tracking a concept and every object it found (as `remove_object`)."""
@@ -434,7 +440,7 @@ class VideoSession:
             state.preflight()
         low_res: dict[int, Tensor] = {}
         scores: dict[int, Tensor] = {}
-        for out in track_states(active, frame_idx, reverse, run_mem_encoder=False):
+        for out in self._track_states(active, frame_idx, reverse, run_mem_encoder=False):
             filled = fill_holes_in_mask_scores(
                 out.low_res_masks.float(), max_area=h.fill_hole_area
             )[:, 0]
@@ -500,6 +506,13 @@ class VideoSession:
         clock.lap("post")
         return masks, suppressed
 
+    @staticmethod
+    def _track_states(states, frame_idx: int, reverse: bool, run_mem_encoder: bool) -> list:
+        """One frame for several tracker states (`track_states`; the SAM 3.1 session uses the
+        multiplex tracker's). Outputs have ``obj_ids``, ``low_res_masks (N, 1, s, s)`` and
+        ``object_score_logits (N, 1)``."""
+        return track_states(states, frame_idx, reverse, run_mem_encoder=run_mem_encoder)
+
     def _retrack(self, frame_idx: int, reverse: bool, obj_ids: list[int]) -> None:
         """Re-track clicked objects on a frame (the official partial propagation step): their
         tracker states advance one frame and their masks replace theirs in the ledger."""
@@ -508,7 +521,7 @@ class VideoSession:
         for state in states:
             state.preflight()
         refined: dict[int, Tensor] = {}
-        for out in track_states(states, frame_idx, reverse, run_mem_encoder=True):
+        for out in self._track_states(states, frame_idx, reverse, run_mem_encoder=True):
             for k, obj_id in enumerate(out.obj_ids):
                 if obj_id not in obj_ids:
                     continue

@@ -1,0 +1,365 @@
+"""A video session on a SAM 3.1 ("Object Multiplex") model: the same requests as SAM 3.
+
+`VideoSession31` is a `VideoSession` whose tracker is the multiplex tracker
+(`sam3video.video.multiplex_tracking`) and whose per-frame decisions are the 3.1 planner's
+(`sam3video.video.planner31`). Everything else is the SAM 3 session's: request handling, the
+ledger of committed outputs, the generation counter (stale streams), cancel, observers, the
+hotstart output buffer, the action-history dispatch (detect / retrack / fetch) and the output
+format. The predictor picks it from the model's config (``config.version == "sam3.1"``).
+
+Per frame of a full propagation (docs/sam31_video_logic.md, section 7 item 4):
+
+1. backbone once: detector pyramid + both tracker pyramids (interactive for prompts and
+   births, propagation for tracking and memory);
+2. the concept's detector heads on ALL queries -> `select_detections31` (score > 0.4, IoM NMS,
+   border rule);
+3. every tracker state advances one frame without memory encoding
+   (`track_multiplex_states`: states with equal memory plans run as one batch of buckets);
+4. `plan_frame31` (IoM association with the ambiguity rule, hotstart, reconditioning every
+   16th frame, occlusion suppression, object cap, masklet confirmation);
+5. execution in the official order: in-place reconditioning, deferred memory update per
+   state, births placed by best fit (`place_births`: the fullest state with room takes them
+   all, else a new state), hotstart removals;
+6. outputs: tracker masks for existing objects, detection masks for newborns; released after
+   the hotstart buffer with the objects still unconfirmed two frames later hidden
+   (`hidden_ids31`; the table is local to one propagation pass, as officially).
+
+Requests this session serves like the SAM 3 one: a text and/or box concept (``add_prompt``
+with text/boxes; a box-only concept reads the detector's text row 0, as the 3.1 code), clicks
+creating a NEW object (its own state, the official path), ``propagate_in_video`` (forward,
+backward, both; full, partial and fetch steps), ``remove_object``, ``remove_concept``,
+``reset_session``, ``cancel_propagation``, ``close_session``.
+
+Not served yet (raise `UnsupportedModelError`, a `NotImplementedError`, before anything
+changes): several concepts in one session (``concept_mode="add"`` or several texts: the 3.1
+planner is proven for one concept), clicks refining an existing object (the official code
+extracts a shared object to a state of its own and merges it back; not implemented), and live
+sessions. SAM 3's deviations kept here: exemplar boxes act on every frame; a propagation
+starts by default at the first prompted frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sam3video.errors import InvalidInputError, UnsupportedModelError
+from sam3video.model.detector import GeometryPrompt
+from sam3video.video.actions import det_mask_for_tracker
+from sam3video.video.multiplex_tracking import (
+    MultiplexTrackingState,
+    place_births,
+    track_multiplex_states,
+)
+from sam3video.video.planner import build_frame_masks, prepare_memory_update
+from sam3video.video.planner31 import (
+    TrackerMetadata31,
+    VideoHeuristics31,
+    hidden_ids31,
+    plan_frame31,
+    register_click31,
+    select_detections31,
+)
+from sam3video.video.postprocess import fill_holes_in_mask_scores
+from sam3video.video.session import Outputs, VideoSession
+from sam3video.video.steps import StageClock
+
+__all__ = ["VideoSession31", "is_multiplex_model"]
+
+# Prepared tracker features kept (frames): the tracked frame and a prompted frame whose memory
+# is being encoded.
+FEATURE_FRAMES = 2
+
+
+def is_multiplex_model(model) -> bool:
+    """Whether ``model`` is a SAM 3.1 (multiplex) model."""
+    return getattr(model.config, "version", "sam3") == "sam3.1"
+
+
+class _Features31:
+    """The latest frames' prepared tracker features ``(interactive, propagation)``."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple] = {}
+
+    def tensors(self) -> list[Tensor]:
+        out = []
+        for pair in self.entries.values():
+            for feats in pair:
+                out += [*feats.high_res, feats.vision, feats.vision_pos]
+        return out
+
+
+class VideoSession31(VideoSession):
+    """The SAM 3.1 session (module doc). Same constructor as `VideoSession`; the heuristics
+    must be `VideoHeuristics31` (default: the 3.1 builder's values)."""
+
+    def __init__(self, session_id, model, frames, *, heuristics=None, **kwargs) -> None:
+        if heuristics is None:
+            heuristics = VideoHeuristics31()
+        if not isinstance(heuristics, VideoHeuristics31):
+            raise InvalidInputError(
+                f"heuristics: a SAM 3.1 session needs VideoHeuristics31, got "
+                f"{type(heuristics).__name__}"
+            )
+        if not is_multiplex_model(model):
+            raise InvalidInputError(
+                f"model: expected a SAM 3.1 model, got config {model.config.name!r}"
+            )
+        super().__init__(session_id, model, frames, heuristics=heuristics, **kwargs)
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        super().reset()
+        self.metadata = TrackerMetadata31()
+        self._tracker_feature_cache = _Features31()
+        self._unconfirmed: dict[int, list[int]] = {}  # frame -> unconfirmed ids (this pass)
+        self._reverse = False
+
+    # ------------------------------------------------------------------ features
+
+    def _tracker_features(self, frame_idx: int):
+        """``(interactive, propagation)`` `FrameFeatures` of a frame (`FeatureFn31`)."""
+        cache = self._tracker_feature_cache
+        if frame_idx not in cache.entries:
+            neck = self._features(frame_idx)
+            m = self.model.tracker.model
+            pair = (
+                m.prepare_interactive(neck.interactive_feats, neck.interactive_pos),
+                m.prepare_propagation(neck.propagation_feats, neck.propagation_pos),
+            )
+            while len(cache.entries) >= FEATURE_FRAMES:
+                cache.entries.pop(next(iter(cache.entries)))
+            cache.entries[frame_idx] = pair
+        return cache.entries[frame_idx]
+
+    def _new_state(self) -> MultiplexTrackingState:
+        return MultiplexTrackingState(
+            self.model.tracker.model,
+            self._tracker_features,
+            self.tracker_horizon,
+            video_size=self.video_size,
+        )
+
+    @staticmethod
+    def _track_states(states, frame_idx: int, reverse: bool, run_mem_encoder: bool) -> list:
+        return track_multiplex_states(states, frame_idx, reverse, run_mem_encoder=run_mem_encoder)
+
+    # ------------------------------------------------------------------ prompts
+
+    @staticmethod
+    def _concept_row(k: int, text: str | None, num_prompts: int) -> int:
+        return k  # 3.1: a box-only prompt reads row 0, the text placeholder
+
+    def add_concepts(
+        self,
+        frame_idx: int,
+        prompts: list[tuple[str | None, GeometryPrompt | None]],
+        tokens: Tensor | None = None,
+        mode: str = "replace",
+    ) -> Outputs:
+        if len(prompts) != 1 or (mode == "add" and self.concepts):
+            raise UnsupportedModelError(
+                "text: a SAM 3.1 session tracks one concept at a time (one text and/or boxes, "
+                f"concept_mode 'replace'); got {len(prompts)} prompt(s) with concept_mode "
+                f"{mode!r} and {len(self.concepts)} concept(s) already"
+            )
+        return super().add_concepts(frame_idx, prompts, tokens, mode)
+
+    def add_points(
+        self, frame_idx: int, points: np.ndarray, labels: np.ndarray, obj_id: int | None
+    ) -> tuple[int, Outputs]:
+        """Clicks creating a new object (``obj_id`` new or None) in a state of its own."""
+        meta = self.metadata
+        h = self.heuristics
+        if obj_id is not None and obj_id in meta.obj_ids:
+            raise UnsupportedModelError(
+                f"obj_id: refining the existing object {obj_id} with clicks is not supported "
+                "for SAM 3.1 models yet; click with a new obj_id (or none) to add an object"
+            )
+        if not meta.can_add_object(h.max_num_objects):
+            raise InvalidInputError(
+                f"obj_id: the session already tracks the maximum of {h.max_num_objects} objects"
+            )
+        if obj_id is None:
+            obj_id = self.next_obj_id()
+        side = self.image_size
+        hgt, wid = self.video_size
+        pts = torch.tensor(np.asarray(points, dtype=np.float32))
+        pts = pts * torch.tensor([side / wid, side / hgt])  # video pixels -> model square
+        state = self._new_state()
+        out = state.add_points(frame_idx, obj_id, pts, torch.tensor(np.asarray(labels)))
+        self.states.append(state)
+        self.generation += 1
+        self.object_concept.setdefault(obj_id, None)
+        register_click31(meta, obj_id, frame_idx, h)
+        self.ledger.click(obj_id)
+        state.preflight()
+        masks = self.ledger.get(frame_idx)
+        # The reply shows the click's video-resolution logits (official), not the stored
+        # low-resolution ones.
+        logits = fill_holes_in_mask_scores(out.video_res_logits.float(), max_area=h.fill_hole_area)
+        masks[obj_id] = (logits[0] > 0).cpu()
+        self.ledger.put(frame_idx, masks)
+        self.prompted.add(frame_idx)
+        return obj_id, self._format(frame_idx, masks, hidden=())
+
+    def _video_mask(self, low_res: Tensor) -> Tensor:
+        """``(1, 1, s, s)`` logits -> the ``(1, H, W)`` binary video mask."""
+        logits = fill_holes_in_mask_scores(low_res.float(), max_area=self.heuristics.fill_hole_area)
+        video = F.interpolate(logits, size=self.video_size, mode="bilinear", align_corners=False)
+        return (video[0] > 0).cpu()
+
+    # ------------------------------------------------------------------ one frame
+
+    def _det_track_one_frame(
+        self,
+        frame_idx: int,
+        reverse: bool,
+        names: list[str] | None = None,
+        stages: dict[str, float] | None = None,
+    ) -> tuple[dict, list[int]]:
+        """Detection, tracking, planning and execution on one frame (module doc). Returns
+        the frame's ``obj_id -> (1, H, W)`` masks (also in the ledger) and no suppressed ids
+        (the 3.1 video logic hides nothing by suppression)."""
+        h = self.heuristics
+        names = list(self.concepts) if names is None else names
+        clock = StageClock(stages, self.stage_listeners)
+        neck = self._features(frame_idx, need_detector=True)
+        clock.lap("backbone")
+        concept = self.concepts[names[0]]
+        out = self.model.detector.forward_grounding(
+            neck.detector_feats,
+            neck.detector_pos,
+            concept.text_feats,
+            concept.text_mask,
+            concept.geometry,
+        )
+        det_masks = out.pred_masks[0].float()
+        probs, keep = select_detections31(
+            out.pred_logits[0].float().reshape(-1), det_masks, out.pred_boxes_xyxy[0].float(), h
+        )
+        clock.lap("detector")
+
+        active = [s for s in self.states if s.num_objects]
+        for state in active:
+            state.preflight()
+        low_res: dict[int, Tensor] = {}
+        scores: dict[int, Tensor] = {}
+        for step in self._track_states(active, frame_idx, reverse, run_mem_encoder=False):
+            filled = fill_holes_in_mask_scores(
+                step.low_res_masks.float(), max_area=h.fill_hole_area
+            )[:, 0]
+            for k, obj_id in enumerate(step.obj_ids):
+                low_res[obj_id] = filled[k]
+                scores[obj_id] = step.object_score_logits[k].float().reshape(())
+        clock.lap("tracker")
+
+        prev_ids = list(self.metadata.obj_ids)
+        s = self.model.config.low_res_mask_size
+        if prev_ids:
+            trk = torch.stack([low_res[i] for i in prev_ids])
+            trk_scores = torch.stack([scores[i] for i in prev_ids])
+        else:
+            trk = torch.zeros(0, s, s, device=self.device)
+            trk_scores = torch.zeros(0, device=self.device)
+        plan = plan_frame31(
+            det_masks,
+            probs,
+            keep,
+            trk,
+            trk_scores,
+            self.metadata,
+            frame_idx,
+            reverse,
+            self.is_image_only,
+            h,
+        )
+        clock.lap("plan")
+        self._execute(plan, det_masks, prev_ids, frame_idx)
+        clock.lap("tracker")
+        for obj_id in plan.new_obj_ids:
+            self.object_concept[obj_id] = concept.name
+        built = build_frame_masks(
+            plan.trk_masks,
+            prev_ids,
+            det_masks,
+            plan.new_det_inds,
+            plan.new_obj_ids,
+            self.video_size,
+            h.fill_hole_area,
+        )
+        masks = {i: m.cpu() for i, m in built.items()}
+        self.metadata = plan.metadata
+        self._unconfirmed[frame_idx] = list(plan.unconfirmed_obj_ids)
+        self.ledger.put(frame_idx, masks)
+        self.ledger.stamp(frame_idx, self.obj_ids)
+        clock.lap("post")
+        return masks, []
+
+    def _execute(self, plan, det_masks: Tensor, prev_ids: list[int], frame_idx: int) -> None:
+        """Apply a frame's plan to the states, in the official order (module doc, step 5)."""
+        side = self.model.config.input_mask_size
+        if plan.recondition:  # (a) in place, then the touched states' memory
+            touched: list[MultiplexTrackingState] = []
+            for state in self.states:
+                ids = [i for i in plan.recondition if i in state.obj_ids]
+                if ids:
+                    masks = torch.stack(
+                        [det_mask_for_tracker(det_masks[plan.recondition[i]], side) for i in ids]
+                    )
+                    state.recondition(frame_idx, ids, masks)
+                    touched.append(state)
+            for state in touched:
+                state.preflight()
+        if prev_ids:  # (b) deferred memory update, rows in each state's object order
+            masks, score_logits = prepare_memory_update(plan.trk_masks, side)
+            for state in self.states:
+                rows = [prev_ids.index(i) for i in state.obj_ids if i in prev_ids]
+                if rows and len(rows) == state.num_objects and state.stored(frame_idx):
+                    state.update_memory(frame_idx, masks[rows], score_logits[rows])
+        if plan.new_obj_ids:  # (c) births: best fit, else a new state
+            where = place_births(
+                [s for s in self.states if s.stored(frame_idx) is not None],
+                len(plan.new_obj_ids),
+            )
+            if where is None:
+                state = self._new_state()
+                self.states.append(state)
+            else:
+                state = [s for s in self.states if s.stored(frame_idx) is not None][where]
+            masks = torch.stack(
+                [det_mask_for_tracker(det_masks[d], side) for d in plan.new_det_inds]
+            )
+            state.add_masks(frame_idx, plan.new_obj_ids, masks)
+            state.preflight()
+        if plan.removed_obj_ids:  # (d) hotstart removals
+            gone = set(plan.removed_obj_ids)
+            for state in list(self.states):
+                ids = [i for i in state.obj_ids if i in gone]
+                if ids and not state.remove_objects(ids):
+                    self.states.remove(state)
+
+    # ------------------------------------------------------------------ propagation
+
+    def _pass(self, generation, start, max_frames, reverse):
+        # The official unconfirmed-object table lives for one propagation pass.
+        self._unconfirmed = {}
+        self._reverse = reverse
+        yield from super()._pass(generation, start, max_frames, reverse)
+
+    def _release(self, frame_idx: int, fetched: bool) -> Outputs:
+        """A frame leaves the hotstart buffer: objects still unconfirmed two frames later are
+        hidden from what is shown now (the cached result keeps them, as the official cache).
+        Nothing is hidden by hotstart removal or suppression (3.1 leaves those sets empty)."""
+        masks = self.ledger.get(frame_idx)
+        if frame_idx in self.ledger.pending:
+            self.ledger.pending.pop(frame_idx)
+            hidden = hidden_ids31(
+                frame_idx, self._reverse, self.num_frames, self._unconfirmed, self.heuristics
+            )
+            return self._format(frame_idx, masks, hidden=hidden)
+        return self._format(frame_idx, masks, hidden=())

@@ -1,0 +1,150 @@
+"""SAM 3.1 through the predictor: end-to-end parity with the official 3.1 video predictor.
+
+Fixture ``video31_main.pt`` from ``tools/reference/gen_video31.py``: the official
+``Sam3MultiplexVideoPredictor`` on ``sam3.1-tiny`` with the same synthetic weights, on the
+first 8 frames of the committed bikes clip (``video_clip.pt``), with ``new_det_thresh`` 0.5
+(the synthetic detection scores are ~0.6, below the builder's 0.65). Requests: text on frame
+2, propagate both ways, a click creating a new object on frame 3, propagate, remove that
+object, propagate. We replay them through `Sam3VideoPredictor(model_config="sam3.1-tiny")` and
+compare every response: frame order, ids, masks (IoU >= 0.99) and scores (1e-3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from _manifest import FIXTURES
+from test_video_parity import _clip, _unpack
+
+from sam3video.errors import UnsupportedModelError
+from sam3video.predictor import Sam3VideoPredictor
+from sam3video.video.planner31 import VideoHeuristics31
+from sam3video.video.session31 import VideoSession31
+
+MIN_IOU = 0.99
+SCORE_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = Sam3VideoPredictor(model_config="sam3.1-tiny", device="cpu", dtype=torch.float32)
+    return p
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return torch.load(FIXTURES / "video31_main.pt", weights_only=False)
+
+
+def _start(predictor, tmp_path, meta):
+    predictor.heuristics = dataclasses.replace(VideoHeuristics31(), **meta["overrides"])
+    folder, frames = _clip(tmp_path)
+    n = meta["num_frames"]
+    for path in sorted(folder.iterdir())[n:]:
+        path.unlink()
+    sid = predictor.handle_request({"type": "start_session", "resource_path": str(folder)})[
+        "session_id"
+    ]
+    session = predictor.get_session(sid)
+    assert isinstance(session, VideoSession31)
+    session.transform = lambda t: frames[t]
+    return sid
+
+
+def test_sam31_session_matches_official(predictor, fixture, tmp_path):
+    tensors, meta = fixture["tensors"], fixture["meta"]
+    h, w = meta["video_size"]
+    sid = _start(predictor, tmp_path, meta)
+    checked = 0
+    for k, step in enumerate(meta["steps"]):
+        req = {**step["product_request"], "session_id": sid}
+        if req["type"] == "propagate_in_video":
+            ours = [(r["frame_index"], r["outputs"]) for r in predictor.handle_stream_request(req)]
+        elif req["type"] == "add_prompt":
+            r = predictor.handle_request(req)
+            ours = [(r["frame_index"], r["outputs"])]
+        else:
+            assert predictor.handle_request(req) == {"is_success": True}
+            # The official reply is the frame's cached outputs: ours comes from a fetch.
+            frame = step["request"]["frame_index"]
+            stream = predictor.handle_stream_request(
+                {
+                    "type": "propagate_in_video",
+                    "session_id": sid,
+                    "start_frame_index": frame,
+                    "max_frame_num_to_track": 0,
+                    "propagation_direction": "forward",
+                }
+            )
+            ours = [(r["frame_index"], r["outputs"]) for r in stream]
+        expected_frames = tensors[f"step{k}/frames"].tolist()
+        assert [f for f, _ in ours] == expected_frames, f"step {k}: frame order"
+        for j, (frame, outputs) in enumerate(ours):
+            ids = tensors[f"step{k}/{j}/obj_ids"].tolist()
+            probs = tensors[f"step{k}/{j}/probs"].tolist()
+            masks = _unpack(tensors[f"step{k}/{j}/masks"], h, w)
+            expected = {i: (m, p) for i, m, p in zip(ids, masks, probs) if m.any()}
+            where = f"step {k} ({req['type']}), frame {frame}"
+            assert sorted(outputs) == sorted(expected), where
+            for obj_id, (mask, prob) in expected.items():
+                got = outputs[obj_id]["mask"]
+                iou = (got & mask).sum() / max((got | mask).sum(), 1)
+                assert iou >= MIN_IOU, f"{where}, object {obj_id}: IoU {iou:.4f}"
+                assert abs(outputs[obj_id]["score"] - prob) <= SCORE_TOL, where
+                checked += 1
+    predictor.handle_request({"type": "close_session", "session_id": sid})
+    assert checked > 20
+
+
+def test_sam31_unsupported_requests_are_typed(predictor, fixture, tmp_path):
+    """What the 3.1 session does not serve yet raises `UnsupportedModelError` and changes
+    nothing."""
+    meta = fixture["meta"]
+    sid = _start(predictor, tmp_path, meta)
+    first = predictor.handle_request(
+        {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "bicycle"}
+    )["outputs"]
+    assert first, "the text prompt finds an object"
+    obj_id = next(iter(first))
+    click = {
+        "type": "add_prompt",
+        "session_id": sid,
+        "frame_index": 0,
+        "points": [[100.0, 100.0]],
+        "point_labels": [1],
+    }
+    with pytest.raises(UnsupportedModelError, match="refining"):
+        predictor.handle_request({**click, "obj_id": obj_id})
+    with pytest.raises(UnsupportedModelError, match="one concept"):
+        predictor.handle_request(
+            {
+                "type": "add_prompt",
+                "session_id": sid,
+                "frame_index": 0,
+                "text": "car",
+                "concept_mode": "add",
+            }
+        )
+    session = predictor.get_session(sid)
+    assert session.obj_ids == [obj_id] and list(session.concepts) == ["bicycle"]
+    # A click with a new id still works after the refused requests.
+    r = predictor.handle_request({**click, "obj_id": 50})
+    assert 50 in r["outputs"] and session.obj_ids == [obj_id, 50]
+    predictor.handle_request({"type": "close_session", "session_id": sid})
+
+
+def test_sam31_heuristics_and_checkpoint_names(predictor):
+    """A SAM 3.1 model gets the 3.1 builder's heuristics; its checkpoint is facebook/sam3.1."""
+    assert Sam3VideoPredictor(model=predictor.model).heuristics == VideoHeuristics31()
+    with pytest.raises(UnsupportedModelError, match="apply_temporal_disambiguation"):
+        Sam3VideoPredictor(model=predictor.model, apply_temporal_disambiguation=False)
+    from sam3video import checkpoints
+
+    assert checkpoints.HF_FILES["sam3.1"] == ("facebook/sam3.1", "sam3.1_multiplex.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="version"):
+        checkpoints.download_checkpoint(env={}, version="sam4")
