@@ -154,17 +154,21 @@ def test_config_follows_the_checkpoint_version(tiny_checkpoints):
         resolve_model_config("tiny", version="3.1")
 
 
-def test_predictor_detects_sam31_and_says_tracking_is_not_there_yet(tiny_checkpoints):
+def test_predictor_detects_sam31_and_serves_it(tiny_checkpoints):
     from sam3video.predictor import Sam3VideoPredictor
+    from sam3video.video.planner31 import VideoHeuristics31
 
-    with pytest.raises(UnsupportedModelError, match="'sam3.1-tiny' is SAM 3.1"):
-        Sam3VideoPredictor(checkpoint_path=tiny_checkpoints["sam3.1-tiny"], model_config="tiny")
-    with pytest.raises(UnsupportedModelError, match="multiplex video tracking"):
-        Sam3VideoPredictor(model_config="tiny", version="sam3.1", device="cpu")
-    model = build_sam3_video_model("sam3.1-tiny", device="cpu")
-    with pytest.raises(UnsupportedModelError):
-        Sam3VideoPredictor(model=model, device="cpu")
-    # a SAM 3 checkpoint still gives a working predictor
+    predictor = Sam3VideoPredictor(
+        checkpoint_path=tiny_checkpoints["sam3.1-tiny"], model_config="tiny", device="cpu"
+    )
+    assert predictor.model.config.name == "sam3.1-tiny"
+    assert isinstance(predictor.heuristics, VideoHeuristics31)
+    with pytest.warns(UserWarning, match="synthetic weights"):
+        forced = Sam3VideoPredictor(model_config="tiny", version="sam3.1", device="cpu")
+    assert forced.model.config.name == "sam3.1-tiny"
+    with pytest.raises(UnsupportedModelError, match="apply_temporal_disambiguation"):
+        Sam3VideoPredictor(model=forced.model, apply_temporal_disambiguation=False)
+    # a SAM 3 checkpoint still gives a SAM 3 predictor
     predictor = Sam3VideoPredictor(
         checkpoint_path=tiny_checkpoints["tiny"], model_config="sam3.1-tiny", device="cpu"
     )
