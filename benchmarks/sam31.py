@@ -197,7 +197,10 @@ def run_ours(args) -> dict:
 
         side = tm.image_size // tm.backbone_stride * 16  # the mask-prompt size
         s = model31.config.image_size
-        for layout, counts in (("clicks", args.measure_ours31_clicks), ("packed", args.objects)):
+        for layout, counts in (
+            ("clicks", args.measure_ours31_clicks),
+            ("packed", args.measure_packed),
+        ):
             for n in counts:
                 if layout == "clicks":
                     states = []
@@ -291,7 +294,10 @@ def run_official(args) -> dict:
                 video_height=h, video_width=w, num_frames=NUM_FRAMES, cached_features=cache
             )
 
-        for layout, counts in (("clicks", args.measure_official_clicks), ("packed", args.objects)):
+        for layout, counts in (
+            ("clicks", args.measure_official_clicks),
+            ("packed", args.measure_packed),
+        ):
             for n in counts:
                 states = []
                 if layout == "clicks":
@@ -399,6 +405,13 @@ def main() -> None:
         default=None,
         help="object counts measured for the official, clicks layout",
     )
+    ap.add_argument(
+        "--measure-packed",
+        type=int,
+        nargs="+",
+        default=None,
+        help="object counts measured for both 3.1 packed layouts (default: --objects)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-official", action="store_true")
     ap.add_argument("--worker", choices=["official"], help=argparse.SUPPRESS)
@@ -409,7 +422,7 @@ def main() -> None:
         args.objects = [1, 16, 64, 128] if args.model == "full" else [1, 4]
     if args.model == "tiny":
         RATE_SECONDS[0] = 0.2
-    for name in ("measure30", "measure_ours31_clicks", "measure_official_clicks"):
+    for name in ("measure30", "measure_ours31_clicks", "measure_official_clicks", "measure_packed"):
         if getattr(args, name) is None:
             setattr(args, name, list(args.objects))
     if args.worker == "official":
@@ -437,6 +450,8 @@ def main() -> None:
             str(args.threads),
             "--objects",
             *map(str, args.objects),
+            "--measure-packed",
+            *map(str, args.measure_packed),
             "--measure-official-clicks",
             *map(str, args.measure_official_clicks),
         ]
