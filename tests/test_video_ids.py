@@ -179,14 +179,15 @@ def tiny_frames(clip: dict) -> list[torch.Tensor]:
     return frames
 
 
-def replay(predictor, folder, frames, fixture: dict) -> int:
+def replay(predictor, folder, frames, fixture: dict) -> tuple[int, int]:
+    """Replays the fixture's requests; returns (masks compared, official non-empty masks)."""
     tensors, meta = fixture["tensors"], fixture["meta"]
     h, w = meta["video_size"]
     sid = predictor.handle_request({"type": "start_session", "resource_path": str(folder)})[
         "session_id"
     ]
     predictor.get_session(sid).transform = lambda t: frames[t]
-    checked = 0
+    checked = total = 0
     twins = TwinGroups()
     for k, step in enumerate(meta["steps"]):
         req = {**step["product_request"], "session_id": sid}
@@ -205,12 +206,13 @@ def replay(predictor, folder, frames, fixture: dict) -> int:
             )
             expected = {i: (m, p) for i, m, p in zip(ids, masks, probs) if m.any()}
             where = f"{meta['session']} step {k} ({req['type']}), frame {frame}"
+            total += len(expected)
             twins.add(resp["contested"])
             checked += compare_response(
                 outputs, expected, dict(zip(ids, probs)), twins.groups(), where
             )
     predictor.handle_request({"type": "close_session", "session_id": sid})
-    return checked
+    return checked, total
 
 
 def _predictor(config: str, edits: list) -> Sam3VideoPredictor:
@@ -233,8 +235,8 @@ def test_detector_born_objects_keep_their_ids(name, tmp_path):
     fixture = torch.load(FIXTURES / f"video_ids_{name}.pt", weights_only=False)
     clip = torch.load(FIXTURES / "video_clip.pt", weights_only=False)["tensors"]
     predictor = _predictor("tiny", fixture["meta"]["edits"])
-    checked = replay(predictor, clip_folder(tmp_path, clip), tiny_frames(clip), fixture)
-    assert checked > 20
+    checked, total = replay(predictor, clip_folder(tmp_path, clip), tiny_frames(clip), fixture)
+    assert checked == total > 20
 
 
 def full_frames(clip: dict, image_size: int = 1008) -> list[torch.Tensor]:
@@ -252,15 +254,10 @@ def full_frames(clip: dict, image_size: int = 1008) -> list[torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue #12 item 12 is open: at full size, on frame 4 of this scenario, our object 5 "
-    "carries the mask of the official object 3 (IoU 1.0); no fix yet",
-    strict=False,
-)
 def test_full_size_detector_born_objects_keep_their_ids(tmp_path):
     """Full size (~3.5 GB of float32 weights; ~15 min on 2 CPU cores)."""
     fixture = torch.load(FIXTURES / "video_ids_full.pt", weights_only=False)
     clip = torch.load(FIXTURES / "video_ids_full_clip.pt", weights_only=False)["tensors"]
     predictor = _predictor("full", fixture["meta"]["edits"])
-    checked = replay(predictor, clip_folder(tmp_path, clip), full_frames(clip), fixture)
-    assert checked > 10
+    checked, total = replay(predictor, clip_folder(tmp_path, clip), full_frames(clip), fixture)
+    assert checked == total >= 7
