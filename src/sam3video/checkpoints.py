@@ -398,8 +398,10 @@ def load_predictor(
     """The `Sam3VideoPredictor` a command runs (``track``, ``serve``, ``batch``).
 
     ``model="full"`` needs a checkpoint, found as `resolve_checkpoint` says (argument,
-    ``$SAM3VIDEO_CHECKPOINT``, the Hugging Face cache, a download); ``"tiny"`` takes one when
-    given (verified), else runs on synthetic weights and says so through ``warn``.
+    ``$SAM3VIDEO_CHECKPOINT``, the Hugging Face cache, a download); ``"sam3.1"`` takes the one
+    given, else ``sam3.1_multiplex.pt`` of ``facebook/sam3.1`` (hub cache or download);
+    ``"tiny"``/``"sam3.1-tiny"`` take one when given (verified), else run on synthetic
+    weights and say so through ``warn``.
     ``device``/``dtype`` as the predictor takes them (``"auto"`` or a name).
     ``on_loading(checkpoint)`` is called once the checkpoint is known, before the (long) load.
     """
@@ -408,6 +410,8 @@ def load_predictor(
     path = None
     if model == "full":
         path = resolve_checkpoint(checkpoint)
+    elif model == "sam3.1" and not checkpoint:
+        path = download_checkpoint(version="sam3.1")  # the hub's cache first
     elif checkpoint:
         location = locate_checkpoint(checkpoint)
         path = verify_checkpoint(location.path, location.source)

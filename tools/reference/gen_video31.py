@@ -3,21 +3,22 @@
 Runs ONLY with the SAM 3.1 reference interpreter (see /work/notes or
 ``tools/reference/setup_reference_31.sh``), from the repository root::
 
-    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_video31.py   # a few minutes
+    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_video31.py [main crowd]  # ~1 min
 
 What it does: writes the first ``NUM_FRAMES`` JPEG files of ``tests/fixtures/video_clip.pt``
 (bikes.mp4, 272x640) into a temporary folder, builds the official
 ``Sam3MultiplexTrackingWithInteractivity`` for ``sam3.1-tiny``
 (`official_builders_31.build_official_31_video_model`, the 3.1 builder's heuristics with the
-overrides of ``OVERRIDES``), fills every key with the synthetic weights
+per-session overrides of ``SESSIONS``), fills every key with the synthetic weights
 (`_common31.load_synthetic`), wraps it in the official ``Sam3MultiplexVideoPredictor`` and
-plays ``STEPS`` through ``handle_request`` / ``handle_stream_request``, recording every
-response (ids, probs, bit-packed masks) in ``tests/fixtures/video31_main.pt``.
+plays each session of ``SESSIONS`` through ``handle_request`` / ``handle_stream_request``,
+recording every response (ids, probs, bit-packed masks) in ``tests/fixtures/video31_<name>.pt``.
 
 The official JPEG loader's float16 frames are checked to equal the ones
 ``tests/test_video_parity.py`` rebuilds from the clip's lossless PNGs, so the test feeds the
-same input. ``OVERRIDES``: the synthetic text scores are ~0.6, below the 3.1 builder's
-``new_det_thresh`` (0.65); 0.5 lets the detections be born (the test sets the same value).
+same input. Heuristic overrides (per session, the test sets the same): the synthetic text
+scores are ~0.6, below the 3.1 builder's ``new_det_thresh`` (0.65); lower ones let the
+detections be born.
 Propagations name their start frame: officially the default start is the first frame with
 outputs, ours the first prompted frame (a documented product choice). CPU patches:
 `_common31` (float32, no bf16 casts, empty connected components guarded).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 import time
 
@@ -40,23 +42,55 @@ from sam3video.model.config import get_config
 
 NUM_FRAMES = 8
 VIDEO_H, VIDEO_W = 272, 640
-OVERRIDES = {"new_det_thresh": 0.5}
 CLICK = [[0.4375, 0.3125]]  # (280, 85) px
 CLICK_ID = 7
-STEPS = [
-    {"type": "add_prompt", "frame_index": 2, "text": "bicycle"},
-    {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 2},
-    {
-        "type": "add_prompt",
-        "frame_index": 3,
-        "points": CLICK,
-        "point_labels": [1],
-        "obj_id": CLICK_ID,
-    },
-    {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
-    {"type": "remove_object", "frame_index": 3, "obj_id": CLICK_ID},
-    {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
-]
+# name -> (heuristic overrides, requests). "main": the seed protocol's requests on one object;
+# "crowd": lower thresholds, so that several detections are born on several frames (buckets
+# filled by best fit, births into existing states), plus a box-only prompt and a reset.
+SESSIONS = {
+    "main": (
+        {"new_det_thresh": 0.5},
+        [
+            {"type": "add_prompt", "frame_index": 2, "text": "bicycle"},
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 2},
+            {
+                "type": "add_prompt",
+                "frame_index": 3,
+                "points": CLICK,
+                "point_labels": [1],
+                "obj_id": CLICK_ID,
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
+            {"type": "remove_object", "frame_index": 3, "obj_id": CLICK_ID},
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
+        ],
+    ),
+    "crowd": (
+        {"score_threshold_detection": 0.3, "new_det_thresh": 0.35},
+        [
+            {"type": "add_prompt", "frame_index": 0, "text": "bicycle"},
+            {
+                "type": "propagate_in_video",
+                "propagation_direction": "forward",
+                "start_frame_index": 0,
+            },
+            {
+                "type": "add_prompt",
+                "frame_index": 1,
+                "bounding_boxes": [[0.1, 0.2, 0.3, 0.5]],
+                "bounding_box_labels": [1],
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 1},
+            {"type": "reset_session"},
+            {"type": "add_prompt", "frame_index": 5, "text": "person"},
+            {
+                "type": "propagate_in_video",
+                "propagation_direction": "backward",
+                "start_frame_index": 5,
+            },
+        ],
+    ),
+}
 
 
 def product_request(req: dict) -> dict:
@@ -64,6 +98,10 @@ def product_request(req: dict) -> dict:
     out = dict(req)
     if out.get("points") is not None:
         out["points"] = [[x * VIDEO_W, y * VIDEO_H] for x, y in out["points"]]
+    if out.get("bounding_boxes") is not None:  # official xywh -> our cxcywh (normalised)
+        out["bounding_boxes"] = [
+            [x + w / 2, y + h / 2, w, h] for x, y, w, h in out["bounding_boxes"]
+        ]
     if out["type"] == "remove_object":
         out.pop("frame_index")
     return out
@@ -101,15 +139,11 @@ def record(tensors: dict, key: str, outputs: dict) -> dict:
     return {"obj_ids": ids.tolist(), "areas": [int(m.sum()) for m in masks]}
 
 
-def main() -> None:
-    torch.set_grad_enabled(False)
-    _common31.drop_bf16_casts()
-    _common31._common.guard_empty_connected_components()
-    cfg = get_config("sam3.1-tiny")
-    model = ob31.build_official_31_video_model(cfg, device="cpu", **OVERRIDES)
+def play(name: str, jpegs: list[bytes], frames: list[torch.Tensor]) -> None:
+    overrides, steps = SESSIONS[name]
+    model = ob31.build_official_31_video_model(get_config("sam3.1-tiny"), "cpu", **overrides)
     _common31.load_synthetic(model, prefix="")
     predictor = ob31.build_official_31_predictor(model)
-    jpegs, frames = _clip_frames()
     tensors: dict[str, torch.Tensor] = {}
     steps_meta = []
     with tempfile.TemporaryDirectory() as folder:
@@ -124,45 +158,58 @@ def main() -> None:
         ours = torch.stack(frames)
         assert images.shape == ours.shape, (images.shape, ours.shape)
         assert torch.equal(images.to(ours.dtype), ours), "loader frames differ from the PNGs"
-        for k, req in enumerate(STEPS):
+        for k, req in enumerate(steps):
             t0 = time.time()
             sent = dict(req, session_id=sid)
             responses = []
+            entry = {"request": req, "product_request": product_request(req)}
             if req["type"] == "propagate_in_video":
                 for j, reply in enumerate(predictor.handle_stream_request(sent)):
                     rec = record(tensors, f"step{k}/{j}", reply["outputs"])
                     responses.append(dict(frame_index=int(reply["frame_index"]), **rec))
             else:
                 reply = predictor.handle_request(sent)
-                rec = record(tensors, f"step{k}/0", reply["outputs"])
-                responses.append(dict(frame_index=int(reply["frame_index"]), **rec))
+                if "outputs" in reply:
+                    rec = record(tensors, f"step{k}/0", reply["outputs"])
+                    responses.append(dict(frame_index=int(reply["frame_index"]), **rec))
+                else:
+                    entry["reply"] = reply
             tensors[f"step{k}/frames"] = torch.tensor(
                 [r["frame_index"] for r in responses], dtype=torch.int64
             )
-            steps_meta.append(
-                {"request": req, "product_request": product_request(req), "responses": responses}
-            )
-            print(f"step {k} {req['type']} ({time.time() - t0:.1f}s)")
+            entry["responses"] = responses
+            steps_meta.append(entry)
+            print(f"[{name}] step {k} {req['type']} ({time.time() - t0:.1f}s)")
             for r in responses:
                 print(f"   frame {r['frame_index']}: ids {r['obj_ids']} areas {r['areas']}")
         predictor.handle_request({"type": "close_session", "session_id": sid})
     meta = {
+        "session": name,
         "preset": "sam3.1-tiny",
         "video_size": [VIDEO_H, VIDEO_W],
         "num_frames": NUM_FRAMES,
         "clip_fixture": "video_clip.pt (first NUM_FRAMES frames)",
-        "overrides": OVERRIDES,
+        "overrides": overrides,
         "official_commit": _common31.COMMIT,
         "steps": steps_meta,
         "layout": (
             "step{k}/frames: yielded frame order; step{k}/{j}/obj_ids|probs|masks: the j-th "
             "response (masks bit-packed (N, H*W/8)); meta.steps[k].product_request: the same "
-            "request in our conventions"
+            "request in our conventions; meta.steps[k].reply: a reply without outputs"
         ),
     }
-    path = _common31.FIXTURES / "video31_main.pt"
+    path = _common31.FIXTURES / f"video31_{name}.pt"
     torch.save({"tensors": tensors, "meta": meta}, path)
     print(f"wrote {path}")
+
+
+def main() -> None:
+    torch.set_grad_enabled(False)
+    _common31.drop_bf16_casts()
+    _common31._common.guard_empty_connected_components()
+    jpegs, frames = _clip_frames()
+    for name in sys.argv[1:] or SESSIONS:
+        play(name, jpegs, frames)
 
 
 if __name__ == "__main__":

@@ -293,10 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_arguments(group: Any) -> None:
     group.add_argument(
         "--model",
-        choices=("full", "tiny"),
+        choices=("full", "tiny", "sam3.1", "sam3.1-tiny"),
         default="full",
-        help="full = Meta's SAM 3 (needs its checkpoint); tiny = synthetic weights, runs the "
-        "pipeline anywhere, meaningless masks (default full)",
+        help="full = Meta's SAM 3 (needs its checkpoint); sam3.1 = Meta's SAM 3.1 multiplex "
+        "model (sam3.1_multiplex.pt from facebook/sam3.1); tiny / sam3.1-tiny = synthetic "
+        "weights, run the pipeline anywhere, meaningless masks (default full)",
     )
     group.add_argument(
         "--checkpoint",
