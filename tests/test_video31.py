@@ -5,7 +5,9 @@ the official ``Sam3MultiplexVideoPredictor`` on ``sam3.1-tiny`` with the same sy
 weights, on the first 8 frames of the committed bikes clip (``video_clip.pt``), with lower
 birth thresholds (the synthetic detection scores are ~0.6, below the builder's 0.65).
 "main": text on frame 2, propagate both ways, a click creating a new object on frame 3,
-propagate, remove that object, propagate. "crowd" (lower detection threshold: several
+propagate, remove that object, propagate. "clicks": text, forward, two clicks creating
+objects on two frames, both ways from a middle frame (the two click states re-tracked as one
+batch), removal of the text object, forward. "crowd" (lower detection threshold: several
 objects born on several frames): text, forward, a box-only prompt, both ways, reset, text on
 a middle frame, backward. We replay them through
 `Sam3VideoPredictor(model_config="sam3.1-tiny")` and compare every response: frame order,
@@ -63,7 +65,7 @@ def _start(predictor, tmp_path, meta):
     return sid
 
 
-@pytest.mark.parametrize("name", ["main", "crowd"])
+@pytest.mark.parametrize("name", ["main", "clicks", "crowd"])
 def test_sam31_session_matches_official(predictor, name, tmp_path):
     fixture = _load(name)
     tensors, meta = fixture["tensors"], fixture["meta"]

@@ -45,6 +45,8 @@ VIDEO_H, VIDEO_W = 272, 640
 CLICK = [[0.4375, 0.3125]]  # (280, 85) px
 CLICK_ID = 7
 # name -> (heuristic overrides, requests). "main": the seed protocol's requests on one object;
+# "clicks": two objects created by clicks after a text prompt (one state each, re-tracked as one
+# batch by a partial propagation from a middle frame), then the text object removed;
 # "crowd": lower thresholds, so that several detections are born on several frames (buckets
 # filled by best fit, births into existing states), plus a box-only prompt and a reset.
 SESSIONS = {
@@ -63,6 +65,34 @@ SESSIONS = {
             {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
             {"type": "remove_object", "frame_index": 3, "obj_id": CLICK_ID},
             {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
+        ],
+    ),
+    "clicks": (
+        {"new_det_thresh": 0.5},
+        [
+            {"type": "add_prompt", "frame_index": 0, "text": "bicycle"},
+            {"type": "propagate_in_video", "propagation_direction": "forward"},
+            {
+                "type": "add_prompt",
+                "frame_index": 2,
+                "points": CLICK,
+                "point_labels": [1],
+                "obj_id": 5,
+            },
+            {
+                "type": "add_prompt",
+                "frame_index": 5,
+                "points": [[0.8, 0.6], [0.2, 0.3]],
+                "point_labels": [1, 0],
+                "obj_id": 6,
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 3},
+            {"type": "remove_object", "frame_index": 4, "obj_id": 0},
+            {
+                "type": "propagate_in_video",
+                "propagation_direction": "forward",
+                "start_frame_index": 0,
+            },
         ],
     ),
     "crowd": (

@@ -35,7 +35,11 @@ changes): several concepts in one session (``concept_mode="add"`` or several tex
 planner is proven for one concept), clicks refining an existing object (the official code
 extracts a shared object to a state of its own and merges it back; not implemented), and live
 sessions. SAM 3's deviations kept here: exemplar boxes act on every frame; a propagation
-starts by default at the first prompted frame.
+starts by default at the first prompted frame; objects created by clicks in a session
+without a concept are tracked by partial propagation and always shown (the official 3.1 code
+runs a full propagation there, detector on its text placeholder, and hides such objects,
+which are never confirmed, on every frame but the prompt frame; its reply to the first click
+shows no object).
 """
 
 from __future__ import annotations
@@ -353,13 +357,16 @@ class VideoSession31(VideoSession):
 
     def _release(self, frame_idx: int, fetched: bool) -> Outputs:
         """A frame leaves the hotstart buffer: objects still unconfirmed two frames later are
-        hidden from what is shown now (the cached result keeps them, as the official cache).
-        Nothing is hidden by hotstart removal or suppression (3.1 leaves those sets empty)."""
+        hidden, and the committed result no longer has them (the official cache stores the
+        yielded outputs: a later fetch does not show them either). Nothing is hidden by
+        hotstart removal or suppression (3.1 leaves those sets empty)."""
         masks = self.ledger.get(frame_idx)
         if frame_idx in self.ledger.pending:
             self.ledger.pending.pop(frame_idx)
             hidden = hidden_ids31(
                 frame_idx, self._reverse, self.num_frames, self._unconfirmed, self.heuristics
             )
-            return self._format(frame_idx, masks, hidden=hidden)
+            if hidden:
+                masks = {i: m for i, m in masks.items() if i not in hidden}
+                self.ledger.put(frame_idx, masks)
         return self._format(frame_idx, masks, hidden=())
