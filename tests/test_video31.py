@@ -22,6 +22,7 @@ import warnings
 import pytest
 import torch
 from _manifest import FIXTURES
+from PIL import Image
 from test_video_parity import _clip, _unpack
 
 from sam3video.errors import UnsupportedModelError
@@ -162,3 +163,28 @@ def test_sam31_heuristics_and_checkpoint_names(predictor):
     assert checkpoints.HF_FILES["sam3.1"] == ("facebook/sam3.1", "sam3.1_multiplex.pt")
     with pytest.raises(checkpoints.CheckpointError, match="version"):
         checkpoints.download_checkpoint(env={}, version="sam4")
+
+
+def test_sam31_single_image_and_session_info(predictor, tmp_path):
+    """A 3.1 session on one image (the image-only birth threshold, 0.5, lets the synthetic
+    ~0.6 detection be born with the 3.1 builder's heuristics) and its memory report."""
+    predictor.heuristics = VideoHeuristics31()
+    _, frames = _clip(tmp_path)
+    image = ((frames[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    path = tmp_path / "one.png"
+    Image.fromarray(image).save(path)
+    sid = predictor.handle_request({"type": "start_session", "resource_path": str(path)})[
+        "session_id"
+    ]
+    out = predictor.handle_request(
+        {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": "bicycle"}
+    )["outputs"]
+    assert list(out) == [0] and out[0]["mask"].any()
+    stream = predictor.handle_stream_request(
+        {"type": "propagate_in_video", "session_id": sid, "propagation_direction": "both"}
+    )
+    assert [r["frame_index"] for r in stream] == [0]
+    info = predictor.session_info(sid)
+    assert info["obj_ids"] == [0] and info["memory"]["states"] == 1
+    assert info["memory"]["tracker_bytes"] > 0
+    predictor.handle_request({"type": "close_session", "session_id": sid})
