@@ -23,6 +23,7 @@ import pytest
 import torch
 from _manifest import FIXTURES
 from PIL import Image
+from test_checkpoints import fake_hub  # noqa: F401  (fixture)
 from test_video_parity import _clip, _unpack
 
 from sam3video.errors import UnsupportedModelError
@@ -160,9 +161,21 @@ def test_sam31_heuristics_and_checkpoint_names(predictor):
         Sam3VideoPredictor(model=predictor.model, apply_temporal_disambiguation=False)
     from sam3video import checkpoints
 
-    assert checkpoints.HF_FILES["sam3.1"] == ("facebook/sam3.1", "sam3.1_multiplex.pt")
     with pytest.raises(checkpoints.CheckpointError, match="version"):
         checkpoints.download_checkpoint(env={}, version="sam4")
+
+
+def test_sam31_checkpoint_download_asks_the_sam31_repo(fake_hub, monkeypatch):  # noqa: F811
+    from sam3video import checkpoints
+
+    monkeypatch.setattr(checkpoints, "_unreachable", lambda url, timeout: None)  # "online"
+    got = checkpoints.download_checkpoint({}, version="sam3.1")
+    assert got.as_posix() == "/cache/facebook/sam3.1/sam3.1_multiplex.pt"
+    assert checkpoints.download_checkpoint({}).as_posix() == "/cache/facebook/sam3/sam3.pt"
+    with pytest.raises(
+        checkpoints.CheckpointError, match="sam3.1_multiplex.pt from facebook/sam3.1"
+    ):
+        checkpoints.download_checkpoint({"HF_HUB_OFFLINE": "1"}, version="sam3.1")
 
 
 def test_sam31_single_image_and_session_info(predictor, tmp_path):
