@@ -9,8 +9,9 @@ format. The predictor picks it from the model's config (``config.version == "sam
 
 Per frame of a full propagation (docs/sam31_video_logic.md, section 7 item 4):
 
-1. backbone once: detector pyramid + both tracker pyramids (interactive for prompts and
-   births, propagation for tracking and memory);
+1. backbone: one trunk pass, then the detector pyramid and the propagation pyramid (tracking
+   and memory); the interactive pyramid only on frames that need it (clicks, births,
+   reconditioning);
 2. the concept's detector heads on ALL queries -> `select_detections31` (score > 0.4, IoM NMS,
    border rule);
 3. every tracker state advances one frame without memory encoding
@@ -51,6 +52,7 @@ from torch import Tensor
 
 from sam3video.errors import InvalidInputError, UnsupportedModelError
 from sam3video.model.detector import GeometryPrompt
+from sam3video.model.neck_31 import TriNeckOutput
 from sam3video.video.actions import det_mask_for_tracker
 from sam3video.video.multiplex_tracking import (
     MultiplexTrackingState,
@@ -82,6 +84,22 @@ def is_multiplex_model(model) -> bool:
     return getattr(model.config, "version", "sam3") == "sam3.1"
 
 
+class _Lazy:
+    """Prepared tracker features computed on first attribute access (the interactive pyramid
+    is only read on frames with clicks, births or reconditioning)."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._value = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._value is None:
+            self._value = self._make()
+        return getattr(self._value, name)
+
+
 class _Features31:
     """The latest frames' prepared tracker features ``(interactive, propagation)``."""
 
@@ -92,6 +110,8 @@ class _Features31:
         out = []
         for pair in self.entries.values():
             for feats in pair:
+                if isinstance(feats, _Lazy) and feats._value is None:
+                    continue  # never computed
                 out += [*feats.high_res, feats.vision, feats.vision_pos]
         return out
 
@@ -112,6 +132,7 @@ class VideoSession31(VideoSession):
             raise InvalidInputError(
                 f"model: expected a SAM 3.1 model, got config {model.config.name!r}"
             )
+        self._trunk: tuple[int, Tensor, dict] | None = None  # frame, trunk map, its pyramids
         super().__init__(session_id, model, frames, heuristics=heuristics, **kwargs)
 
     # ------------------------------------------------------------------ state
@@ -125,15 +146,48 @@ class VideoSession31(VideoSession):
 
     # ------------------------------------------------------------------ features
 
+    def _features(self, frame_idx: int, need_detector: bool = False):
+        """Backbone output of a frame: ONE trunk pass, then the pyramids asked for: the
+        detector's while a concept is active (or when asked), the propagation one always;
+        the interactive one is made on demand (`_pyramid`)."""
+        cached = self._trunk
+        if cached is None or cached[0] != frame_idx:
+            image = self.transform(frame_idx).to(device=self.device, dtype=self.dtype)
+            trunk = self.model.detector.backbone.vision_backbone.trunk(image[None])
+            self._trunk = cached = (frame_idx, trunk, {})
+        if need_detector or self.concepts:
+            self._pyramid(frame_idx, "detector")
+        self._pyramid(frame_idx, "propagation")
+        pyramids = cached[2]
+        out: list = []
+        for name in ("detector", "interactive", "propagation"):
+            out += list(pyramids.get(name, (None, None)))
+        return TriNeckOutput(*out)
+
+    def _pyramid(self, frame_idx: int, name: str) -> tuple[list[Tensor], list[Tensor]]:
+        """``(feats, pos)`` of one neck pyramid of a frame (its trunk pass is cached)."""
+        if self._trunk is None or self._trunk[0] != frame_idx:
+            self._features(frame_idx)
+        _, trunk, pyramids = self._trunk
+        if name not in pyramids:
+            neck = self.model.detector.backbone.vision_backbone.apply_necks(
+                trunk,
+                need_detector=name == "detector",
+                need_interactive=name == "interactive",
+                need_propagation=name == "propagation",
+            )
+            pyramids[name] = (getattr(neck, f"{name}_feats"), getattr(neck, f"{name}_pos"))
+        return pyramids[name]
+
     def _tracker_features(self, frame_idx: int):
-        """``(interactive, propagation)`` `FrameFeatures` of a frame (`FeatureFn31`)."""
+        """``(interactive, propagation)`` `FrameFeatures` of a frame (`FeatureFn31`); the
+        interactive ones are prepared when first read."""
         cache = self._tracker_feature_cache
         if frame_idx not in cache.entries:
-            neck = self._features(frame_idx)
             m = self.model.tracker.model
             pair = (
-                m.prepare_interactive(neck.interactive_feats, neck.interactive_pos),
-                m.prepare_propagation(neck.propagation_feats, neck.propagation_pos),
+                _Lazy(lambda: m.prepare_interactive(*self._pyramid(frame_idx, "interactive"))),
+                m.prepare_propagation(*self._pyramid(frame_idx, "propagation")),
             )
             while len(cache.entries) >= FEATURE_FRAMES:
                 cache.entries.pop(next(iter(cache.entries)))
