@@ -201,3 +201,40 @@ def test_sam31_single_image_and_session_info(predictor, tmp_path):
     assert info["obj_ids"] == [0] and info["memory"]["states"] == 1
     assert info["memory"]["tracker_bytes"] > 0
     predictor.handle_request({"type": "close_session", "session_id": sid})
+
+
+def test_sam31_interactive_pyramid_only_where_read(predictor, fixture, tmp_path, monkeypatch):
+    """One trunk pass per frame; the interactive pyramid (clicks, births) is made only on the
+    frames that read it: here the prompt frame, where the text object is born."""
+    sid = _start(predictor, tmp_path, fixture["meta"])
+    neck = predictor.model.detector.backbone.vision_backbone
+    trunk_calls, interactive = [], []
+    trunk, apply_necks = neck.trunk.forward, neck.apply_necks
+    monkeypatch.setattr(neck.trunk, "forward", lambda x: trunk_calls.append(1) or trunk(x))
+
+    def spy(feats, **flags):
+        if flags.get("need_interactive"):
+            interactive.append(len(trunk_calls))
+        return apply_necks(feats, **flags)
+
+    monkeypatch.setattr(neck, "apply_necks", spy)
+    predictor.handle_request(
+        {"type": "add_prompt", "session_id": sid, "frame_index": 1, "text": "bicycle"}
+    )
+    frames = [
+        r["frame_index"]
+        for r in predictor.handle_stream_request(
+            {
+                "type": "propagate_in_video",
+                "session_id": sid,
+                "max_frame_num_to_track": 3,
+                "propagation_direction": "forward",
+            }
+        )
+    ]
+    assert frames == [1, 2, 3, 4]
+    # one trunk pass per frame (the propagation's step on the prompt frame reuses it); the
+    # interactive pyramid only on the prompt frame (the birth), after its trunk pass
+    assert len(trunk_calls) == 4, trunk_calls
+    assert interactive == [1], interactive
+    predictor.handle_request({"type": "close_session", "session_id": sid})
