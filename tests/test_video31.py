@@ -238,3 +238,29 @@ def test_sam31_interactive_pyramid_only_where_read(predictor, fixture, tmp_path,
     assert len(trunk_calls) == 4, trunk_calls
     assert interactive == [1], interactive
     predictor.handle_request({"type": "close_session", "session_id": sid})
+
+
+def test_sam31_click_only_session_tracks_the_object(predictor, fixture, tmp_path):
+    """The seed's point-prompt example on a 3.1 model: a click without ``obj_id`` in a session
+    without a concept creates object 0, which the propagation (partial: no concept to detect)
+    tracks on every frame. (Official 3.1 differs here on purpose, see session31's doc.)"""
+    sid = _start(predictor, tmp_path, fixture["meta"])
+    r = predictor.handle_request(
+        {
+            "type": "add_prompt",
+            "session_id": sid,
+            "frame_index": 0,
+            "points": [[280.0, 85.0]],
+            "point_labels": [1],
+        }
+    )
+    assert list(r["outputs"]) == [0] and r["outputs"][0]["score"] == 1.0
+    got = {
+        x["frame_index"]: x["outputs"]
+        for x in predictor.handle_stream_request(
+            {"type": "propagate_in_video", "session_id": sid, "max_frame_num_to_track": 3}
+        )
+    }
+    assert sorted(got) == [0, 1, 2, 3]
+    assert all(list(out) == [0] and out[0]["mask"].any() for out in got.values())
+    predictor.handle_request({"type": "close_session", "session_id": sid})
