@@ -3,7 +3,7 @@
 Runs ONLY with the SAM 3.1 reference interpreter (see /work/notes or
 ``tools/reference/setup_reference_31.sh``), from the repository root::
 
-    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_video31.py [main crowd]  # ~1 min
+    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_video31.py [main crowd refine]  # ~1 min
 
 What it does: writes the first ``NUM_FRAMES`` JPEG files of ``tests/fixtures/video_clip.pt``
 (bikes.mp4, 272x640) into a temporary folder, builds the official
@@ -93,6 +93,59 @@ SESSIONS = {
                 "propagation_direction": "forward",
                 "start_frame_index": 0,
             },
+        ],
+    ),
+    # "refine": refinement clicks on existing objects: a detector-born object (positive click on
+    # a tracked frame, a second click added to it, a negative click on another frame), then a
+    # click-born object refined on a tracked frame; each followed by propagation.
+    "refine": (
+        {"new_det_thresh": 0.5},
+        [
+            {"type": "add_prompt", "frame_index": 0, "text": "bicycle"},
+            {"type": "propagate_in_video", "propagation_direction": "forward"},
+            {
+                "type": "add_prompt",
+                "frame_index": 2,
+                "points": CLICK,
+                "point_labels": [1],
+                "obj_id": 0,
+            },
+            {
+                "type": "add_prompt",
+                "frame_index": 2,
+                "points": [[0.7, 0.5]],
+                "point_labels": [1],
+                "obj_id": 0,
+                "clear_old_points": False,
+            },
+            {
+                "type": "add_prompt",
+                "frame_index": 5,
+                "points": [[0.2, 0.3]],
+                "point_labels": [0],
+                "obj_id": 0,
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 2},
+            {
+                "type": "add_prompt",
+                "frame_index": 1,
+                "points": [[0.8, 0.6]],
+                "point_labels": [1],
+                "obj_id": CLICK_ID,
+            },
+            {
+                "type": "propagate_in_video",
+                "propagation_direction": "forward",
+                "start_frame_index": 1,
+            },
+            {
+                "type": "add_prompt",
+                "frame_index": 4,
+                "points": [[0.8, 0.6], [0.3, 0.5]],
+                "point_labels": [1, 0],
+                "obj_id": CLICK_ID,
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
         ],
     ),
     "crowd": (
