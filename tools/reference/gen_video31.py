@@ -3,7 +3,7 @@
 Runs ONLY with the SAM 3.1 reference interpreter (see /work/notes or
 ``tools/reference/setup_reference_31.sh``), from the repository root::
 
-    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_video31.py [main crowd refine]  # ~1 min
+    ~/.cache/sam3-reference-31/bin/python tools/reference/gen_video31.py [main ...]  # ~1 min
 
 What it does: writes the first ``NUM_FRAMES`` JPEG files of ``tests/fixtures/video_clip.pt``
 (bikes.mp4, 272x640) into a temporary folder, builds the official
