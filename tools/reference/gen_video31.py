@@ -96,7 +96,7 @@ SESSIONS = {
         ],
     ),
     # "refine": refinement clicks on existing objects: a detector-born object (positive click on
-    # a tracked frame, a second click added to it, a negative click on another frame), then a
+    # a tracked frame, again with a second click, a negative click on another frame), then a
     # click-born object refined on a tracked frame; each followed by propagation.
     "refine": (
         {"new_det_thresh": 0.5},
@@ -113,10 +113,9 @@ SESSIONS = {
             {
                 "type": "add_prompt",
                 "frame_index": 2,
-                "points": [[0.7, 0.5]],
-                "point_labels": [1],
+                "points": [CLICK[0], [0.7, 0.5]],
+                "point_labels": [1, 1],
                 "obj_id": 0,
-                "clear_old_points": False,
             },
             {
                 "type": "add_prompt",
