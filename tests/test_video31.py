@@ -9,7 +9,9 @@ propagate, remove that object, propagate. "clicks": text, forward, two clicks cr
 objects on two frames, both ways from a middle frame (the two click states re-tracked as one
 batch), removal of the text object, forward. "crowd" (lower detection threshold: several
 objects born on several frames): text, forward, a box-only prompt, both ways, reset, text on
-a middle frame, backward. We replay them through
+a middle frame, backward. "refine" (``video31_refine.pt``): refinement clicks on a
+detector-born and on a click-born object, each followed by propagation (not served yet:
+strict xfail on the typed error after its prefix matched). We replay them through
 `Sam3VideoPredictor(model_config="sam3.1-tiny")` and compare every response: frame order,
 ids, masks (IoU >= 0.99) and scores (1e-3).
 """
@@ -67,7 +69,25 @@ def _start(predictor, tmp_path, meta):
     return sid
 
 
-@pytest.mark.parametrize("name", ["main", "clicks", "crowd"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "main",
+        "clicks",
+        "crowd",
+        # Refinement clicks on existing objects (issue 17): not served yet. Its steps before
+        # the first refinement must match; the refinement must raise the typed error. Strict:
+        # this flips to a failure once refinement is served, so the mark must then go.
+        pytest.param(
+            "refine",
+            marks=pytest.mark.xfail(
+                raises=UnsupportedModelError,
+                strict=True,
+                reason="refinement clicks on an existing SAM 3.1 object are not served yet",
+            ),
+        ),
+    ],
+)
 def test_sam31_session_matches_official(predictor, name, tmp_path):
     fixture = _load(name)
     tensors, meta = fixture["tensors"], fixture["meta"]
