@@ -106,29 +106,31 @@ def hf_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return base / "huggingface" / "hub"
 
 
-def find_in_hf_cache(env: Mapping[str, str] | None = None) -> Path | None:
-    """A previously downloaded ``facebook/sam3`` ``sam3.pt`` in the hub cache, or ``None``."""
+def find_in_hf_cache(env: Mapping[str, str] | None = None, version: str = "sam3") -> Path | None:
+    """A previously downloaded ``facebook/sam3`` ``sam3.pt`` in the hub cache, or ``None``
+    (``version="sam3.1"``: ``sam3.1_multiplex.pt`` of ``facebook/sam3.1``, `HF_FILES`)."""
     cache = hf_cache_dir(env)
+    hf_repo, hf_filename = HF_FILES[version]
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         pass
     else:
-        found = try_to_load_from_cache(HF_REPO, HF_FILENAME, cache_dir=cache)
+        found = try_to_load_from_cache(hf_repo, hf_filename, cache_dir=cache)
         # A str is a path; None or the hub's "known missing" sentinel mean not cached (by
         # the hub's reckoning: a snapshot without refs/main is found by the scan below).
         if isinstance(found, str) and Path(found).is_file():
             return Path(found)
-    repo = cache / ("models--" + HF_REPO.replace("/", "--"))
+    repo = cache / ("models--" + hf_repo.replace("/", "--"))
     snapshots = repo / "snapshots"
     try:
         main = (repo / "refs" / "main").read_text().strip()
     except OSError:
         main = ""
-    if main and (snapshots / main / HF_FILENAME).is_file():
-        return snapshots / main / HF_FILENAME
+    if main and (snapshots / main / hf_filename).is_file():
+        return snapshots / main / hf_filename
     # No usable refs/main: the newest snapshot holding the file (is_file() skips dead links).
-    candidates = [p for p in snapshots.glob(f"*/{HF_FILENAME}") if p.is_file()]
+    candidates = [p for p in snapshots.glob(f"*/{hf_filename}") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 

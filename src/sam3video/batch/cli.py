@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sam3video.cli.args import parse_formats
+from sam3video.cli.args import MODEL_CHOICES, MODEL_HELP, parse_formats
 
 __all__ = ["add_batch_parser", "run_batch"]
 
@@ -27,6 +27,7 @@ examples:
   sam3video batch videos.jsonl --out runs/a --dry-run
   sam3video batch videos.jsonl --out runs/a --format ytvis,png
   sam3video batch videos.jsonl --out runs/a --workers 2
+  sam3video batch videos.jsonl --out runs/a --model sam3.1
   sam3video batch videos.jsonl --out s3://bucket/runs/a --ray auto --workers 8 --gpus-per-worker 1
 
 Outputs: DIR/<id>/ as 'sam3video track' writes it, DIR/summary.json (per video: status,
@@ -86,8 +87,10 @@ def add_batch_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
         "--max-frames", metavar="N", type=_positive, default=None, help="per direction"
     )
     model = batch.add_argument_group("model (as 'track')")
-    model.add_argument("--model", choices=("full", "tiny"), default="full")
-    model.add_argument("--checkpoint", metavar="PATH", default=None)
+    model.add_argument("--model", choices=MODEL_CHOICES, default="full", help=MODEL_HELP)
+    model.add_argument(
+        "--checkpoint", metavar="PATH", default=None, help="as 'track' (its version wins)"
+    )
     model.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,mps}")
     model.add_argument(
         "--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto"

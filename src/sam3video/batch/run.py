@@ -147,10 +147,14 @@ def _check_model(options: BatchOptions, quiet: bool) -> None:
         from sam3video.checkpoints import resolve_checkpoint
 
         resolve_checkpoint(options.checkpoint)
+    elif options.model == "sam3.1" and options.checkpoint is None:
+        from sam3video.checkpoints import download_checkpoint
+
+        download_checkpoint(version="sam3.1")  # the hub's cache first
     elif not quiet and options.checkpoint is None:
         print(
-            "sam3video batch: warning: --model tiny runs on SYNTHETIC weights: the masks are "
-            "meaningless",
+            f"sam3video batch: warning: --model {options.model} runs on SYNTHETIC weights: the "
+            "masks are meaningless",
             file=sys.stderr,
         )
 

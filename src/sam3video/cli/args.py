@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from sam3video import __version__
+from sam3video.model.config import PRESETS
 
 __all__ = [
     "DEFAULT_OUT_ROOT",
@@ -19,6 +20,8 @@ __all__ = [
     "EXIT_USAGE",
     "FORMATS",
     "JSON_NAME",
+    "MODEL_CHOICES",
+    "MODEL_HELP",
     "OVERLAY_IMAGE_NAME",
     "OVERLAY_NAME",
     "PNG_DIR",
@@ -35,6 +38,14 @@ DEFAULT_OUT_ROOT = "sam3video_out"
 JSON_NAME, PNG_DIR = "results.json", "masks"
 OVERLAY_NAME, OVERLAY_IMAGE_NAME = "overlay.mp4", "overlay.png"  # video / single image input
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# --model of every command (track, info, serve, batch): the config presets, by name.
+MODEL_CHOICES = tuple(PRESETS)
+MODEL_HELP = (
+    "full = Meta's SAM 3 (sam3.pt from facebook/sam3); sam3.1 = Meta's SAM 3.1 multiplex "
+    "model (sam3.1_multiplex.pt from facebook/sam3.1); tiny / sam3.1-tiny = synthetic "
+    "weights, run the pipeline anywhere, meaningless masks. A --checkpoint's version, read "
+    "from its keys, wins (default full)"
+)
 _VIDEO_LIKE = re.compile(r"\.(mp4|mov|avi|mkv|webm|jpe?g|png|bmp|tiff?|webp)$", re.IGNORECASE)
 
 
@@ -293,18 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_arguments(group: Any) -> None:
     group.add_argument(
         "--model",
-        choices=("full", "tiny", "sam3.1", "sam3.1-tiny"),
+        choices=MODEL_CHOICES,
         default="full",
-        help="full = Meta's SAM 3 (needs its checkpoint); sam3.1 = Meta's SAM 3.1 multiplex "
-        "model (sam3.1_multiplex.pt from facebook/sam3.1); tiny / sam3.1-tiny = synthetic "
-        "weights, run the pipeline anywhere, meaningless masks (default full)",
+        help=MODEL_HELP,
     )
     group.add_argument(
         "--checkpoint",
         metavar="PATH",
         default=None,
-        help="Meta's sam3.pt (default: $SAM3VIDEO_CHECKPOINT, the Hugging Face cache, then a "
-        "download from facebook/sam3)",
+        help="Meta's sam3.pt or sam3.1_multiplex.pt (default: $SAM3VIDEO_CHECKPOINT, the "
+        "Hugging Face cache, then a download from facebook/sam3; --model sam3.1: the cache "
+        "of facebook/sam3.1, then a download)",
     )
 
 

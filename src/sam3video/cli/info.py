@@ -1,5 +1,5 @@
 """``sam3video info``: versions, devices, threads, and which checkpoint ``track`` would use
-(nothing is loaded or downloaded)."""
+and its SAM version (nothing is downloaded; only a checkpoint's key list is read)."""
 
 from __future__ import annotations
 
@@ -70,10 +70,15 @@ def run_info(args: argparse.Namespace) -> int:
     lines.append(f"overlay codec: {_overlay_codec()}")
 
     lines.append(f"checkpoint for --model {args.model}:")
-    if args.model == "tiny" and not args.checkpoint:
-        lines.append("  none needed: --model tiny runs on synthetic weights (meaningless masks)")
+    if args.model in ("tiny", "sam3.1-tiny") and not args.checkpoint:
+        lines.append(
+            f"  none needed: --model {args.model} runs on synthetic weights (meaningless masks)"
+        )
+    elif args.model == "sam3.1" and not args.checkpoint:
+        lines.extend(_sam31_lines(checkpoints))
     else:
         lines.extend(_checkpoint_lines(args.checkpoint, checkpoints))
+        lines.extend(_version_lines(args.checkpoint, checkpoints))
     print("\n".join(lines))
     return EXIT_OK
 
@@ -86,6 +91,71 @@ def _overlay_codec() -> str:
         return "H.264 (libx264)"
     except Exception:  # FFmpeg without x264
         return "MPEG-4 Part 2 (FFmpeg has no libx264)"
+
+
+def _hub_state() -> str | None:
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        return None
+    return "possible (huggingface_hub installed; the repository is gated)"
+
+
+def _sam31_lines(checkpoints: Any) -> list[str]:
+    """``--model sam3.1`` without --checkpoint: ``sam3.1_multiplex.pt`` of facebook/sam3.1,
+    from the hub cache or downloaded (as `checkpoints.load_predictor`)."""
+    repo, filename = checkpoints.HF_FILES["sam3.1"]
+    cached = checkpoints.find_in_hf_cache(version="sam3.1")
+    hub = _hub_state()
+    env_value = os.environ.get(checkpoints.ENV_VAR) or None
+    lines = [
+        "  discovery order (the first found wins):",
+        "    1. --checkpoint            not given",
+        f"    2. Hugging Face cache      "
+        f"{cached or f'no {filename} in ' + str(checkpoints.hf_cache_dir())}",
+        f"    3. download {repo:<14} {hub or 'impossible: huggingface_hub is not installed'}",
+    ]
+    if env_value:
+        lines.append(
+            f"  ${checkpoints.ENV_VAR} ({env_value}) is not used by --model sam3.1 (it names "
+            "the SAM 3 checkpoint); pass a 3.1 file with --checkpoint"
+        )
+    if cached is not None:
+        lines.append(f"  would use: {cached} (Hugging Face cache)")
+        try:
+            checkpoints.verify_checkpoint(cached, "hf-cache")
+            lines.append("  file check: ok (a readable checkpoint archive; not loaded)")
+        except Sam3VideoError as error:
+            lines.append(f"  problem: {one_line(error)}")
+    elif hub is None:
+        lines.append(
+            "  would use: nothing, 'track --model sam3.1' would fail: pip install "
+            "'sam3video[hub]' and `hf auth login` to download, or pass --checkpoint"
+        )
+    else:
+        lines.append(
+            f"  would use: not found locally: {filename} will be downloaded from the gated "
+            f"Hugging Face repository {repo} (accept its licence at https://huggingface.co/"
+            f"{repo}, then `hf auth login`; cache {checkpoints.hf_cache_dir()})"
+        )
+    return lines
+
+
+def _version_lines(explicit: str | None, checkpoints: Any) -> list[str]:
+    """The SAM version of the checkpoint that would be used, read from its keys (the tensors
+    are memory-mapped, not loaded): it picks the 3.0 or 3.1 model whatever --model says."""
+    try:
+        location = checkpoints.locate_checkpoint(explicit)
+        if location.path is None:
+            return []
+        from sam3video.model.build import checkpoint_version
+
+        version = checkpoint_version(location.path)
+    except Sam3VideoError as error:
+        return [f"  version: unknown ({one_line(error)})"]
+    except Exception as error:  # unreadable archive: the file check above said so
+        return [f"  version: unknown ({type(error).__name__})"]
+    return [f"  version: {version} (read from its keys; it picks the model whatever --model)"]
 
 
 def _checkpoint_lines(explicit: str | None, checkpoints: Any) -> list[str]:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from sam3video.cli.args import MODEL_CHOICES, MODEL_HELP
 from sam3video.errors import InvalidInputError, Sam3VideoError
 from sam3video.server.config import (
     DEFAULT_MAX_SESSIONS,
@@ -24,6 +25,7 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _EPILOG = f"""\
 examples:
   sam3video serve --model tiny --media-root ~/videos             # http://127.0.0.1:8000/
+  sam3video serve --model sam3.1 --media-root ~/videos           # SAM 3.1 (facebook/sam3.1)
   SAM3VIDEO_TOKEN=secret sam3video serve --host 0.0.0.0 --media-root /data/videos
 
 Without a token the server binds loopback addresses only; with one, every /v1 route and
@@ -53,17 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (as 'track')")
     model.add_argument(
         "--model",
-        choices=("full", "tiny"),
+        choices=MODEL_CHOICES,
         default="full",
-        help="full = Meta's SAM 3 (needs its checkpoint); tiny = synthetic "
-        "weights, meaningless masks (default full)",
+        help=MODEL_HELP,
     )
     model.add_argument(
         "--checkpoint",
         metavar="PATH",
         default=None,
-        help="Meta's sam3.pt (default: $SAM3VIDEO_CHECKPOINT, the Hugging Face "
-        "cache, then a download)",
+        help="Meta's sam3.pt or sam3.1_multiplex.pt (default as 'track': "
+        "$SAM3VIDEO_CHECKPOINT, the Hugging Face cache, then a download)",
     )
     model.add_argument(
         "--device",
@@ -151,6 +152,14 @@ def _load_predictor(args: argparse.Namespace) -> Any:
     )
 
 
+def model_name(predictor: Any) -> str:
+    """The name /healthz reports: the preset that was built (a checkpoint's version, read
+    from its keys, may differ from --model) and its SAM version, e.g. ``"sam3.1-tiny
+    (sam3.1)"``."""
+    config = predictor.model.config
+    return f"{config.name} ({config.version})"
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; the exit code."""
     try:
@@ -174,7 +183,7 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     predictor = _load_predictor(args)
-    app = create_app(predictor, config, model_name=args.model)
+    app = create_app(predictor, config, model_name=model_name(predictor))
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"sam3video serve: media root {config.media_root}; open http://{host}:{args.port}/"

@@ -19,6 +19,7 @@ from sam3video.errors import (
     SourceNotFoundError,
     StaleStreamError,
     UnknownIdError,
+    UnsupportedModelError,
     UnsupportedSourceError,
 )
 
@@ -53,6 +54,8 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (DecodeError, 422),
     (InvalidInputError, 400),
     (CheckpointError, 500),
+    # What the loaded model cannot do yet (SAM 3.1: several concepts, refinement clicks).
+    (UnsupportedModelError, 501),
 )
 
 # "points[2]: expected ..." -> "points"; "add_prompt: missing required field 'x'" -> "x".
