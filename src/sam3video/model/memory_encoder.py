@@ -13,16 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sam3video.errors import InvalidInputError
+from sam3video.errors import ConfigError, InvalidInputError
 from sam3video.model.common import LayerNorm2d
 from sam3video.model.position_encoding import PositionEmbeddingSine
 
 
 class MaskDownSampler(nn.Module):
-    """Resize a mask to ``interpol_size`` then downsample it by ``total_stride`` with convs.
+    """Resize ``(B, in_chans, H, W)`` masks to ``interpol_size``, downsample by ``total_stride``.
 
-    Each conv (stride ``stride``) multiplies the channels by ``stride**2``, followed by
-    LayerNorm2d and GELU; a final 1x1 conv maps to ``embed_dim``. Keys ``encoder.{i}``.
+    Conv ``i`` (stride ``stride``) outputs ``start_chans * stride**(2 (i+1))`` channels (SAM 3.0:
+    one mask channel, ``start_chans`` 1; SAM 3.1 multiplex: ``2M`` channels, ``start_chans`` 4),
+    followed by LayerNorm2d and GELU; a final 1x1 conv maps to ``embed_dim``. Keys ``encoder.{i}``.
     """
 
     def __init__(
@@ -33,29 +34,36 @@ class MaskDownSampler(nn.Module):
         padding: int = 1,
         total_stride: int = 16,
         interpol_size: tuple[int, int] | None = (1152, 1152),
+        in_chans: int = 1,
+        start_chans: int = 1,
     ) -> None:
         super().__init__()
         num_layers = round(math.log(total_stride, stride))
         if stride**num_layers != total_stride:
-            raise ValueError(
+            raise ConfigError(
                 f"total_stride: expected a power of stride={stride}, got {total_stride}"
             )
         layers: list[nn.Module] = []
-        in_chans = out_chans = 1
+        chans_in, chans_out = in_chans, start_chans
         for _ in range(num_layers):
-            out_chans = in_chans * stride**2
+            chans_out = chans_out * stride**2
             layers += [
-                nn.Conv2d(in_chans, out_chans, kernel_size, stride=stride, padding=padding),
-                LayerNorm2d(out_chans),
+                nn.Conv2d(chans_in, chans_out, kernel_size, stride=stride, padding=padding),
+                LayerNorm2d(chans_out),
                 nn.GELU(),
             ]
-            in_chans = out_chans
-        layers.append(nn.Conv2d(out_chans, embed_dim, kernel_size=1))
+            chans_in = chans_out
+        layers.append(nn.Conv2d(chans_out, embed_dim, kernel_size=1))
         self.encoder = nn.Sequential(*layers)
+        self.in_chans = in_chans
         self.interpol_size = None if interpol_size is None else tuple(interpol_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, 1, H, W)`` -> ``(B, embed_dim, S / total_stride, S / total_stride)``."""
+        """``(B, in_chans, H, W)`` -> ``(B, embed_dim, S / total_stride, S / total_stride)``."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise InvalidInputError(
+                f"masks: expected (B, {self.in_chans}, H, W), got {tuple(x.shape)}"
+            )
         if self.interpol_size is not None and tuple(x.shape[-2:]) != self.interpol_size:
             # Antialiased resize in fp32 (the official code resizes here, after the caller's
             # sigmoid/threshold and x20-10 scaling).
@@ -122,6 +130,8 @@ class MemoryEncoder(nn.Module):
         fuser_kernel_size: int = 7,
         fuser_padding: int = 3,
         position_encoding: nn.Module | None = None,
+        mask_in_chans: int = 1,
+        mask_start_chans: int = 1,
     ) -> None:
         super().__init__()
         self.mask_downsampler = MaskDownSampler(
@@ -131,6 +141,8 @@ class MemoryEncoder(nn.Module):
             padding=mask_padding,
             total_stride=mask_total_stride,
             interpol_size=(mask_size, mask_size),
+            in_chans=mask_in_chans,
+            start_chans=mask_start_chans,
         )
         self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
         self.fuser = Fuser(in_dim, fuser_layers, fuser_kernel_size, fuser_padding)
@@ -152,6 +164,10 @@ class MemoryEncoder(nn.Module):
             raise InvalidInputError(
                 f"masks: expected (B={pix_feat.shape[0]}, 1, H, W), got {tuple(masks.shape)}"
             )
+        return self._encode(pix_feat, masks)
+
+    def _encode(self, pix_feat: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """The shared body: downsample the masks, add the projected features, fuse, project."""
         mask_feat = self.mask_downsampler(masks)
         if mask_feat.shape[-2:] != pix_feat.shape[-2:]:
             raise InvalidInputError(
