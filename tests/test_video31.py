@@ -75,17 +75,7 @@ def _start(predictor, tmp_path, meta):
         "main",
         "clicks",
         "crowd",
-        # Refinement clicks on existing objects (issue 17): not served yet. Its steps before
-        # the first refinement must match; the refinement must raise the typed error. Strict:
-        # this flips to a failure once refinement is served, so the mark must then go.
-        pytest.param(
-            "refine",
-            marks=pytest.mark.xfail(
-                raises=UnsupportedModelError,
-                strict=True,
-                reason="refinement clicks on an existing SAM 3.1 object are not served yet",
-            ),
-        ),
+        "refine",
     ],
 )
 def test_sam31_session_matches_official(predictor, name, tmp_path):

@@ -57,7 +57,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sam3video.errors import FrameIndexError, InvalidInputError, UnknownIdError
+from sam3video.errors import (
+    FrameIndexError,
+    InvalidInputError,
+    UnknownIdError,
+    UnsupportedModelError,
+)
 from sam3video.model.tracker import (
     NO_OBJ_SCORE,
     FrameFeatures,
@@ -254,6 +259,14 @@ class MultiplexTrackingState:
         self._cond: dict[int, StoredFrame] = {}
         self._non_cond: dict[int, StoredFrame] = {}
         self._tracked: set[int] = set()  # frames this state has output for (official)
+        # Official ``frames_already_tracked`` (frames tracked since the last reset), the
+        # objects' input frames (True: clicks, False: mask only) and the refined frames.
+        self._already: set[int] = set()
+        self._inputs: dict[int, dict[int, bool]] = {}
+        self._refined: set[int] = set()
+        # Conditioning frames whose inputs a click forgot: still read as memory, but
+        # re-tracked (and stored as tracked frames too) by the next propagation (official).
+        self._stale: set[int] = set()
         self._last: tuple[int, bool] | None = None
 
     # ------------------------------------------------------------------------ queries
@@ -285,6 +298,10 @@ class MultiplexTrackingState:
 
     def stored(self, frame_idx: int) -> StoredFrame | None:
         return self._cond.get(frame_idx, self._non_cond.get(frame_idx))
+
+    def _ref(self, ref) -> StoredFrame:
+        """The stored frame a memory plan item names (a frame may be in both stores)."""
+        return self._cond[ref.frame] if ref.from_cond else self._non_cond[ref.frame]
 
     def stored_frames(self) -> list[int]:
         return sorted(set(self._cond) | set(self._non_cond))
@@ -345,6 +362,8 @@ class MultiplexTrackingState:
         )
         before = self.multiplex.copy()
         old_ptr = None if existing is None else before.demux(existing.obj_ptr)
+        for obj_id in obj_ids:
+            self._inputs.setdefault(obj_id, {})[frame_idx] = False
         if self.num_objects == 0:
             self.multiplex = MultiplexState.for_objects(
                 len(obj_ids), model.multiplex_count, self.capacity, object_ids=obj_ids
@@ -399,15 +418,71 @@ class MultiplexTrackingState:
         corners. Decoded without memory by the interactive heads (3 candidates when
         ``P <= 1``, as ``multimask_min_pt_num=0``/``max=1``); the frame becomes the state's
         prompted frame; its low-res logits go to the video resolution and back (antialiased),
-        as the official consolidation does. Refining an object with further clicks is not
-        implemented yet (see the design doc).
+        as the official consolidation does. Further clicks: `refine_points`.
         """
         frame_idx = self._check_frame(frame_idx)
         if self.num_objects:
             raise InvalidInputError(
-                f"obj_id: clicks create an object in an empty state only (refinement is not "
-                f"implemented yet), this state holds {self.obj_ids}"
+                f"obj_id: clicks create an object in an empty state only (further clicks: "
+                f"refine_points), this state holds {self.obj_ids}"
             )
+        model = self.model
+        self.multiplex = MultiplexState.for_objects(
+            1, model.multiplex_count, self.capacity, object_ids=[int(obj_id)]
+        )
+        self._inputs[int(obj_id)] = {frame_idx: True}
+        return self._click_frame(frame_idx, int(obj_id), points, labels)
+
+    def refine_points(
+        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
+    ) -> MultiplexStepOutput:
+        """New clicks (replacing the frame's earlier ones) on the object of a one-object state.
+
+        The official paths for an existing object (``add_new_points``): on a frame in
+        ``frames_already_tracked`` the object is extracted to a singleton state, decoded and
+        merged back ("refine"; for a one-object state the merge restores the same layout and,
+        read back, the same memories); on another frame it is decoded in place ("gap fill").
+        Both decode the clicks alone with the interactive heads (as `add_points`) when the
+        frame was not refined before; the frame becomes a conditioning frame of the state
+        (its tracked entry dropped). Side effects reproduced: the extraction clears the
+        object's input frames, which empties ``frames_already_tracked`` when they were all
+        its conditioning frames; every click forgets the object's mask-only input frames
+        (so detector conditioning frames are never cleared afterwards, and stay).
+        Not served (`UnsupportedModelError`): a state of several objects (extraction changes
+        slots and re-muxes memories per object) and a second refinement of an already refined
+        frame (decoded with the previous logits as mask input; no fixture).
+        """
+        frame_idx = self._check_frame(frame_idx)
+        obj_id = int(obj_id)
+        if obj_id not in self.obj_ids:
+            raise UnknownIdError(f"obj_id: expected one of {self.obj_ids}, got {obj_id}")
+        if self.num_objects != 1:
+            raise UnsupportedModelError(
+                f"obj_id: refining object {obj_id} that shares its SAM 3.1 tracker state with "
+                f"{self.num_objects - 1} other object(s) is not supported yet"
+            )
+        inputs = self._inputs.setdefault(obj_id, {})
+        if frame_idx in self._already:  # official "refine" path
+            if frame_idx in self._refined:
+                raise UnsupportedModelError(
+                    f"frame_idx: refining object {obj_id} again on frame {frame_idx} after it "
+                    "was re-tracked is not supported yet for SAM 3.1 models"
+                )
+            inputs_now = set(inputs) | {frame_idx}
+            if set(self._cond) <= inputs_now:
+                self._already.clear()
+            else:
+                self._already -= inputs_now & set(self._cond)
+            self._refined.add(frame_idx)
+        self._stale |= {f for f, pts in inputs.items() if not pts and f in self._cond}
+        self._inputs[obj_id] = {f: True for f, pts in inputs.items() if pts}
+        self._inputs[obj_id][frame_idx] = True
+        return self._click_frame(frame_idx, obj_id, points, labels)
+
+    def _click_frame(
+        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
+    ) -> MultiplexStepOutput:
+        """Decode clicks for the state's only object; store the frame as a prompted frame."""
         points = torch.as_tensor(points, dtype=torch.float32)
         labels = torch.as_tensor(labels, dtype=torch.int32)
         if points.ndim != 2 or points.shape[-1] != 2 or labels.shape != points.shape[:1]:
@@ -425,25 +500,23 @@ class MultiplexTrackingState:
             point_labels=labels[None].to(device),
             multimask_output=points.shape[0] <= 1,
         )
-        self.multiplex = MultiplexState.for_objects(
-            1, model.multiplex_count, self.capacity, object_ids=[int(obj_id)]
-        )
         low = heads.low_res_masks.float()
         s = low.shape[-1]
         video = F.interpolate(low, size=self.video_size, mode="bilinear")
         frame = StoredFrame(
-            obj_ids=(int(obj_id),),
+            obj_ids=(obj_id,),
             pred_masks=F.interpolate(video, size=(s, s), mode="bilinear", antialias=True),
             object_score_logits=heads.object_score_logits,
             obj_ptr=self.multiplex.mux(heads.obj_ptr),
             maskmem_features=None,
             image_features=prop.vision,
             image_pos=prop.vision_pos,
-            conditioning=frozenset([int(obj_id)]),
+            conditioning=frozenset([obj_id]),
         )
         self._cond[frame_idx] = frame
         self._tracked.add(frame_idx)
         self._non_cond.pop(frame_idx, None)
+        self._stale.discard(frame_idx)
         return MultiplexStepOutput(
             frame_idx, self.obj_ids, frame.pred_masks, heads.object_score_logits, video
         )
@@ -523,6 +596,8 @@ class MultiplexTrackingState:
             raise UnknownIdError(f"obj_ids: expected ids of this state {current}, got {unknown}")
         gone = set(obj_ids)
         kept = self.multiplex.remove_objects([current.index(i) for i in gone])
+        for obj_id in gone:
+            self._inputs.pop(obj_id, None)
         for _, frame in list(self._all_frames()):
             frame.obj_ptr = frame.obj_ptr[kept]
             if frame.maskmem_features is not None:
@@ -684,7 +759,8 @@ def track_multiplex_states(
     groups: dict[tuple, tuple[MemoryPlan, list[int]]] = {}
     for i, state in enumerate(states):
         state._check_frame(frame_idx)
-        if state.is_cond_frame(frame_idx):
+        state._already.add(frame_idx)
+        if state.is_cond_frame(frame_idx) and frame_idx not in state._stale:
             outputs[i] = _output(state, frame_idx, reverse, state._cond[frame_idx])
             continue
         plan = state.memory_plan(frame_idx, reverse)
@@ -697,7 +773,7 @@ def track_multiplex_states(
         _, prop = first.get_features(frame_idx)
         memories, pointers = [], []
         for ref in plan.spatial:
-            frames = [s.stored(ref.frame) for s in group]
+            frames = [s._ref(ref) for s in group]
             if any(f.maskmem_features is None for f in frames):
                 continue  # not encoded: skipped, as the official read does
             memories.append(
@@ -709,7 +785,7 @@ def track_multiplex_states(
                 )
             )
         for ref in plan.pointers:
-            frames = [s.stored(ref.frame) for s in group]
+            frames = [s._ref(ref) for s in group]
             pointers.append(PointerFrame(torch.cat([f.obj_ptr for f in frames]), ref.pos))
         buckets = [s.num_buckets for s in group]
         sizes = [s.num_objects for s in group]

@@ -230,15 +230,19 @@ class VideoSession31(VideoSession):
     def add_points(
         self, frame_idx: int, points: np.ndarray, labels: np.ndarray, obj_id: int | None
     ) -> tuple[int, Outputs]:
-        """Clicks creating a new object (``obj_id`` new or None) in a state of its own."""
+        """Clicks creating a new object (``obj_id`` new or None) in a state of its own, or
+        refining an object alone in its state (`MultiplexTrackingState.refine_points`)."""
         meta = self.metadata
         h = self.heuristics
-        if obj_id is not None and obj_id in meta.obj_ids:
-            raise UnsupportedModelError(
-                f"obj_id: refining the existing object {obj_id} with clicks is not supported "
-                "for SAM 3.1 models yet; click with a new obj_id (or none) to add an object"
-            )
-        if not meta.can_add_object(h.max_num_objects):
+        new = obj_id is None or obj_id not in meta.obj_ids
+        if not new:
+            state = self._state_of(obj_id)
+            if state.num_objects != 1:
+                raise UnsupportedModelError(
+                    f"obj_id: refining the existing object {obj_id}, which shares its tracker "
+                    f"state with other objects, is not supported for SAM 3.1 models yet"
+                )
+        if new and not meta.can_add_object(h.max_num_objects):
             raise InvalidInputError(
                 f"obj_id: the session already tracks the maximum of {h.max_num_objects} objects"
             )
@@ -248,9 +252,13 @@ class VideoSession31(VideoSession):
         hgt, wid = self.video_size
         pts = torch.tensor(np.asarray(points, dtype=np.float32))
         pts = pts * torch.tensor([side / wid, side / hgt])  # video pixels -> model square
-        state = self._new_state()
-        out = state.add_points(frame_idx, obj_id, pts, torch.tensor(np.asarray(labels)))
-        self.states.append(state)
+        lab = torch.tensor(np.asarray(labels))
+        if new:
+            state = self._new_state()
+            out = state.add_points(frame_idx, obj_id, pts, lab)
+            self.states.append(state)
+        else:
+            out = state.refine_points(frame_idx, obj_id, pts, lab)
         self.generation += 1
         self.object_concept.setdefault(obj_id, None)
         register_click31(meta, obj_id, frame_idx, h)
