@@ -28,7 +28,53 @@ def stability_scores(mask_logits: Tensor, delta: float) -> Tensor:
     return torch.where(union > 0, inter / union, 1.0)
 
 
-class MaskDecoder(nn.Module):
+class MaskUpscalingBase(nn.Module):
+    """What SAM 3.0's and SAM 3.1's mask decoders share: the 4x upsampling of the transformer's
+    image side (``output_upscaling``, keys ``output_upscaling.{0,1,3}``) and its
+    high-resolution backbone skips (``conv_s0``, ``conv_s1``).
+    """
+
+    def _init_upscaling(self, c: int, use_high_res_features: bool) -> None:
+        """Register the upsampling modules for transformer width ``c``."""
+        # Indices 0, 1, 3 hold weights (2 and 4 are GELUs), matching the checkpoint keys.
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
+            LayerNorm2d(c // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+
+    def _check_high_res_features(
+        self, high_res_features: list[Tensor] | tuple[Tensor, Tensor] | None, batch: str
+    ) -> None:
+        """Raise unless the two skip maps are given where the decoder uses them."""
+        if self.use_high_res_features and (
+            high_res_features is None or len(high_res_features) != 2
+        ):
+            raise InvalidInputError(
+                f"high_res_features: expected 2 maps [({batch}, C/8, 4h, 4w), "
+                f"({batch}, C/4, 2h, 2w)], "
+                f"got {None if high_res_features is None else len(high_res_features)}"
+            )
+
+    def _upscale(
+        self, src: Tensor, high_res_features: list[Tensor] | tuple[Tensor, Tensor] | None
+    ) -> Tensor:
+        """``src (B, C, h, w)`` -> ``(B, C/8, 4h, 4w)``, adding the skips after each deconv."""
+        if not self.use_high_res_features:
+            return self.output_upscaling(src)
+        dc1, ln1, act1, dc2, act2 = self.output_upscaling
+        feat_s0, feat_s1 = high_res_features
+        up = act1(ln1(dc1(src) + feat_s1))
+        return act2(dc2(up) + feat_s0)
+
+
+class MaskDecoder(MaskUpscalingBase):
     """Mask logits, IoU predictions, output tokens and object-score logits.
 
     ``transformer_dim`` = C; the upsampled mask features have C/8 channels at 4x the embedding
@@ -65,18 +111,7 @@ class MaskDecoder(nn.Module):
             self.obj_score_token = nn.Embedding(1, c)
         self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
 
-        # Indices 0, 1, 3 hold weights (2 and 4 are GELUs), matching the checkpoint keys.
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
-            LayerNorm2d(c // 4),
-            nn.GELU(),
-            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
-        self.use_high_res_features = use_high_res_features
-        if use_high_res_features:
-            self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
-            self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+        self._init_upscaling(c, use_high_res_features)
 
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens)
@@ -137,13 +172,7 @@ class MaskDecoder(nn.Module):
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens]
 
         src = src.transpose(1, 2).reshape(b, c, h, w)
-        if self.use_high_res_features:
-            dc1, ln1, act1, dc2, act2 = self.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            up = act1(ln1(dc1(src) + feat_s1))
-            up = act2(dc2(up) + feat_s0)
-        else:
-            up = self.output_upscaling(src)
+        up = self._upscale(src, high_res_features)
 
         hyper_in = self._hypernetworks(mask_tokens_out)  # (B, T, C/8)
         _, cu, hu, wu = up.shape
@@ -216,13 +245,7 @@ class MaskDecoder(nn.Module):
             raise InvalidInputError(
                 f"image_pe: expected batch size 1 (from get_dense_pe()), got {image_pe.shape[0]}"
             )
-        if self.use_high_res_features and (
-            high_res_features is None or len(high_res_features) != 2
-        ):
-            raise InvalidInputError(
-                "high_res_features: expected 2 maps [(B, C/8, 4h, 4w), (B, C/4, 2h, 2w)], "
-                f"got {None if high_res_features is None else len(high_res_features)}"
-            )
+        self._check_high_res_features(high_res_features, "B")
 
         masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
             image_embeddings,

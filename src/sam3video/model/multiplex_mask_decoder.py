@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from sam3video.errors import InvalidInputError
-from sam3video.model.common import MLP, LayerNorm2d
+from sam3video.model.common import MLP
+from sam3video.model.mask_decoder import MaskUpscalingBase
 from sam3video.model.two_way_transformer import TwoWayTransformer
 
 
@@ -38,7 +39,7 @@ class MultiplexDecoderOutput(NamedTuple):
     object_score_logits: Tensor
 
 
-class MultiplexMaskDecoder(nn.Module):
+class MultiplexMaskDecoder(MaskUpscalingBase):
     """Masks, IoUs, tokens and object scores for every slot of ``Bk`` buckets at once.
 
     ``transformer_dim`` = C; upsampled mask features have C/8 channels at 4x the grid.
@@ -71,18 +72,7 @@ class MultiplexMaskDecoder(nn.Module):
         self.iou_token = nn.Embedding(m, c)
         self.obj_score_token = nn.Embedding(m, c)
         self.mask_tokens = nn.Embedding(m * k, c)
-        # Indices 0, 1, 3 hold weights (2 and 4 are GELUs), matching the checkpoint keys.
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
-            LayerNorm2d(c // 4),
-            nn.GELU(),
-            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
-        self.use_high_res_features = use_high_res_features
-        if use_high_res_features:
-            self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
-            self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+        self._init_upscaling(c, use_high_res_features)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(k))
         self.iou_prediction_head = MLP(
             c, iou_head_hidden_dim, k, iou_head_depth, sigmoid_output=iou_prediction_use_sigmoid
@@ -110,13 +100,7 @@ class MultiplexMaskDecoder(nn.Module):
             raise InvalidInputError(
                 f"image_pe: expected batch size 1 (one grid encoding), got {image_pe.shape[0]}"
             )
-        if self.use_high_res_features and (
-            high_res_features is None or len(high_res_features) != 2
-        ):
-            raise InvalidInputError(
-                "high_res_features: expected 2 maps [(b, C/8, 4h, 4w), (b, C/4, 2h, 2w)], "
-                f"got {None if high_res_features is None else len(high_res_features)}"
-            )
+        self._check_high_res_features(high_res_features, "b")
         mask_tokens = self.mask_tokens.weight
         if extra_per_object_embeddings is not None:
             if tuple(extra_per_object_embeddings.shape) != (b, m, c):
@@ -137,13 +121,7 @@ class MultiplexMaskDecoder(nn.Module):
         mask_out = hs[:, 2 * m : 2 * m + m * k].reshape(b, m, k, c)
 
         src = src.transpose(1, 2).reshape(b, c, h, w)
-        if self.use_high_res_features:
-            dc1, ln1, act1, dc2, act2 = self.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            up = act1(ln1(dc1(src) + feat_s1))
-            up = act2(dc2(up) + feat_s0)
-        else:
-            up = self.output_upscaling(src)
+        up = self._upscale(src, high_res_features)
 
         # Candidate i of every slot goes through hypernetwork MLP i.
         hyper_in = torch.stack(
