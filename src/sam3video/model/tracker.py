@@ -54,9 +54,19 @@ from sam3video.model.memory_selection import (
     select_closest_cond_frames,
 )
 from sam3video.model.prompt_encoder import PromptEncoder
-from sam3video.model.two_way_transformer import TwoWayTransformer
+from sam3video.model.tracker_heads import (
+    MASK_AS_OUTPUT_BIAS,
+    MASK_AS_OUTPUT_SCALE,
+    NO_OBJ_SCORE,
+    build_prompt_encoder,
+    build_two_way_transformer,
+    check_neck_levels,
+    mask_prompt_as_logits,
+    resize_mask_prompt,
+    select_heads_masks,
+)
 
-__all__ = [  # the memory-selection names are re-exported: they were defined here first
+__all__ = [  # the memory-selection and heads names are re-exported: they were defined here first
     "NO_OBJ_SCORE",
     "FrameFeatures",
     "FrameMemory",
@@ -67,14 +77,17 @@ __all__ = [  # the memory-selection names are re-exported: they were defined her
     "Sam3Tracker",
     "SamHeadsOutput",
     "TrackStepOutput",
+    "build_prompt_encoder",
     "build_tracker",
+    "build_two_way_transformer",
+    "check_neck_levels",
+    "mask_prompt_as_logits",
     "memory_score",
+    "resize_mask_prompt",
+    "select_heads_masks",
     "select_closest_cond_frames",
     "sine_encoding_1d",
 ]
-
-# Placeholder logit for "no object here" (every pixel of an absent object's mask).
-NO_OBJ_SCORE = -1024.0
 
 
 class FrameFeatures(NamedTuple):
@@ -305,17 +318,7 @@ class Sam3Tracker(nn.Module):
         ``feats``/``pos``: the 3 levels ``(b, C, 4h, 4w)``, ``(b, C, 2h, 2w)``, ``(b, C, h, w)``
         (``b`` is usually 1; `FrameFeatures.expand` gives the per-object view).
         """
-        if len(feats) != 3 or len(pos) != 3:
-            raise InvalidInputError(
-                f"feats/pos: expected the 3 tracker-neck levels, got {len(feats)} and {len(pos)}"
-            )
-        h = self.feat_size
-        want = [(self.hidden_dim, 4 * h), (self.hidden_dim, 2 * h), (self.hidden_dim, h)]
-        for i, (x, (c, s)) in enumerate(zip(feats, want)):
-            if x.ndim != 4 or tuple(x.shape[1:]) != (c, s, s):
-                raise InvalidInputError(
-                    f"feats[{i}]: expected (b, {c}, {s}, {s}), got {tuple(x.shape)}"
-                )
+        check_neck_levels(feats, pos, self.hidden_dim, self.feat_size, "tracker-neck")
         decoder = self.sam_mask_decoder
         return FrameFeatures(
             high_res=(decoder.conv_s0(feats[0]), decoder.conv_s1(feats[1])),
@@ -357,16 +360,7 @@ class Sam3Tracker(nn.Module):
             point_labels = torch.full((b, 1), -1, dtype=torch.int32, device=features.device)
         mask_prompt = None
         if mask_inputs is not None:
-            size = self.sam_prompt_encoder.mask_input_size
-            mask_prompt = mask_inputs
-            if tuple(mask_inputs.shape[-2:]) != tuple(size):
-                mask_prompt = F.interpolate(
-                    mask_inputs.float(),
-                    size=size,
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=True,
-                )
+            mask_prompt = resize_mask_prompt(mask_inputs, self.sam_prompt_encoder.mask_input_size)
         sparse, dense = self.sam_prompt_encoder(
             points=(point_coords, point_labels), boxes=None, masks=mask_prompt
         )
@@ -380,25 +374,11 @@ class Sam3Tracker(nn.Module):
         )
         # A hard present/absent decision, taken before any resizing.
         appearing = object_score_logits > 0  # (B, 1)
-        low_res_multimasks = torch.where(
-            appearing[:, :, None, None], low_res_multimasks, NO_OBJ_SCORE
-        ).float()
-        high_res_multimasks = F.interpolate(
-            low_res_multimasks,
-            size=(self.image_size, self.image_size),
-            mode="bilinear",
-            align_corners=False,
+        low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, token = (
+            select_heads_masks(
+                low_res_multimasks, ious, tokens, appearing, self.image_size, multimask_output
+            )
         )
-        token = tokens[:, 0]
-        if multimask_output:
-            best = ious.argmax(dim=-1)  # first maximum on ties
-            rows = torch.arange(b, device=features.device)
-            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
-            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
-            if tokens.shape[1] > 1:
-                token = tokens[rows, best]
-        else:
-            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
         obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), appearing)
         return SamHeadsOutput(
             low_res_multimasks,
@@ -427,18 +407,11 @@ class Sam3Tracker(nn.Module):
         when any pixel is > 0 (score logit +-10). The pointer comes from decoding the raw
         features with the mask prompt ``mask_downsample(m)``.
         """
-        scale, bias = 20.0, -10.0
+        scale, bias = MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS
         mask = mask_inputs.float()
-        high_res_masks = mask * scale + bias
-        low_res_masks = F.interpolate(
-            high_res_masks,
-            size=(
-                high_res_masks.shape[-2] // self.backbone_stride * 4,
-                high_res_masks.shape[-1] // self.backbone_stride * 4,
-            ),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
+        h, w = mask.shape[-2:]
+        high_res_masks, low_res_masks = mask_prompt_as_logits(
+            mask, (h // self.backbone_stride * 4, w // self.backbone_stride * 4)
         )
         ious = mask.new_ones(mask.shape[0], 1)
         conv = self.mask_downsample
@@ -698,21 +671,10 @@ def build_tracker(cfg: Sam3VideoConfig) -> Sam3Tracker:
     """The tracker of ``cfg`` (uninitialised weights; see ``sam3video.model.build``)."""
     t = cfg.tracker
     c, f = cfg.d_model, cfg.feat_size
-    prompt_encoder = PromptEncoder(
-        embed_dim=c,
-        image_embedding_size=(f, f),
-        input_image_size=(cfg.image_size, cfg.image_size),
-        mask_in_chans=t.mask_in_chans,
-    )
+    prompt_encoder = build_prompt_encoder(cfg, t)
     mask_decoder = MaskDecoder(
         transformer_dim=c,
-        transformer=TwoWayTransformer(
-            depth=t.decoder_depth,
-            embedding_dim=c,
-            num_heads=t.decoder_heads,
-            mlp_dim=t.decoder_mlp_dim,
-            attention_downsample_rate=t.attention_downsample_rate,
-        ),
+        transformer=build_two_way_transformer(t, c),
         num_multimask_outputs=t.num_multimask_outputs,
         iou_head_depth=t.iou_head_depth,
         iou_head_hidden_dim=c,

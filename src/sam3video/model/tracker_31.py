@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3video.errors import InvalidInputError
@@ -44,8 +43,17 @@ from sam3video.model.memory_attention_31 import (
 from sam3video.model.memory_encoder_31 import MultiplexMemoryEncoder
 from sam3video.model.multiplex_mask_decoder import MultiplexMaskDecoder
 from sam3video.model.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
-from sam3video.model.tracker import NO_OBJ_SCORE, FrameFeatures, SamHeadsOutput, sine_encoding_1d
-from sam3video.model.two_way_transformer import TwoWayTransformer
+from sam3video.model.tracker import FrameFeatures, SamHeadsOutput, sine_encoding_1d
+from sam3video.model.tracker_heads import (
+    MASK_AS_OUTPUT_BIAS,
+    MASK_AS_OUTPUT_SCALE,
+    build_prompt_encoder,
+    build_two_way_transformer,
+    check_neck_levels,
+    mask_prompt_as_logits,
+    resize_mask_prompt,
+    select_heads_masks,
+)
 
 
 def mux(x: Tensor, slots: Tensor) -> Tensor:
@@ -157,16 +165,7 @@ class MultiplexTrackerModel(nn.Module):
     # ------------------------------------------------------------------------ features
 
     def _prepare(self, decoder: nn.Module, feats: Sequence[Tensor], pos: Sequence[Tensor]):
-        if len(feats) != 3 or len(pos) != 3:
-            raise InvalidInputError(
-                f"feats/pos: expected the 3 neck levels, got {len(feats)} and {len(pos)}"
-            )
-        h, c = self.feat_size, self.hidden_dim
-        for i, (x, s) in enumerate(zip(feats, (4 * h, 2 * h, h))):
-            if x.ndim != 4 or tuple(x.shape[1:]) != (c, s, s):
-                raise InvalidInputError(
-                    f"feats[{i}]: expected (b, {c}, {s}, {s}), got {tuple(x.shape)}"
-                )
+        check_neck_levels(feats, pos, self.hidden_dim, self.feat_size, "neck")
         return FrameFeatures(
             high_res=(decoder.conv_s0(feats[0]), decoder.conv_s1(feats[1])),
             vision=feats[2],
@@ -205,27 +204,12 @@ class MultiplexTrackerModel(nn.Module):
         """Shared tail of both paths, for ``N`` objects: absent objects' masks become
         ``NO_OBJ_SCORE``, the best candidate (highest IoU) is kept, its token becomes the
         pointer, mixed with ``no_obj_ptr_linear`` of itself for absent objects."""
-        n = low_res_multimasks.shape[0]
         appearing = object_score_logits > self.object_score_logit_threshold  # (N, 1)
-        low_res_multimasks = torch.where(
-            appearing[:, :, None, None], low_res_multimasks, NO_OBJ_SCORE
-        ).float()
-        high_res_multimasks = F.interpolate(
-            low_res_multimasks,
-            size=(self.image_size, self.image_size),
-            mode="bilinear",
-            align_corners=False,
+        low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, token = (
+            select_heads_masks(
+                low_res_multimasks, ious, tokens, appearing, self.image_size, multimask_output
+            )
         )
-        token = tokens[:, 0]
-        if multimask_output:
-            best = ious.argmax(dim=-1)
-            rows = torch.arange(n, device=ious.device)
-            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
-            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
-            if tokens.shape[1] > 1:
-                token = tokens[rows, best]
-        else:
-            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
         obj_ptr = ptr_proj(token)
         lam = appearing.to(obj_ptr.dtype)
         obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr_linear(obj_ptr)
@@ -267,15 +251,7 @@ class MultiplexTrackerModel(nn.Module):
         encoder = self.interactive_sam_prompt_encoder
         mask_prompt = None
         if mask_inputs is not None:
-            mask_prompt = mask_inputs
-            if tuple(mask_inputs.shape[-2:]) != encoder.mask_input_size:
-                mask_prompt = F.interpolate(
-                    mask_inputs.float(),
-                    size=encoder.mask_input_size,
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=True,
-                )
+            mask_prompt = resize_mask_prompt(mask_inputs, encoder.mask_input_size)
         sparse, dense = encoder(points=(point_coords, point_labels), masks=mask_prompt)
         image = features.expand(n, -1, -1, -1)
         high_res = [x.expand(n, -1, -1, -1) for x in high_res_features]
@@ -325,15 +301,10 @@ class MultiplexTrackerModel(nn.Module):
         interactive ``features`` (`interactive_features`) with the prompt
         ``interactive_mask_downsample(m)``.
         """
-        scale, bias = 20.0, -10.0
+        scale, bias = MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS
         mask = mask_inputs.float()  # logits in float32 whatever the weights' dtype
-        high_res_masks = mask * scale + bias
-        low_res_masks = F.interpolate(
-            high_res_masks,
-            size=(high_res_masks.shape[-2] // 4, high_res_masks.shape[-1] // 4),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
+        high_res_masks, low_res_masks = mask_prompt_as_logits(
+            mask, (mask.shape[-2] // 4, mask.shape[-1] // 4)
         )
         ious = mask.new_ones(mask.shape[0], 1)
         conv = self.interactive_mask_downsample
@@ -471,27 +442,13 @@ def build_multiplex_tracker(cfg: Sam3VideoConfig) -> Sam3MultiplexTracker:
     t = cfg.multiplex
     if t is None:
         raise InvalidInputError(f"config {cfg.name!r}: expected a SAM 3.1 config (multiplex set)")
-    c, f = cfg.d_model, cfg.feat_size
-
-    def two_way() -> TwoWayTransformer:
-        return TwoWayTransformer(
-            depth=t.decoder_depth,
-            embedding_dim=c,
-            num_heads=t.decoder_heads,
-            mlp_dim=t.decoder_mlp_dim,
-            attention_downsample_rate=t.attention_downsample_rate,
-        )
+    c = cfg.d_model
 
     model = MultiplexTrackerModel(
-        prompt_encoder=PromptEncoder(
-            embed_dim=c,
-            image_embedding_size=(f, f),
-            input_image_size=(cfg.image_size, cfg.image_size),
-            mask_in_chans=t.mask_in_chans,
-        ),
+        prompt_encoder=build_prompt_encoder(cfg, t),
         interactive_mask_decoder=MaskDecoder(
             transformer_dim=c,
-            transformer=two_way(),
+            transformer=build_two_way_transformer(t, c),
             num_multimask_outputs=t.num_multimask_outputs,
             iou_head_depth=t.iou_head_depth,
             iou_head_hidden_dim=t.iou_head_hidden_dim,
@@ -502,7 +459,7 @@ def build_multiplex_tracker(cfg: Sam3VideoConfig) -> Sam3MultiplexTracker:
         ),
         mask_decoder=MultiplexMaskDecoder(
             transformer_dim=c,
-            transformer=two_way(),
+            transformer=build_two_way_transformer(t, c),
             multiplex_count=t.multiplex_count,
             num_multimask_outputs=t.num_multimask_outputs,
             iou_head_depth=t.iou_head_depth,
