@@ -144,8 +144,6 @@ def test_sam31_unsupported_requests_are_typed(predictor, fixture, tmp_path):
         "points": [[100.0, 100.0]],
         "point_labels": [1],
     }
-    with pytest.raises(UnsupportedModelError, match="refining"):
-        predictor.handle_request({**click, "obj_id": obj_id})
     with pytest.raises(UnsupportedModelError, match="one concept"):
         predictor.handle_request(
             {
@@ -161,6 +159,26 @@ def test_sam31_unsupported_requests_are_typed(predictor, fixture, tmp_path):
     # A click with a new id still works after the refused requests.
     r = predictor.handle_request({**click, "obj_id": 50})
     assert 50 in r["outputs"] and session.obj_ids == [obj_id, 50]
+    # Refinement not served: an object sharing its state with others (extraction), and a
+    # frame refined again after it was re-tracked (previous logits as mask input).
+    state = session._new_state()
+    side = state.model.image_size  # births come as square masks (the session: 1152)
+    state.add_masks(0, [1, 2], torch.zeros(2, side, side, dtype=torch.bool))
+    pts, lab = torch.tensor([[10.0, 10.0]]), torch.tensor([1])
+    with pytest.raises(UnsupportedModelError, match="shares its SAM 3.1 tracker state"):
+        state.refine_points(0, 1, pts, lab)
+    assert state.obj_ids == [1, 2] and state.cond_frames == [0]
+    forward = {"type": "propagate_in_video", "session_id": sid, "start_frame_index": 0}
+    forward.update(propagation_direction="forward", max_frame_num_to_track=2)
+    list(predictor.handle_stream_request(forward))
+    predictor.handle_request({**click, "frame_index": 2, "obj_id": obj_id})  # refined
+    list(predictor.handle_stream_request({**forward, "start_frame_index": 2}))
+    before = session.ledger.get(2)
+    with pytest.raises(UnsupportedModelError, match="again on frame 2"):
+        predictor.handle_request({**click, "frame_index": 2, "obj_id": obj_id})
+    after = session.ledger.get(2)
+    assert sorted(before) == sorted(after)
+    assert all(torch.equal(before[i], after[i]) for i in before)
     predictor.handle_request({"type": "close_session", "session_id": sid})
 
 

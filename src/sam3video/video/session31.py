@@ -26,21 +26,24 @@ Per frame of a full propagation (docs/sam31_video_logic.md, section 7 item 4):
    (`hidden_ids31`; the table is local to one propagation pass, as officially).
 
 Requests this session serves like the SAM 3 one: a text and/or box concept (``add_prompt``
-with text/boxes; a box-only concept reads the detector's text row 0, as the 3.1 code), clicks
-creating a NEW object (its own state, the official path), ``propagate_in_video`` (forward,
-backward, both; full, partial and fetch steps), ``remove_object``, ``remove_concept``,
-``reset_session``, ``cancel_propagation``, ``close_session``.
+with text/boxes; a box-only concept reads the detector's text row 0, as the 3.1 code),
+clicks creating a NEW object (its own state, the official path), clicks refining an object
+alone in its state (`MultiplexTrackingState.refine_points`; docs/sam31_video_logic.md
+2.2.1), ``propagate_in_video`` (forward, backward, both; full, partial and fetch steps),
+``remove_object``, ``remove_concept``, ``reset_session``, ``cancel_propagation``,
+``close_session``.
 
 Not served yet (raise `UnsupportedModelError`, a `NotImplementedError`, before anything
 changes): several concepts in one session (``concept_mode="add"`` or several texts: the 3.1
-planner is proven for one concept), clicks refining an existing object (the official code
-extracts a shared object to a state of its own and merges it back; not implemented), and live
-sessions. SAM 3's deviations kept here: exemplar boxes act on every frame; a propagation
-starts by default at the first prompted frame; objects created by clicks in a session
-without a concept are tracked by partial propagation and always shown (the official 3.1 code
-runs a full propagation there, detector on its text placeholder, and hides such objects,
-which are never confirmed, on every frame but the prompt frame; its reply to the first click
-shows no object).
+planner is proven for one concept), clicks refining an object that shares its state with
+others (the official code extracts it to a state of its own and merges it back; not
+implemented) or refining a frame again after it was re-tracked, and live sessions. SAM 3's
+deviations kept here: exemplar boxes act on every frame; a propagation starts by default at
+the first prompted frame; objects created by clicks in a session without a concept are
+tracked by partial propagation and always shown (the official 3.1 code runs a full
+propagation there, detector on its text placeholder, and hides such objects, which are never
+confirmed, on every frame but the prompt frame; its reply to the first click shows no
+object).
 """
 
 from __future__ import annotations
