@@ -1,7 +1,8 @@
 """SAM 3 video planning: what to do with the tracks and detections of one frame.
 
 Per frame the video pipeline runs the detector, advances every tracker state one frame, then
-PLANS (this module) and EXECUTES the plan (the session: tracker states, memories, outputs).
+PLANS (this module); `sam3video.video.actions` carries the plan out on the tracker states
+(births, reconditioning, memory update, removals) and the session forms the outputs.
 Everything here is a pure function of tensors and a `TrackerMetadata`; the device of every
 tensor op comes from the inputs. The decisions (ids, sets, counters) are made on the host,
 as the official code does, after one small transfer of the per-object results.
@@ -23,7 +24,8 @@ as the official code does, after one small transfer of the per-object results.
    ``max_obj_id``, -1e4 for removed ids, and this frame's tracker scores: detection score for
    newborns, then sigmoid(object-score logit) for every track that entered the frame.
 
-What the session does with a `FramePlan`, in this order (as the official code):
+What is done with a `FramePlan`, in this order (as the official code); a-c are
+`actions.plan_actions` / `actions.apply_actions`, d-e the session:
 
 a. for each ``(obj_id, det_idx)`` of ``plan.recondition``: add the detection mask (bilinear to
    the input-mask size, > 0) as a mask prompt of ``obj_id`` on this frame in its tracker state,
