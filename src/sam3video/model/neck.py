@@ -55,7 +55,34 @@ def _fpn_branch(dim: int, d_model: int, scale: float) -> nn.Sequential:
     return nn.Sequential(layers)
 
 
-class DualViTDetNeck(nn.Module):
+def fpn_pyramid(dim: int, d_model: int, scale_factors: tuple[float, ...]) -> nn.ModuleList:
+    """One `_fpn_branch` per scale factor (keys ``{i}.<layer>``)."""
+    return nn.ModuleList(_fpn_branch(dim, d_model, s) for s in scale_factors)
+
+
+class ViTDetNeckBase(nn.Module):
+    """What the SAM 3.0 dual and SAM 3.1 three-way necks share: ``trunk``,
+    ``position_encoding`` (no weights) and the detector pyramid ``convs``, registered in the
+    official order; ``num_levels`` of the levels are run.
+    """
+
+    def __init__(
+        self,
+        trunk: ViT,
+        position_encoding: PositionEmbeddingSine,
+        d_model: int,
+        scale_factors: tuple[float, ...],
+        num_levels: int,
+    ) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.position_encoding = position_encoding
+        self.scale_factors = tuple(scale_factors)
+        self.num_levels = num_levels
+        self.convs = fpn_pyramid(trunk.embed_dim, d_model, self.scale_factors)
+
+
+class DualViTDetNeck(ViTDetNeckBase):
     """``trunk`` + ``convs`` (detector) + ``sam2_convs`` (tracker) + ``position_encoding``.
 
     ``forward(images (B, 3, S, S))`` runs the trunk once and returns a `NeckOutput` with the
@@ -70,22 +97,15 @@ class DualViTDetNeck(nn.Module):
         scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5),
         add_sam2_neck: bool = True,
     ) -> None:
-        super().__init__()
         if len(scale_factors) < 2:
             raise ConfigError(
                 f"scale_factors: expected at least 2 levels (the last is dropped), "
                 f"got {tuple(scale_factors)}"
             )
-        self.trunk = trunk
-        self.position_encoding = position_encoding
-        self.scale_factors = tuple(scale_factors)
-        self.num_levels = len(self.scale_factors) - 1  # SAM 3 drops the last level
-        dim = trunk.embed_dim
-        self.convs = nn.ModuleList(_fpn_branch(dim, d_model, s) for s in self.scale_factors)
+        # SAM 3 drops the last level.
+        super().__init__(trunk, position_encoding, d_model, scale_factors, len(scale_factors) - 1)
         self.sam2_convs = (
-            nn.ModuleList(_fpn_branch(dim, d_model, s) for s in self.scale_factors)
-            if add_sam2_neck
-            else None
+            fpn_pyramid(trunk.embed_dim, d_model, self.scale_factors) if add_sam2_neck else None
         )
 
     def forward(

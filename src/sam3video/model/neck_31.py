@@ -4,7 +4,7 @@ Official prefix: ``detector.backbone.vision_backbone.`` (class ``Sam3TriViTDetNe
 ``convs`` feeds the detector, ``interactive_convs`` the tracker's interactive (click / mask
 prompt) heads and ``propagation_convs`` the multiplex propagation heads and the memory. The
 three branches have the same structure (levels 4x, 2x, 1x of the trunk grid; see
-`sam3video.model.neck._fpn_branch`) and separate weights. Unlike SAM 3's dual neck there is no
+`sam3video.model.neck.ViTDetNeckBase`) and separate weights. Unlike SAM 3's dual neck there is no
 0.5x level, and all three levels are used.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from sam3video.errors import ConfigError, InvalidInputError
-from sam3video.model.neck import _fpn_branch
+from sam3video.model.neck import ViTDetNeckBase, fpn_pyramid
 from sam3video.model.position_encoding import PositionEmbeddingSine
 from sam3video.model.vit import ViT
 
@@ -35,7 +35,7 @@ class TriNeckOutput(NamedTuple):
     propagation_pos: list[Tensor] | None
 
 
-class TriViTDetNeck(nn.Module):
+class TriViTDetNeck(ViTDetNeckBase):
     """``trunk`` + ``convs`` + ``interactive_convs`` + ``propagation_convs`` +
     ``position_encoding`` (no weights).
 
@@ -49,21 +49,12 @@ class TriViTDetNeck(nn.Module):
         d_model: int,
         scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0),
     ) -> None:
-        super().__init__()
         if not scale_factors:
             raise ConfigError("scale_factors: expected at least one level, got ()")
-        self.trunk = trunk
-        self.position_encoding = position_encoding
-        self.scale_factors = tuple(scale_factors)
-        self.num_levels = len(self.scale_factors)
+        super().__init__(trunk, position_encoding, d_model, scale_factors, len(scale_factors))
         dim = trunk.embed_dim
-        self.convs = nn.ModuleList(_fpn_branch(dim, d_model, s) for s in self.scale_factors)
-        self.interactive_convs = nn.ModuleList(
-            _fpn_branch(dim, d_model, s) for s in self.scale_factors
-        )
-        self.propagation_convs = nn.ModuleList(
-            _fpn_branch(dim, d_model, s) for s in self.scale_factors
-        )
+        self.interactive_convs = fpn_pyramid(dim, d_model, self.scale_factors)
+        self.propagation_convs = fpn_pyramid(dim, d_model, self.scale_factors)
 
     def forward(
         self,
