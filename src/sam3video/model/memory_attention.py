@@ -13,6 +13,8 @@ pairs ``(2j, 2j+1)`` rotate: the first ``head_dim / 4`` pairs by ``x * f_j``, th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -124,18 +126,51 @@ class RoPEAttention(Attention):
         )
 
 
-class MemoryAttentionLayer(nn.Module):
+class PreNormLayerBase(nn.Module):
+    """What SAM 3.0's and SAM 3.1's memory-attention layers share: the FFN (``linear1``,
+    ``linear2``) and the three pre-norms (``norm1`` before self-attention, ``norm2`` before
+    cross-attention, ``norm3`` before the FFN)."""
+
+    def _init_ffn_and_norms(self, d_model: int, dim_feedforward: int) -> None:
+        """Register the FFN and norms (after the attention modules: official key order)."""
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def _ffn_residual(self, tgt: Tensor, activation: Callable[[Tensor], Tensor]) -> Tensor:
+        """``tgt + linear2(activation(linear1(norm3(tgt))))``, ``(B, L, C)`` -> same."""
+        return tgt + self.linear2(activation(self.linear1(self.norm3(tgt))))
+
+
+class MemoryAttentionStackBase(nn.Module):
+    """``layers`` plus a final LayerNorm ``norm`` and the 2-D RoPE tables of the heads."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, rope_theta: float, layers: Iterable[nn.Module]
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.rope_theta = rope_theta
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(d_model)
+
+    def _rope_tables(self, side: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``cos, sin`` for a ``side x side`` grid of queries, ``(side**2, head_dim / 2)``."""
+        head_dim = self.d_model // self.num_heads
+        return axial_rope_tables(head_dim, side, side, self.rope_theta, device=device)
+
+
+class MemoryAttentionLayer(PreNormLayerBase):
     """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memory, ReLU FFN."""
 
     def __init__(self, d_model: int, kv_in_dim: int, num_heads: int, dim_feedforward: int) -> None:
         super().__init__()
         self.self_attn = RoPEAttention(d_model, num_heads)
         self.cross_attn_image = RoPEAttention(d_model, num_heads, kv_in_dim=kv_in_dim)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
+        self._init_ffn_and_norms(d_model, dim_feedforward)
 
     def forward(
         self,
@@ -156,11 +191,10 @@ class MemoryAttentionLayer(nn.Module):
         tgt = tgt + self.cross_attn_image(
             x, memory + memory_pos, memory, cos, sin, num_k_exclude_rope
         )
-        x = self.norm3(tgt)
-        return tgt + self.linear2(F.relu(self.linear1(x), inplace=True))
+        return self._ffn_residual(tgt, partial(F.relu, inplace=True))
 
 
-class MemoryAttention(nn.Module):
+class MemoryAttention(MemoryAttentionStackBase):
     """Stack of `MemoryAttentionLayer` plus a final LayerNorm (keys ``layers.{i}``, ``norm``).
 
     ``feat_size`` is the side of the (square) current-frame grid, used when the query length
@@ -177,15 +211,16 @@ class MemoryAttention(nn.Module):
         feat_size: int = 72,
         rope_theta: float = 10000.0,
     ) -> None:
-        super().__init__()
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.feat_size = feat_size
-        self.rope_theta = rope_theta
-        self.layers = nn.ModuleList(
-            MemoryAttentionLayer(d_model, kv_in_dim, num_heads, ffn_dim) for _ in range(num_layers)
+        super().__init__(
+            d_model,
+            num_heads,
+            rope_theta,
+            (
+                MemoryAttentionLayer(d_model, kv_in_dim, num_heads, ffn_dim)
+                for _ in range(num_layers)
+            ),
         )
-        self.norm = nn.LayerNorm(d_model)
+        self.feat_size = feat_size
 
     def forward(
         self,
@@ -216,8 +251,7 @@ class MemoryAttention(nn.Module):
         side = self.feat_size if n == self.feat_size**2 else math.isqrt(n)
         if side * side != n:
             raise InvalidInputError(f"src: expected a square token grid, got {n} tokens")
-        head_dim = self.d_model // self.num_heads
-        cos, sin = axial_rope_tables(head_dim, side, side, self.rope_theta, device=src.device)
+        cos, sin = self._rope_tables(side, src.device)
 
         if b > 1 and src.stride(0) == 0 and src_pos.stride(0) == 0:
             # The objects share the frame (its features expanded over the batch): the first

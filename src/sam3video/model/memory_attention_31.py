@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3video.errors import InvalidInputError
-from sam3video.model.memory_attention import axial_rope_tables
+from sam3video.model.memory_attention import MemoryAttentionStackBase, PreNormLayerBase
 from sam3video.model.position_encoding import apply_rope
 
 
@@ -64,7 +64,7 @@ def rope_attention(
     return out.transpose(1, 2).reshape(b, lq, c)
 
 
-class DecoupledMemoryAttentionLayer(nn.Module):
+class DecoupledMemoryAttentionLayer(PreNormLayerBase):
     """One pre-norm layer; attribute names are the official state-dict names."""
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int) -> None:
@@ -86,11 +86,7 @@ class DecoupledMemoryAttentionLayer(nn.Module):
         self.cross_attn_out_proj = nn.Linear(d_model, d_model)
         self.image_cross_attn_q_proj = nn.Linear(d_model, d_model)
         self.image_cross_attn_k_proj = nn.Linear(d_model, d_model)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
+        self._init_ffn_and_norms(d_model, dim_feedforward)
 
     def forward(
         self,
@@ -125,11 +121,10 @@ class DecoupledMemoryAttentionLayer(nn.Module):
         )
         tgt = tgt + self.cross_attn_out_proj(att)
 
-        x = self.norm3(tgt)
-        return tgt + self.linear2(F.gelu(self.linear1(x)))
+        return self._ffn_residual(tgt, F.gelu)
 
 
-class DecoupledMemoryAttention(nn.Module):
+class DecoupledMemoryAttention(MemoryAttentionStackBase):
     """Stack of `DecoupledMemoryAttentionLayer` plus a final LayerNorm (keys ``layers.{i}``,
     ``norm``)."""
 
@@ -141,14 +136,12 @@ class DecoupledMemoryAttention(nn.Module):
         ffn_dim: int = 2048,
         rope_theta: float = 10000.0,
     ) -> None:
-        super().__init__()
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.rope_theta = rope_theta
-        self.layers = nn.ModuleList(
-            DecoupledMemoryAttentionLayer(d_model, num_heads, ffn_dim) for _ in range(num_layers)
+        super().__init__(
+            d_model,
+            num_heads,
+            rope_theta,
+            (DecoupledMemoryAttentionLayer(d_model, num_heads, ffn_dim) for _ in range(num_layers)),
         )
-        self.norm = nn.LayerNorm(d_model)
 
     def forward(
         self,
@@ -200,8 +193,7 @@ class DecoupledMemoryAttention(nn.Module):
             memory_image_pos = torch.cat(
                 [memory_image_pos, pointer_pos[:1].to(memory_image_pos.dtype)], dim=1
             )
-        head_dim = self.d_model // self.num_heads
-        cos, sin = axial_rope_tables(head_dim, side, side, self.rope_theta, device=src.device)
+        cos, sin = self._rope_tables(side, src.device)
         out = src + 0.1 * src_pos
         if out.shape[0] != b:
             out = out.expand(b, -1, -1)
