@@ -9,9 +9,10 @@ propagate, remove that object, propagate. "clicks": text, forward, two clicks cr
 objects on two frames, both ways from a middle frame (the two click states re-tracked as one
 batch), removal of the text object, forward. "crowd" (lower detection threshold: several
 objects born on several frames): text, forward, a box-only prompt, both ways, reset, text on
-a middle frame, backward. "refine" (``video31_refine.pt``): refinement clicks on a
-detector-born and on a click-born object, each followed by propagation (not served yet:
-strict xfail on the typed error after its prefix matched). We replay them through
+a middle frame, backward. "refine" (``video31_refine.pt``): text, forward; clicks on the
+detector-born object on a tracked frame (one click, then two), a negative click on another
+frame, both ways; a click creating an object, forward; two clicks refining it on a tracked
+frame, both ways. We replay them through
 `Sam3VideoPredictor(model_config="sam3.1-tiny")` and compare every response: frame order,
 ids, masks (IoU >= 0.99) and scores (1e-3).
 """
