@@ -436,21 +436,17 @@ class MultiplexTrackingState:
     def refine_points(
         self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
     ) -> MultiplexStepOutput:
-        """New clicks (replacing the frame's earlier ones) on the object of a one-object state.
+        """New clicks (replacing the frame's earlier ones) on the object of a one-object state
+        (official ``add_new_points`` on an existing object; docs/sam31_video_logic.md 2.2.1).
 
-        The official paths for an existing object (``add_new_points``): on a frame in
-        ``frames_already_tracked`` the object is extracted to a singleton state, decoded and
-        merged back ("refine"; for a one-object state the merge restores the same layout and,
-        read back, the same memories); on another frame it is decoded in place ("gap fill").
-        Both decode the clicks alone with the interactive heads (as `add_points`) when the
-        frame was not refined before; the frame becomes a conditioning frame of the state
-        (its tracked entry dropped). Side effects reproduced: the extraction clears the
-        object's input frames, which empties ``frames_already_tracked`` when they were all
-        its conditioning frames; every click forgets the object's mask-only input frames
-        (so detector conditioning frames are never cleared afterwards, and stay).
-        Not served (`UnsupportedModelError`): a state of several objects (extraction changes
-        slots and re-muxes memories per object) and a second refinement of an already refined
-        frame (decoded with the previous logits as mask input; no fixture).
+        On a frame in ``frames_already_tracked`` ("refine": extraction to a singleton state,
+        decode, merge-back, which for one object restores the same layout and memories) or
+        elsewhere ("gap fill"), the clicks are decoded alone as in `add_points` and the frame
+        becomes a conditioning frame. Side effects kept: the extraction empties
+        ``frames_already_tracked`` when the object's input frames were all the conditioning
+        frames; every click forgets mask-only input frames (those conditioning frames stay
+        in memory but are re-tracked by the next propagation). `UnsupportedModelError`: a
+        state of several objects, or a refined frame refined again after re-tracking.
         """
         frame_idx = self._check_frame(frame_idx)
         obj_id = int(obj_id)
