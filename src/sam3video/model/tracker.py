@@ -59,14 +59,14 @@ from sam3video.model.tracker_heads import (
     MASK_AS_OUTPUT_SCALE,
     NO_OBJ_SCORE,
     build_prompt_encoder,
-    build_two_way_transformer,
+    build_sam_mask_decoder,
     check_neck_levels,
     mask_prompt_as_logits,
     resize_mask_prompt,
     select_heads_masks,
 )
 
-__all__ = [  # the memory-selection and heads names are re-exported: they were defined here first
+__all__ = [  # the memory-selection names and NO_OBJ_SCORE are re-exported: defined here first
     "NO_OBJ_SCORE",
     "FrameFeatures",
     "FrameMemory",
@@ -77,14 +77,8 @@ __all__ = [  # the memory-selection and heads names are re-exported: they were d
     "Sam3Tracker",
     "SamHeadsOutput",
     "TrackStepOutput",
-    "build_prompt_encoder",
     "build_tracker",
-    "build_two_way_transformer",
-    "check_neck_levels",
-    "mask_prompt_as_logits",
     "memory_score",
-    "resize_mask_prompt",
-    "select_heads_masks",
     "select_closest_cond_frames",
     "sine_encoding_1d",
 ]
@@ -672,15 +666,8 @@ def build_tracker(cfg: Sam3VideoConfig) -> Sam3Tracker:
     t = cfg.tracker
     c, f = cfg.d_model, cfg.feat_size
     prompt_encoder = build_prompt_encoder(cfg, t)
-    mask_decoder = MaskDecoder(
-        transformer_dim=c,
-        transformer=build_two_way_transformer(t, c),
-        num_multimask_outputs=t.num_multimask_outputs,
-        iou_head_depth=t.iou_head_depth,
-        iou_head_hidden_dim=c,
-        dynamic_multimask_via_stability=True,
-        dynamic_multimask_stability_delta=t.dynamic_multimask_stability_delta,
-        dynamic_multimask_stability_thresh=t.dynamic_multimask_stability_thresh,
+    mask_decoder = build_sam_mask_decoder(
+        t, c, iou_head_hidden_dim=c, iou_prediction_use_sigmoid=True
     )
     memory_encoder = MemoryEncoder(
         out_dim=t.mem_dim,

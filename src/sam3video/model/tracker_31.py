@@ -48,6 +48,7 @@ from sam3video.model.tracker_heads import (
     MASK_AS_OUTPUT_BIAS,
     MASK_AS_OUTPUT_SCALE,
     build_prompt_encoder,
+    build_sam_mask_decoder,
     build_two_way_transformer,
     check_neck_levels,
     mask_prompt_as_logits,
@@ -446,16 +447,8 @@ def build_multiplex_tracker(cfg: Sam3VideoConfig) -> Sam3MultiplexTracker:
 
     model = MultiplexTrackerModel(
         prompt_encoder=build_prompt_encoder(cfg, t),
-        interactive_mask_decoder=MaskDecoder(
-            transformer_dim=c,
-            transformer=build_two_way_transformer(t, c),
-            num_multimask_outputs=t.num_multimask_outputs,
-            iou_head_depth=t.iou_head_depth,
-            iou_head_hidden_dim=t.iou_head_hidden_dim,
-            dynamic_multimask_via_stability=True,
-            dynamic_multimask_stability_delta=t.dynamic_multimask_stability_delta,
-            dynamic_multimask_stability_thresh=t.dynamic_multimask_stability_thresh,
-            iou_prediction_use_sigmoid=False,
+        interactive_mask_decoder=build_sam_mask_decoder(
+            t, c, iou_head_hidden_dim=t.iou_head_hidden_dim, iou_prediction_use_sigmoid=False
         ),
         mask_decoder=MultiplexMaskDecoder(
             transformer_dim=c,

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from sam3video.errors import InvalidInputError
 from sam3video.model.config import MultiplexTrackerConfig, Sam3VideoConfig, TrackerConfig
+from sam3video.model.mask_decoder import MaskDecoder
 from sam3video.model.prompt_encoder import PromptEncoder
 from sam3video.model.two_way_transformer import TwoWayTransformer
 
@@ -123,4 +124,25 @@ def build_prompt_encoder(
         image_embedding_size=(cfg.feat_size, cfg.feat_size),
         input_image_size=(cfg.image_size, cfg.image_size),
         mask_in_chans=t.mask_in_chans,
+    )
+
+
+def build_sam_mask_decoder(
+    t: TrackerConfig | MultiplexTrackerConfig,
+    dim: int,
+    iou_head_hidden_dim: int,
+    iou_prediction_use_sigmoid: bool,
+) -> MaskDecoder:
+    """The single-object SAM mask decoder of tracker config ``t`` (SAM 3.0's tracker decoder,
+    SAM 3.1's interactive decoder), with dynamic multimask-via-stability."""
+    return MaskDecoder(
+        transformer_dim=dim,
+        transformer=build_two_way_transformer(t, dim),
+        num_multimask_outputs=t.num_multimask_outputs,
+        iou_head_depth=t.iou_head_depth,
+        iou_head_hidden_dim=iou_head_hidden_dim,
+        dynamic_multimask_via_stability=True,
+        dynamic_multimask_stability_delta=t.dynamic_multimask_stability_delta,
+        dynamic_multimask_stability_thresh=t.dynamic_multimask_stability_thresh,
+        iou_prediction_use_sigmoid=iou_prediction_use_sigmoid,
     )
