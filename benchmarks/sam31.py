@@ -1,8 +1,9 @@
 """SAM 3 (our 3.0 path) vs SAM 3.1 (ours) vs the official SAM 3.1: per-frame time and model
 FLOPs for N clicked objects, CPU, float32, one run.
 
-    python benchmarks/sam31.py --model tiny                 # smoke, seconds
-    python benchmarks/sam31.py --model full --measure30 1 16 --measure-official-clicks 1 16
+    python benchmarks/sam31.py --model tiny                 # smoke, ~30 s (1 and 4 objects)
+    python benchmarks/sam31.py --model full --measure30 1 4 --measure-ours31-clicks 1 4 \
+        --measure-official-clicks 1 4 --measure-packed 1 16 128       # ~30 min, loaded 2 cores
 
 What one frame costs (the level where the object count lives; no detector, clicked objects):
 one backbone pass (ViT trunk + the tracker's neck: 3.0 ``sam2_convs``, 3.1
