@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from sam3video.errors import InvalidInputError
-from sam3video.video.multiplex_tracking import multiplex_memory_plan, tpos_row
+from sam3video.video.multiplex_memory import multiplex_memory_plan, tpos_row
 from tests._manifest import FIXTURES
 
 PLANS = torch.load(FIXTURES / "multiplex_state.pt", weights_only=False)["meta"]["plans"]
