@@ -62,8 +62,10 @@ from sam3video.model.tracker_heads import (
     build_sam_mask_decoder,
     check_neck_levels,
     mask_prompt_as_logits,
+    memory_attention_settings,
     resize_mask_prompt,
     select_heads_masks,
+    tracker_settings,
 )
 
 __all__ = [  # the memory-selection names and NO_OBJ_SCORE are re-exported: defined here first
@@ -676,32 +678,20 @@ def build_tracker(cfg: Sam3VideoConfig) -> Sam3Tracker:
         fuser_layers=t.fuser_layers,
     )
     memory_attention = MemoryAttention(
-        d_model=c,
-        kv_in_dim=t.mem_dim,
-        num_layers=t.memory_attention_layers,
-        num_heads=t.memory_attention_heads,
-        ffn_dim=t.memory_attention_ffn_dim,
-        feat_size=f,
-        rope_theta=t.rope_theta,
+        kv_in_dim=t.mem_dim, feat_size=f, **memory_attention_settings(t, c)
     )
     return Sam3Tracker(
         prompt_encoder=prompt_encoder,
         mask_decoder=mask_decoder,
         memory_encoder=memory_encoder,
         memory_attention=memory_attention,
-        d_model=c,
         mem_dim=t.mem_dim,
-        image_size=cfg.image_size,
-        backbone_stride=cfg.vit.patch_size,
-        num_maskmem=t.num_maskmem,
         max_cond_frames_in_attn=t.max_cond_frames_in_attn,
-        max_obj_ptrs_in_encoder=t.max_obj_ptrs_in_encoder,
         multimask_output_in_sam=True,
         multimask_output_for_tracking=True,
         multimask_min_pt_num=t.multimask_min_pt_num,
         multimask_max_pt_num=t.multimask_max_pt_num,
-        sigmoid_scale_for_mem_enc=t.sigmoid_scale_for_mem_enc,
-        sigmoid_bias_for_mem_enc=t.sigmoid_bias_for_mem_enc,
         use_memory_selection=t.use_memory_selection,
         memory_selection_threshold=t.memory_selection_threshold,
+        **tracker_settings(cfg, t),
     )

@@ -52,8 +52,10 @@ from sam3video.model.tracker_heads import (
     build_two_way_transformer,
     check_neck_levels,
     mask_prompt_as_logits,
+    memory_attention_settings,
     resize_mask_prompt,
     select_heads_masks,
+    tracker_settings,
 )
 
 
@@ -465,22 +467,10 @@ def build_multiplex_tracker(cfg: Sam3VideoConfig) -> Sam3MultiplexTracker:
             start_chans=t.mask_downsampler_start_chans,
             fuser_layers=t.fuser_layers,
         ),
-        memory_attention=DecoupledMemoryAttention(
-            d_model=c,
-            num_layers=t.memory_attention_layers,
-            num_heads=t.memory_attention_heads,
-            ffn_dim=t.memory_attention_ffn_dim,
-            rope_theta=t.rope_theta,
-        ),
-        d_model=c,
-        image_size=cfg.image_size,
-        backbone_stride=cfg.vit.patch_size,
-        num_maskmem=t.num_maskmem,
-        max_obj_ptrs_in_encoder=t.max_obj_ptrs_in_encoder,
-        sigmoid_scale_for_mem_enc=t.sigmoid_scale_for_mem_enc,
-        sigmoid_bias_for_mem_enc=t.sigmoid_bias_for_mem_enc,
+        memory_attention=DecoupledMemoryAttention(**memory_attention_settings(t, c)),
         object_score_logit_threshold=t.object_score_logit_threshold,
         condition_fg=t.condition_fg,
         condition_bg=t.condition_bg,
+        **tracker_settings(cfg, t),
     )
     return Sam3MultiplexTracker(model)

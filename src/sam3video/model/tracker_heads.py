@@ -146,3 +146,27 @@ def build_sam_mask_decoder(
         dynamic_multimask_stability_thresh=t.dynamic_multimask_stability_thresh,
         iou_prediction_use_sigmoid=iou_prediction_use_sigmoid,
     )
+
+
+def memory_attention_settings(t: TrackerConfig | MultiplexTrackerConfig, dim: int) -> dict:
+    """The constructor arguments both memory attentions take from tracker config ``t``."""
+    return {
+        "d_model": dim,
+        "num_layers": t.memory_attention_layers,
+        "num_heads": t.memory_attention_heads,
+        "ffn_dim": t.memory_attention_ffn_dim,
+        "rope_theta": t.rope_theta,
+    }
+
+
+def tracker_settings(cfg: Sam3VideoConfig, t: TrackerConfig | MultiplexTrackerConfig) -> dict:
+    """The scalar constructor arguments both tracker models take from ``cfg`` and ``t``."""
+    return {
+        "d_model": cfg.d_model,
+        "image_size": cfg.image_size,
+        "backbone_stride": cfg.vit.patch_size,
+        "num_maskmem": t.num_maskmem,
+        "max_obj_ptrs_in_encoder": t.max_obj_ptrs_in_encoder,
+        "sigmoid_scale_for_mem_enc": t.sigmoid_scale_for_mem_enc,
+        "sigmoid_bias_for_mem_enc": t.sigmoid_bias_for_mem_enc,
+    }
