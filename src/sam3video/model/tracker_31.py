@@ -214,8 +214,7 @@ class MultiplexTrackerModel(nn.Module):
             )
         )
         obj_ptr = ptr_proj(token)
-        lam = appearing.to(obj_ptr.dtype)
-        obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr_linear(obj_ptr)
+        obj_ptr = self._gate_pointer(obj_ptr, appearing)
         return SamHeadsOutput(
             low_res_multimasks,
             high_res_multimasks,
@@ -225,6 +224,12 @@ class MultiplexTrackerModel(nn.Module):
             obj_ptr,
             object_score_logits,
         )
+
+    def _gate_pointer(self, obj_ptr: Tensor, appearing: Tensor) -> Tensor:
+        """Absent objects (``appearing (N, 1)`` False) get ``no_obj_ptr_linear`` of their
+        pointer ``(N, C)``."""
+        lam = appearing.to(obj_ptr.dtype)
+        return lam * obj_ptr + (1 - lam) * self.no_obj_ptr_linear(obj_ptr)
 
     def forward_interactive_heads(
         self,
@@ -315,8 +320,8 @@ class MultiplexTrackerModel(nn.Module):
             features, high_res_features, mask_inputs=conv(mask.to(conv.weight.dtype))
         )
         appearing = (mask_inputs.flatten(1).float() > 0).any(dim=1, keepdim=True)
-        lam = appearing.to(decoded.obj_ptr.dtype)
-        obj_ptr = lam * decoded.obj_ptr + (1 - lam) * self.no_obj_ptr_linear(decoded.obj_ptr)
+        obj_ptr = self._gate_pointer(decoded.obj_ptr, appearing)
+        lam = appearing.to(obj_ptr.dtype)
         return SamHeadsOutput(
             low_res_masks,
             high_res_masks,
