@@ -48,18 +48,27 @@ def rope_attention(
     """Multi-head attention of projected ``q (B, Lq, C)``, ``k``/``v (B, Lk, C)`` -> ``(B, Lq, C)``.
 
     Queries and the first ``Lk - num_k_exclude_rope`` keys are rotated with the ``(Lq, C /
-    heads / 2)`` tables (tiled over the memory frames); the last keys are not.
+    heads / 2)`` tables (tiled over the memory frames); the last keys are not. ``q`` and ``k``
+    must be fresh projections: with one head their head view is themselves, rotated in place.
     """
     b, lq, c = q.shape
     lk = k.shape[1]
     d = c // num_heads
-    q = q.reshape(b, lq, num_heads, d).transpose(1, 2)
-    k = k.reshape(k.shape[0], lk, num_heads, d).transpose(1, 2)
-    v = v.reshape(v.shape[0], lk, num_heads, d).transpose(1, 2)
-    q = apply_rope(q, cos, sin)
+
+    def heads(x: Tensor) -> Tensor:
+        # A contiguous (B, heads, L, d) copy: RoPE rotates it in place (no out-of-place
+        # rotation, no cat of the unrotated pointer keys), and torch's CPU flash kernel runs
+        # ~5-10 % faster on contiguous q/k/v than on the transposed (B, L, heads, d) views.
+        return x.reshape(x.shape[0], x.shape[1], num_heads, d).transpose(1, 2).contiguous()
+
+    q = apply_rope(heads(q), cos, sin, inplace=True)
+    k, v = heads(k), heads(v)
     num_rope = lk - num_k_exclude_rope
     if num_rope > 0:
-        k = torch.cat([apply_rope(k[:, :, :num_rope], cos, sin), k[:, :, num_rope:]], dim=2)
+        head = k[:, :, :num_rope]
+        rotated = apply_rope(head, cos, sin, inplace=True)
+        if rotated is not head:  # rotated out of place (another dtype, autograd, MPS)
+            k = torch.cat([rotated, k[:, :, num_rope:]], dim=2)
     out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2).reshape(b, lq, c)
 
