@@ -436,17 +436,7 @@ class VideoSession:
         groups = {name: self.group(name) for name in names}
         members = set().union(*groups.values())
         active = [s for s in self.states if s.num_objects and s.obj_ids[0] in members]
-        for state in active:
-            state.preflight()
-        low_res: dict[int, Tensor] = {}
-        scores: dict[int, Tensor] = {}
-        for out in self._track_states(active, frame_idx, reverse, run_mem_encoder=False):
-            filled = fill_holes_in_mask_scores(
-                out.low_res_masks.float(), max_area=h.fill_hole_area
-            )[:, 0]
-            for k, obj_id in enumerate(out.obj_ids):
-                low_res[obj_id] = filled[k]
-                scores[obj_id] = out.object_score_logits[k].float().reshape(())
+        low_res, scores = self._advance(active, frame_idx, reverse)
         clock.lap("tracker")
 
         s = self.model.config.low_res_mask_size
@@ -512,6 +502,25 @@ class VideoSession:
         multiplex tracker's). Outputs have ``obj_ids``, ``low_res_masks (N, 1, s, s)`` and
         ``object_score_logits (N, 1)``."""
         return track_states(states, frame_idx, reverse, run_mem_encoder=run_mem_encoder)
+
+    def _advance(
+        self, states: list, frame_idx: int, reverse: bool
+    ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
+        """A full-propagation frame's tracker step: the states advance one frame without
+        memory encoding (it follows planning). Per object id: its hole-filled low-resolution
+        logits ``(s, s)`` and its object-score logit ``()``."""
+        for state in states:
+            state.preflight()
+        low_res: dict[int, Tensor] = {}
+        scores: dict[int, Tensor] = {}
+        for out in self._track_states(states, frame_idx, reverse, run_mem_encoder=False):
+            filled = fill_holes_in_mask_scores(
+                out.low_res_masks.float(), max_area=self.heuristics.fill_hole_area
+            )[:, 0]
+            for k, obj_id in enumerate(out.obj_ids):
+                low_res[obj_id] = filled[k]
+                scores[obj_id] = out.object_score_logits[k].float().reshape(())
+        return low_res, scores
 
     def _retrack(self, frame_idx: int, reverse: bool, obj_ids: list[int]) -> None:
         """Re-track clicked objects on a frame (the official partial propagation step): their

@@ -314,17 +314,7 @@ class VideoSession31(VideoSession):
         clock.lap("detector")
 
         active = [s for s in self.states if s.num_objects]
-        for state in active:
-            state.preflight()
-        low_res: dict[int, Tensor] = {}
-        scores: dict[int, Tensor] = {}
-        for step in self._track_states(active, frame_idx, reverse, run_mem_encoder=False):
-            filled = fill_holes_in_mask_scores(
-                step.low_res_masks.float(), max_area=h.fill_hole_area
-            )[:, 0]
-            for k, obj_id in enumerate(step.obj_ids):
-                low_res[obj_id] = filled[k]
-                scores[obj_id] = step.object_score_logits[k].float().reshape(())
+        low_res, scores = self._advance(active, frame_idx, reverse)
         clock.lap("tracker")
 
         prev_ids = list(self.metadata.obj_ids)
