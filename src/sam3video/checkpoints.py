@@ -12,6 +12,9 @@ Discovery order (the first that applies wins; nothing is loaded while looking):
    ``refs/main`` names first);
 4. a download through huggingface_hub (`download_checkpoint`).
 
+The ``demo`` model needs none of this: its weights ship in the package (`demo_weights`,
+``assets/demo.safetensors``, the tiny model trained on the shapes world).
+
 Decisions
   * A path given explicitly or through the environment that does not exist is an error
     (`SourceNotFoundError`), never silently skipped: the user asked for that file.
@@ -53,6 +56,7 @@ __all__ = [
     "HF_FILENAME",
     "HF_REPO",
     "CheckpointLocation",
+    "demo_weights",
     "download_checkpoint",
     "explain_download_error",
     "find_in_hf_cache",
@@ -77,6 +81,26 @@ _HOW_BY_HAND = (
     f"PATH (or set {ENV_VAR}=PATH); `--model tiny` runs the pipeline without weights "
     "(meaningless masks)"
 )
+
+
+# The packaged weights of the ``demo`` preset (written by tools/export_demo.py).
+DEMO_WEIGHTS = Path(__file__).resolve().parent / "assets" / "demo.safetensors"
+
+
+def demo_weights() -> Path:
+    """The packaged weights of ``model_config="demo"`` (`DEMO_WEIGHTS`), verified.
+
+    Raises:
+        CheckpointError: the file is not in this installation (a source checkout without the
+            asset, or a build that left the package data out) or is corrupt.
+    """
+    if not DEMO_WEIGHTS.is_file():
+        raise CheckpointError(
+            f"--model demo: the packaged demo weights are missing (expected "
+            f"{str(DEMO_WEIGHTS)!r}); reinstall sam3video, or write them from a training run "
+            "with `python tools/export_demo.py RUN/model.safetensors`, or pass --checkpoint"
+        )
+    return verify_checkpoint(DEMO_WEIGHTS, "package")
 
 
 @dataclass(frozen=True)
@@ -310,6 +334,8 @@ def verify_checkpoint(path: str | os.PathLike[str], source: str = "argument") ->
             f"delete {str(file)!r} (and its blob in the cache) and run again to download it "
             f"anew, or pass a good copy with --checkpoint"
         )
+    elif source == "package":
+        advice = "reinstall sam3video, or write the file again with tools/export_demo.py"
     elif source == "environment":
         advice = f"download {HF_FILENAME} again from {_HF_PAGE} and point {ENV_VAR} at it"
     else:
@@ -402,6 +428,7 @@ def load_predictor(
     ``model="full"`` needs a checkpoint, found as `resolve_checkpoint` says (argument,
     ``$SAM3VIDEO_CHECKPOINT``, the Hugging Face cache, a download); ``"sam3.1"`` takes the one
     given, else ``sam3.1_multiplex.pt`` of ``facebook/sam3.1`` (hub cache or download);
+    ``"demo"`` takes one when given, else the packaged `demo_weights`;
     ``"tiny"``/``"sam3.1-tiny"`` take one when given (verified), else run on synthetic
     weights and say so through ``warn``.
     ``device``/``dtype`` as the predictor takes them (``"auto"`` or a name).
@@ -417,6 +444,8 @@ def load_predictor(
     elif checkpoint:
         location = locate_checkpoint(checkpoint)
         path = verify_checkpoint(location.path, location.source)
+    elif model == "demo":
+        path = demo_weights()
     elif warn is not None:
         warn(
             f"--model {model} runs on SYNTHETIC weights: the masks are meaningless (a test of "

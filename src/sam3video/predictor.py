@@ -150,9 +150,12 @@ class Sam3VideoPredictor:
 
     Arguments as upstream (``checkpoint_path=None`` downloads ``facebook/sam3``, or
     ``facebook/sam3.1`` for ``model_config="sam3.1"``), plus ``model_config`` (``"full"``,
-    ``"tiny"``, ``"sam3.1"`` or ``"sam3.1-tiny"``; a tiny one without a checkpoint runs on
-    synthetic weights and warns that its masks are meaningless), ``device`` (default CUDA,
+    ``"tiny"``, ``"demo"``, ``"sam3.1"`` or ``"sam3.1-tiny"``; a tiny one without a
+    checkpoint runs on synthetic weights and warns that its masks are meaningless),
+    ``device`` (default CUDA,
     then MPS, then CPU) and ``dtype`` (default bfloat16 on CUDA, float32 elsewhere).
+    ``model_config="demo"`` is the tiny model with the weights that ship in the package
+    (trained on the shapes world, `sam3video.data`); a ``checkpoint_path`` given wins.
     ``model`` may be passed to share one loaded model between predictors. ``version``
     (``"sam3"``/``"sam3.1"``) forces the checkpoint version, otherwise read from its keys:
     a SAM 3.1 checkpoint selects the SAM 3.1 config. A SAM 3.1 model serves its sessions
@@ -209,7 +212,9 @@ class Sam3VideoPredictor:
         if not use_img_cross_attn:
             cfg = cfg.replace(detector=replace(cfg.detector, geo_use_img_cross_attn=False))
         if checkpoint_path is None:
-            if cfg.name in ("full", "sam3.1"):
+            if cfg.name == "demo":  # the packaged shapes-world weights
+                checkpoint_path = checkpoints.demo_weights()
+            elif cfg.name in ("full", "sam3.1"):
                 checkpoint_path = download_checkpoint(getattr(cfg, "version", "sam3"))
             else:
                 warnings.warn(

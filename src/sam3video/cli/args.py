@@ -42,9 +42,10 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODEL_CHOICES = tuple(PRESETS)
 MODEL_HELP = (
     "full = Meta's SAM 3 (sam3.pt from facebook/sam3); sam3.1 = Meta's SAM 3.1 multiplex "
-    "model (sam3.1_multiplex.pt from facebook/sam3.1); tiny / sam3.1-tiny = synthetic "
-    "weights, run the pipeline anywhere, meaningless masks. A --checkpoint's version, read "
-    "from its keys, wins (default full)"
+    "model (sam3.1_multiplex.pt from facebook/sam3.1); demo = the tiny model with the "
+    "packaged weights trained on the shapes world (sam3video demo); tiny / sam3.1-tiny = "
+    "synthetic weights, run the pipeline anywhere, meaningless masks. A --checkpoint's "
+    "version, read from its keys, wins (default full)"
 )
 _VIDEO_LIKE = re.compile(r"\.(mp4|mov|avi|mkv|webm|jpe?g|png|bmp|tiff?|webp)$", re.IGNORECASE)
 

@@ -74,6 +74,9 @@ def run_info(args: argparse.Namespace) -> int:
         lines.append(
             f"  none needed: --model {args.model} runs on synthetic weights (meaningless masks)"
         )
+    elif args.model == "demo" and not args.checkpoint:
+        state = "packaged demo weights" if checkpoints.DEMO_WEIGHTS.is_file() else "MISSING"
+        lines.append(f"  {checkpoints.DEMO_WEIGHTS} ({state})")
     elif args.model == "sam3.1" and not args.checkpoint:
         lines.extend(_sam31_lines(checkpoints))
     else:

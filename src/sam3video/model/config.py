@@ -6,6 +6,8 @@ detector heads, tracker) plus the video heuristics. Two presets exist:
 - ``full``: the official sizes; a model built from it loads Meta's ``sam3.pt`` strictly.
 - ``tiny``: the same architecture and state-dict key names with small sizes and a 224 px
   input, fast on a CPU. Used by the default test suite and by parity fixtures.
+- ``demo``: the ``tiny`` sizes under their own name; the predictor and the CLI load it with
+  the packaged weights trained on the shapes world (``assets/demo.safetensors``).
 
 SAM 3.1 (``sam3.1_multiplex.pt``) has its own two presets, ``sam3.1`` (Meta's sizes) and
 ``sam3.1-tiny`` (same keys, the 3.0 tiny sizes): the same detector with a three-way neck and
@@ -241,6 +243,11 @@ def tiny_config() -> Sam3VideoConfig:
     )
 
 
+def demo_config() -> Sam3VideoConfig:
+    """The ``tiny`` sizes, named ``demo``: the preset of the packaged shapes-world weights."""
+    return tiny_config().replace(name="demo")
+
+
 def sam31_config() -> Sam3VideoConfig:
     """The official SAM 3.1 sizes: loads Meta's ``sam3.1_multiplex.pt`` strictly."""
     return Sam3VideoConfig(name="sam3.1", multiplex=MultiplexTrackerConfig())
@@ -267,14 +274,15 @@ def sam31_tiny_config() -> Sam3VideoConfig:
 PRESETS = {
     "full": full_config,
     "tiny": tiny_config,
+    "demo": demo_config,
     "sam3.1": sam31_config,
     "sam3.1-tiny": sam31_tiny_config,
 }
 
 
 def get_config(config: str | Sam3VideoConfig) -> Sam3VideoConfig:
-    """Return a preset by name (``"full"``, ``"tiny"``, ``"sam3.1"``, ``"sam3.1-tiny"``) or pass
-    a config through."""
+    """Return a preset by name (``"full"``, ``"tiny"``, ``"demo"``, ``"sam3.1"``,
+    ``"sam3.1-tiny"``) or pass a config through."""
     if isinstance(config, Sam3VideoConfig):
         return config
     if config not in PRESETS:
