@@ -15,9 +15,9 @@ Decisions
     ``model_config`` (``tiny``), ``step``, ``training_command``, ``source_commit``,
     ``train_step_seconds`` (the sum of the step times in ``log.jsonl`` up to the step),
     ``training_config`` (JSON, from ``last.pt``), ``source`` (the input's file name),
-    ``exported`` (UTC time) and any ``--meta KEY=VALUE``. The run folder's ``commit.txt`` gives the commit when present,
-    else ``git rev-parse HEAD``; without ``--command`` the command is rebuilt from
-    ``last.pt``'s config (marked as rebuilt).
+    ``exported`` (UTC time) and any ``--meta KEY=VALUE``. The run folder's ``commit.txt``
+    gives the commit when present, else ``git rev-parse HEAD``; without ``--command`` the
+    command is rebuilt from ``last.pt``'s config (marked as rebuilt).
   * The written file is loaded back through ``Sam3VideoPredictor(model_config="demo",
     checkpoint_path=...)``'s loader (strict) before the tool reports success.
 """
