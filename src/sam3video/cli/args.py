@@ -299,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sam3video.train.cli import add_train_parser  # light: torch loads when it runs
 
     add_train_parser(commands, parents=[common])
+
+    from sam3video.cli.demo import add_demo_parser  # light: the world renders when it runs
+
+    add_demo_parser(commands, parents=[common])
     return parser
 
 
