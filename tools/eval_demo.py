@@ -10,7 +10,9 @@ What it does, per held-out clip (seeds ``heldout_seed(k)``, never trained on):
     phrases) into ``OUT/gt_click.json`` / ``OUT/gt_text.json``;
   * (a) click-prompted: one positive click at the most interior pixel (the maximum of the
     distance transform) of each object on the first frame where it is visible, ``obj_id`` =
-    the ground truth's; one session per distinct first frame, propagated forward from it;
+    the ground truth's; one session per distinct first frame, propagated forward from it
+    (``--separate``: one session per object, so that no other object's mask competes for
+    its pixels: SAM 3 gives each pixel to one object);
   * (b) text-prompted: one session with every ``"<colour> <shape>"`` phrase present in the
     clip plus ``--absent`` phrases that are not (one concept each, frame 0, forward);
   * writes the predictions as ``sam3video track`` does (`YtvisWriter`:
@@ -23,7 +25,8 @@ What it does, per held-out clip (seeds ``heldout_seed(k)``, never trained on):
 Occlusion scenarios (``--occlusion M``, `occlusion_clip` on held-out seeds, 24 frames, 8
 hidden): the occludee passes wholly behind a large occluder. For clicks (each object clicked
 on frame 0) and for its text phrase, the prediction that covers the occludee (IoU >= 0.5) on
-its last visible frame before and its first visible frame after the occlusion is compared:
+its last frame before and its first frame after the occlusion with at least half of it
+visible is compared:
 ``kept`` (same id), ``switch`` (two different ids), ``lost`` (none after, or none before).
 The id-switch rate is switches / scenarios.
 
@@ -82,20 +85,25 @@ def _propagate(predictor: Any, sid: str, start: int) -> dict[int, dict]:
     return frames
 
 
-def track_clicks(predictor: Any, folder: Path, clip: Any) -> dict[int, dict]:
-    """Outputs per frame of the click protocol (see the module notes), sessions merged."""
+def track_clicks(
+    predictor: Any, folder: Path, clip: Any, separate: bool = False
+) -> dict[int, dict]:
+    """Outputs per frame of the click protocol (see the module notes), sessions merged;
+    ``separate``: one session per object (no other object competes for its pixels)."""
     present = clip.present  # (N, T)
     first = {k: int(np.argmax(present[k])) for k in range(len(clip.obj_ids)) if present[k].any()}
     merged: dict[int, dict] = {t: {} for t in range(clip.num_frames)}
-    for start in sorted(set(first.values())):
+    groups = [[k] for k in first] if separate else [
+        [k for k in first if first[k] == start] for start in sorted(set(first.values()))
+    ]  # fmt: skip
+    for group in groups:
+        start = first[group[0]]
         sid = predictor.handle_request({"type": "start_session", "resource_path": str(folder)})[
             "session_id"
         ]
         try:
-            for k, t in first.items():
-                if t != start:
-                    continue
-                x, y = interior_click(clip.masks[k, t])
+            for k in group:
+                x, y = interior_click(clip.masks[k, start])
                 predictor.handle_request(
                     {
                         "type": "add_prompt",
@@ -193,12 +201,22 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def around_occlusion(clip: Any) -> tuple[int, int]:
+    """The occludee's last frame before and first frame after its full occlusion on which at
+    least half of it is visible (not a sliver at the occluder's edge)."""
+    k = clip.obj_ids.index(clip.meta["occludee"])
+    share = clip.masks[k].sum(axis=(1, 2)) / np.maximum(clip.amodal[k].sum(axis=(1, 2)), 1)
+    empty = clip.meta["empty_frames"]
+    before = max(t for t in range(empty[0]) if share[t] >= 0.5)
+    after = min(t for t in range(empty[-1] + 1, clip.num_frames) if share[t] >= 0.5)
+    return before, after
+
+
 def occlusion_outcome(clip: Any, frames: dict[int, dict]) -> dict[str, Any]:
     """``kept`` / ``switch`` / ``lost`` for the occludee (see the module notes)."""
     k = clip.obj_ids.index(clip.meta["occludee"])
     gt = clip.masks[k]
-    empty = clip.meta["empty_frames"]
-    before, after = empty[0] - 1, empty[-1] + 1
+    before, after = around_occlusion(clip)
 
     def owner(t: int) -> int | None:
         best = max(
@@ -228,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0, help="first held-out index")
     parser.add_argument("--model", default="demo", help="model config (default demo)")
     parser.add_argument("--checkpoint", default=None, help="weights (default: the packaged)")
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="clicks: one session per object (default: the objects of a first frame share one)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("eval_demo"))
@@ -268,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         present = sorted({phrase_of[clip.obj_ids[k]] for k in np.flatnonzero(clip.present.any(1))})
         absent[name] = absent_phrases(clip, args.absent, rng)
         begin = tick = time.perf_counter()
-        clicked = track_clicks(predictor, folder, clip)
+        clicked = track_clicks(predictor, folder, clip, args.separate)
         track_seconds["click"] += time.perf_counter() - tick
         frames_tracked["click"] += clip.num_frames
         tick = time.perf_counter()
@@ -335,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         clip = occlusion_clip(heldout_seed(args.first + 10_000 + j), num_frames=24, hidden=8)
         name = f"occlusion_{clip.seed}"
         folder = write_frames(clip, out / "frames" / name)
-        clicked = track_clicks(predictor, folder, clip)
+        clicked = track_clicks(predictor, folder, clip, args.separate)
         occlusion["click"].append(occlusion_outcome(clip, clicked))
         k = clip.obj_ids.index(clip.meta["occludee"])
         phrase = f"{clip.instances[k].colour} {clip.instances[k].shape}"
@@ -362,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'metric':<28} value")
     for key, value in summary.items():
         print(f"{key:<28} {value:.3f}")
-    print(f"{args.clips} clips x {args.frames} frames, {args.occlusion} occlusion scenarios; "
+    print(f"{args.clips} clips x {args.frames} frames, {args.occlusion} occlusion scenarios, "
+          f"clicks {'one session per object' if args.separate else 'sharing sessions'}; "
           f"{seconds:.0f} s in all ({timing})")  # fmt: skip
     return 0
 
