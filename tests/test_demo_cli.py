@@ -243,3 +243,54 @@ def test_concept_precision_recall_counts_by_hand():
     assert (low["TP"], low["FP"], low["FN"]) == (2, 2, 0)
     none = concept_precision_recall(gt, [])
     assert math.isnan(none["precision"]) and none["recall"] == 0.0
+
+
+# --------------------------------------------------------------------- tools/eval_demo.py
+
+
+def test_eval_demo_scores_the_ground_truth_as_perfect(tmp_path):
+    """The evaluation's plumbing (track-layout files, merge, negatives, occlusion outcome)
+    with the ground truth itself as the prediction: every metric at its best."""
+    from sam3video.data import clip_to_ytvis, heldout_seed, occlusion_clip, render_clip
+    from sam3video.evaluation import align, evaluate
+    from sam3video.evaluation.concepts import concept_precision_recall
+
+    tool = _tool("eval_demo")
+    clips = [render_clip(heldout_seed(k), num_frames=5) for k in range(2)]
+    clicks, texts, absent = [], [], {}
+    for clip in clips:
+        name = f"shapes_{clip.seed}"
+        phrase = {i.obj_id: f"{i.colour} {i.shape}" for i in clip.instances}
+        frames = {
+            t: {o: {"mask": clip.masks[k, t], "score": 1.0, "concept": phrase[o]}
+                for k, o in enumerate(clip.obj_ids) if clip.masks[k, t].any()}
+            for t in range(clip.num_frames)
+        }  # fmt: skip
+        absent[name] = tool.absent_phrases(clip, 2, np.random.default_rng(0))
+        assert not set(absent[name]) & set(phrase.values()) and len(absent[name]) == 2
+        path = tmp_path / name
+        clicks.append((tool.write_results(path / "c.json", name, clip, frames, None), phrase))
+        names = sorted(set(phrase.values())) + absent[name]
+        texts.append((tool.write_results(path / "t.json", name, clip, frames, names), None))
+    gt = clip_to_ytvis(clips, ext="png")
+    click = evaluate(gt, tool.merge(clicks), metrics=("jf",), jf_match="id")
+    assert click["summary"]["J&F"] == pytest.approx(1.0)
+    assert click["objects"] and all(o["J&F"] == pytest.approx(1.0) for o in click["objects"])
+    gt_text = tool.add_negatives(clip_to_ytvis(clips, ext="png"), absent)
+    assert sum(p["num_masklets"] == 0 for p in gt_text["video_np_pairs"]) == 4
+    pred = tool.merge(texts)
+    pr = concept_precision_recall(gt_text, align(gt_text, pred).predictions)
+    assert (pr["precision"], pr["recall"], pr["FP"]) == (1.0, 1.0, 0)
+    assert evaluate(gt_text, pred, metrics=("cgf1",))["summary"]["IL_MCC"] > 0.99
+
+    clip = occlusion_clip(heldout_seed(0), num_frames=24, hidden=8)
+    k = clip.obj_ids.index(clip.meta["occludee"])
+    before, after = tool.around_occlusion(clip)
+    assert before < clip.meta["empty_frames"][0] and after > clip.meta["empty_frames"][-1]
+    same = {t: {7: {"mask": clip.masks[k, t]}} for t in range(24)}
+    assert tool.occlusion_outcome(clip, same)["outcome"] == "kept"
+    swapped = {t: {7 if t < 12 else 8: {"mask": clip.masks[k, t]}} for t in range(24)}
+    assert tool.occlusion_outcome(clip, swapped)["outcome"] == "switch"
+    assert tool.occlusion_outcome(clip, {})["outcome"] == "lost"
+    x, y = tool.interior_click(clip.masks[k, 0])
+    assert clip.masks[k, 0, y, x]

@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
     }
     report.update(summary=summary, timing=timing, clips=per_clip, occlusion=occlusion)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False)
+    (out / "report.json").write_text(text + "\n")
     print(f"{'metric':<28} value")
     for key, value in summary.items():
         print(f"{key:<28} {value:.3f}")
@@ -391,11 +392,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN (undefined metrics) as None, so that the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
     return str(value)
 
 
