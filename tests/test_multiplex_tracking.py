@@ -278,6 +278,69 @@ def test_place_births_is_the_official_best_fit(model):
 
 
 @torch.inference_mode()
+def test_extract_object_moves_its_rows_and_drops_its_memories(model):
+    """The official extraction of a shared object (docs/sam31_video_logic.md 2.2.1): its rows
+    of every stored frame move to a new one-object state (pointers re-muxed to slot 0), its
+    slot in the old state becomes REMOVED, its memories are dropped (read for pointers only
+    until the frame is tracked again, never re-encoded by preflight), and the new state has
+    tracked nothing. States whose memories differ that way are not batched together."""
+    from sam3video.errors import UnsupportedModelError
+    from sam3video.video.multiplex_state import REMOVED
+    from sam3video.video.multiplex_tracking import MultiplexTrackingState, track_multiplex_states
+
+    get = _features(model)
+    shared = _state(model, get, [0, 1, 2])
+    for t in (1, 2):
+        track_multiplex_states([shared], t, False, run_mem_encoder=True)
+    before = {t: shared.stored(t) for t in (0, 1, 2)}
+    rows = {t: before[t].rows([1])[0] for t in before}
+    ptrs = {t: shared.multiplex.demux(before[t].obj_ptr)[1].clone() for t in before}
+    masks = {t: before[t].pred_masks[rows[t]].clone() for t in before}
+    images = {t: before[t].image_features for t in before}
+    memories = {t: before[t].maskmem_features.clone() for t in before}
+    pts, lab = torch.tensor([[30.0, 40.0]]), torch.tensor([1])
+    with pytest.raises(UnsupportedModelError, match="shared with 2 other"):
+        shared.refine_points(2, 1, pts, lab)
+    single = shared.extract_object(1)
+    assert shared.obj_ids == [0, 2] and shared.multiplex.assignments[0][:3] == [0, REMOVED, 1]
+    assert all(torch.equal(shared.stored(t).maskmem_features, memories[t]) for t in before)
+    assert single.obj_ids == [1] and single.cond_frames == [0]
+    assert single.stored_frames() == [0, 1, 2] and single._already == set()
+    for t, frame in ((t, single.stored(t)) for t in before):
+        assert frame.obj_ids == (1,) and frame.memory_dropped and frame.maskmem_features is None
+        assert torch.equal(frame.pred_masks[0], masks[t])
+        assert torch.equal(frame.obj_ptr[0, 0], ptrs[t]) and not frame.obj_ptr[0, 1:].any()
+        assert frame.image_features is images[t]
+    assert single.stored(0).conditioning == {1} and single.stored(1).conditioning == set()
+    single.preflight()  # dropped memories stay dropped
+    assert all(single.stored(t).maskmem_features is None for t in before)
+    # The next step reads the pointers only, and a state with the same plan but encoded
+    # memories is not batched with it.
+    twin = _state(model, get, [5])
+    for t in (1, 2):
+        track_multiplex_states([twin], t, False, run_mem_encoder=True)
+    alone = MultiplexTrackingState(model, get, 40)
+    alone.multiplex, alone._cond, alone._non_cond = single.multiplex, single._cond, single._non_cond
+    (ref,) = track_multiplex_states([alone], 3, False)
+    single._cond, single._non_cond = dict(single._cond), dict(single._non_cond)
+    out_single, out_twin = track_multiplex_states([single, twin], 3, False)
+    assert _close(out_single.low_res_masks, ref.low_res_masks)
+    (twin_alone,) = track_multiplex_states([_copy_state(twin, model, get)], 3, False)
+    assert _close(out_twin.low_res_masks, twin_alone.low_res_masks)
+    with pytest.raises(InvalidInputError, match="shared state"):
+        single.extract_object(1)
+
+
+def _copy_state(state, model, get):
+    from sam3video.video.multiplex_tracking import MultiplexTrackingState
+
+    copy = MultiplexTrackingState(model, get, state.num_frames)
+    copy.multiplex = state.multiplex.copy()
+    copy._cond, copy._non_cond = dict(state._cond), dict(state._non_cond)
+    return copy
+
+
+@torch.inference_mode()
 def test_state_errors(model):
     from sam3video.errors import UnknownIdError
     from sam3video.video.multiplex_tracking import MultiplexTrackingState

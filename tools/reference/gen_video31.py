@@ -44,6 +44,13 @@ NUM_FRAMES = 8
 VIDEO_H, VIDEO_W = 272, 640
 CLICK = [[0.4375, 0.3125]]  # (280, 85) px
 CLICK_ID = 7
+# Several detections born on one frame, kept in one tracker state (tiny: 4 slots a bucket).
+SHARED_OVERRIDES = {
+    "score_threshold_detection": 0.3,
+    "new_det_thresh": 0.35,
+    "det_nms_thresh": 0.95,
+    "max_num_objects": 3,
+}
 # name -> (heuristic overrides, requests). "main": the seed protocol's requests on one object;
 # "clicks": two objects created by clicks after a text prompt (one state each, re-tracked as one
 # batch by a partial propagation from a middle frame), then the text object removed;
@@ -143,6 +150,41 @@ SESSIONS = {
                 "points": [[0.8, 0.6], [0.3, 0.5]],
                 "point_labels": [1, 0],
                 "obj_id": CLICK_ID,
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
+        ],
+    ),
+    # "shared": refinement clicks on detector-born objects that SHARE their tracker state
+    # (lower detection and NMS thresholds and a cap of 3 objects: three births on frame 3, one
+    # state), both ways. A click on object 1 on frame 1 and one on object 2 on frame 5 (each
+    # extracted to a state of its own), both ways; two clicks refining object 1 again on
+    # frame 1 (now a tracked frame of its own state), both ways.
+    "shared": (
+        SHARED_OVERRIDES,
+        [
+            {"type": "add_prompt", "frame_index": 3, "text": "bicycle"},
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 3},
+            {
+                "type": "add_prompt",
+                "frame_index": 1,
+                "points": CLICK,
+                "point_labels": [1],
+                "obj_id": 1,
+            },
+            {
+                "type": "add_prompt",
+                "frame_index": 5,
+                "points": [[0.8, 0.6]],
+                "point_labels": [1],
+                "obj_id": 2,
+            },
+            {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 3},
+            {
+                "type": "add_prompt",
+                "frame_index": 1,
+                "points": [CLICK[0], [0.7, 0.5]],
+                "point_labels": [1, 1],
+                "obj_id": 1,
             },
             {"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": 0},
         ],

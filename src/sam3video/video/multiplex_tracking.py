@@ -19,6 +19,10 @@ a state remembers between frames and decides which stored frames a step reads:
   as one batch of buckets (exact: buckets never interact); memory is encoded after the video
   logic's planning (`MultiplexTrackingState.update_memory`) or by `preflight`.
 
+Clicks (new objects, refinements, extraction of a shared object) are the state's
+`sam3video.video.multiplex_clicks.MultiplexClicks` methods; the per-frame records
+(`StoredFrame`, `MultiplexStepOutput`) live in `sam3video.video.multiplex_frames`.
+
 Proven against the official tracker state (``Sam3VideoTrackingMultiplexDemo``, tiny, synthetic
 weights; ``tests/test_multiplex_tracking.py``): births of several objects in a new state,
 tracked frames with deferred memory updates, a backfill into free slots, an in-place
@@ -41,9 +45,7 @@ Design and the remaining work: ``docs/sam31_video_logic.md`` (sections 2, 5 and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +55,14 @@ from sam3video.errors import (
     FrameIndexError,
     InvalidInputError,
     UnknownIdError,
-    UnsupportedModelError,
 )
 from sam3video.model.tracker import (
     NO_OBJ_SCORE,
-    FrameFeatures,
     MemoryPlan,
 )
 from sam3video.model.tracker_31 import MemoryFrame, PointerFrame
+from sam3video.video.multiplex_clicks import MultiplexClicks
+from sam3video.video.multiplex_frames import FeatureFn31, MultiplexStepOutput, StoredFrame
 from sam3video.video.multiplex_memory import multiplex_memory_plan
 from sam3video.video.multiplex_state import MultiplexState
 from sam3video.video.postprocess import apply_non_overlapping_constraints
@@ -69,53 +71,8 @@ from sam3video.video.postprocess import apply_non_overlapping_constraints
 # One state's memory bank
 # ------------------------------------------------------------------------------------------
 
-# ``frame_idx -> (interactive, propagation)``: the frame's two tracker pyramids, each prepared by
-# the model (`MultiplexTrackerModel.prepare_interactive` / ``prepare_propagation``), batch 1.
-FeatureFn31 = Callable[[int], tuple[FrameFeatures, FrameFeatures]]
 
-
-@dataclass
-class StoredFrame:
-    """What a state keeps of one frame.
-
-    ``obj_ids``: the objects of the rows below, in object order at the time they were written
-    (later additions append, removals drop rows), like the official per-frame
-    ``local_obj_id_to_idx``. ``pred_masks (n, 1, s, s)`` low-res logits and
-    ``object_score_logits (n, 1)`` in that order; ``obj_ptr (Bk, M, C)`` and
-    ``maskmem_features (Bk, C, h, w)`` in the state's bucket layout (None: not encoded yet);
-    ``image_features`` / ``image_pos (1, C, h, w)``: the frame's propagation level 2 and its
-    encoding (shared between the states of a video, never copied); ``conditioning``: the
-    objects prompted (mask, click, detector birth or reconditioning) on this frame.
-    """
-
-    obj_ids: tuple[int, ...]
-    pred_masks: Tensor
-    object_score_logits: Tensor
-    obj_ptr: Tensor
-    maskmem_features: Tensor | None
-    image_features: Tensor
-    image_pos: Tensor
-    conditioning: frozenset[int]
-
-    def rows(self, obj_ids: Sequence[int]) -> list[int]:
-        where = {obj_id: i for i, obj_id in enumerate(self.obj_ids)}
-        return [where[obj_id] for obj_id in obj_ids]
-
-
-class MultiplexStepOutput(NamedTuple):
-    """One state's result on one frame, in its object order: ``low_res_masks (N, 1, s, s)``
-    logits, ``object_score_logits (N, 1)``."""
-
-    frame_idx: int
-    obj_ids: list[int]
-    low_res_masks: Tensor
-    object_score_logits: Tensor
-    # `MultiplexTrackingState.add_points` only: the click's logits at the video resolution,
-    # ``(1, 1, H, W)``, before they come back to the low resolution (the official reply).
-    video_res_logits: Tensor | None = None
-
-
-class MultiplexTrackingState:
+class MultiplexTrackingState(MultiplexClicks):
     """The objects of one SAM 3.1 tracker state, their buckets and their memory bank.
 
     model: a `sam3video.model.tracker_31.MultiplexTrackerModel` (eval mode). get_features:
@@ -201,6 +158,10 @@ class MultiplexTrackingState:
         return list(self._cond)
 
     def stored(self, frame_idx: int) -> StoredFrame | None:
+        """The frame's latest output: its tracked entry for a prompted frame tracked again
+        (`_stale`), else the prompted entry, else the tracked one."""
+        if frame_idx in self._stale and frame_idx in self._non_cond:
+            return self._non_cond[frame_idx]
         return self._cond.get(frame_idx, self._non_cond.get(frame_idx))
 
     def _ref(self, ref) -> StoredFrame:
@@ -310,116 +271,6 @@ class MultiplexTrackingState:
             for _, other in self._all_frames():
                 if other is not existing:
                     self._grow(other, before)
-
-    def add_points(
-        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
-    ) -> MultiplexStepOutput:
-        """A new object from clicks, in this (empty) state: the official path of a click on
-        an unknown object id, which always gets a state of its own.
-
-        ``points (P, 2)``: ``(x, y)`` in pixels of the model's ``image_size`` square (the
-        caller scales relative coordinates); ``labels (P,)``: 1 positive, 0 negative, 2/3 box
-        corners. Decoded without memory by the interactive heads (3 candidates when
-        ``P <= 1``, as ``multimask_min_pt_num=0``/``max=1``); the frame becomes the state's
-        prompted frame; its low-res logits go to the video resolution and back (antialiased),
-        as the official consolidation does. Further clicks: `refine_points`.
-        """
-        frame_idx = self._check_frame(frame_idx)
-        if self.num_objects:
-            raise InvalidInputError(
-                f"obj_id: clicks create an object in an empty state only (further clicks: "
-                f"refine_points), this state holds {self.obj_ids}"
-            )
-        model = self.model
-        self.multiplex = MultiplexState.for_objects(
-            1, model.multiplex_count, self.capacity, object_ids=[int(obj_id)]
-        )
-        self._inputs[int(obj_id)] = {frame_idx: True}
-        return self._click_frame(frame_idx, int(obj_id), points, labels)
-
-    def refine_points(
-        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
-    ) -> MultiplexStepOutput:
-        """New clicks (replacing the frame's earlier ones) on the object of a one-object state
-        (official ``add_new_points`` on an existing object; docs/sam31_video_logic.md 2.2.1).
-
-        On a frame in ``frames_already_tracked`` ("refine": extraction to a singleton state,
-        decode, merge-back, which for one object restores the same layout and memories) or
-        elsewhere ("gap fill"), the clicks are decoded alone as in `add_points` and the frame
-        becomes a conditioning frame. Side effects kept: the extraction empties
-        ``frames_already_tracked`` when the object's input frames were all the conditioning
-        frames; every click forgets mask-only input frames (those conditioning frames stay
-        in memory but are re-tracked by the next propagation). `UnsupportedModelError`: a
-        state of several objects, or a refined frame refined again after re-tracking.
-        """
-        frame_idx = self._check_frame(frame_idx)
-        obj_id = int(obj_id)
-        if obj_id not in self.obj_ids:
-            raise UnknownIdError(f"obj_id: expected one of {self.obj_ids}, got {obj_id}")
-        if self.num_objects != 1:
-            raise UnsupportedModelError(
-                f"obj_id: refining object {obj_id} that shares its SAM 3.1 tracker state with "
-                f"{self.num_objects - 1} other object(s) is not supported yet"
-            )
-        inputs = self._inputs.setdefault(obj_id, {})
-        if frame_idx in self._already:  # official "refine" path
-            if frame_idx in self._refined:
-                raise UnsupportedModelError(
-                    f"frame_idx: refining object {obj_id} again on frame {frame_idx} after it "
-                    "was re-tracked is not supported yet for SAM 3.1 models"
-                )
-            inputs_now = set(inputs) | {frame_idx}
-            if set(self._cond) <= inputs_now:
-                self._already.clear()
-            else:
-                self._already -= inputs_now & set(self._cond)
-            self._refined.add(frame_idx)
-        self._stale |= {f for f, pts in inputs.items() if not pts and f in self._cond}
-        self._inputs[obj_id] = {f: True for f, pts in inputs.items() if pts}
-        self._inputs[obj_id][frame_idx] = True
-        return self._click_frame(frame_idx, obj_id, points, labels)
-
-    def _click_frame(
-        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
-    ) -> MultiplexStepOutput:
-        """Decode clicks for the state's only object; store the frame as a prompted frame."""
-        points = torch.as_tensor(points, dtype=torch.float32)
-        labels = torch.as_tensor(labels, dtype=torch.int32)
-        if points.ndim != 2 or points.shape[-1] != 2 or labels.shape != points.shape[:1]:
-            raise InvalidInputError(
-                f"points/labels: expected (P, 2) and (P,), got {tuple(points.shape)} and "
-                f"{tuple(labels.shape)}"
-            )
-        inter, prop = self.get_features(frame_idx)
-        model = self.model
-        device = inter.vision.device
-        heads = model.forward_interactive_heads(
-            model.interactive_features(inter.vision),
-            inter.high_res,
-            point_coords=points[None].to(device),
-            point_labels=labels[None].to(device),
-            multimask_output=points.shape[0] <= 1,
-        )
-        low = heads.low_res_masks.float()
-        s = low.shape[-1]
-        video = F.interpolate(low, size=self.video_size, mode="bilinear")
-        frame = StoredFrame(
-            obj_ids=(obj_id,),
-            pred_masks=F.interpolate(video, size=(s, s), mode="bilinear", antialias=True),
-            object_score_logits=heads.object_score_logits,
-            obj_ptr=self.multiplex.mux(heads.obj_ptr),
-            maskmem_features=None,
-            image_features=prop.vision,
-            image_pos=prop.vision_pos,
-            conditioning=frozenset([obj_id]),
-        )
-        self._cond[frame_idx] = frame
-        self._tracked.add(frame_idx)
-        self._non_cond.pop(frame_idx, None)
-        self._stale.discard(frame_idx)
-        return MultiplexStepOutput(
-            frame_idx, self.obj_ids, frame.pred_masks, heads.object_score_logits, video
-        )
 
     def _consolidate(self, low_res: Tensor, rows: list[int], masks: Tensor) -> Tensor:
         """The frame's low-res logits once masks ``(n, H, W)`` are given to ``rows`` (official
@@ -538,13 +389,20 @@ class MultiplexTrackingState:
         this state's objects, as the official consolidation before propagation."""
         size = self.model.image_size
         for frame_idx, frame in self._all_frames():
-            if frame.maskmem_features is not None or not self.num_objects:
+            if frame.maskmem_features is not None or frame.memory_dropped or not self.num_objects:
                 continue
             masks, scores, cond = self._frame_masks(frame)
             high = F.interpolate(masks.float(), size=(size, size), mode="bilinear")
             high = apply_non_overlapping_constraints(high)
             self._encode(frame_idx, frame, high, scores, cond)
         self._trim()
+
+    def forget_tracked_prompted_frames(self) -> None:
+        """Drop the tracked entry of every prompted frame (a prompted frame re-tracked by a
+        propagation keeps one next to its prompted entry): what the official preflight at the
+        start of a partial propagation does."""
+        for t in self._cond:
+            self._non_cond.pop(t, None)
 
     def _encode(self, frame_idx, frame, high_res_masks, scores, cond) -> None:
         _, prop = self.get_features(frame_idx)
@@ -664,7 +522,16 @@ def track_multiplex_states(
             outputs[i] = _output(state, frame_idx, reverse, state._cond[frame_idx])
             continue
         plan = state.memory_plan(frame_idx, reverse)
-        key = (id(state.model), state.get_features, tuple(plan.spatial), tuple(plan.pointers))
+        # Which spatial memories exist (an unencoded or dropped one is skipped) is part of the
+        # plan: states differing there cannot share a batch.
+        encoded = tuple(state._ref(r).maskmem_features is not None for r in plan.spatial)
+        key = (
+            id(state.model),
+            state.get_features,
+            tuple(plan.spatial),
+            tuple(plan.pointers),
+            encoded,
+        )
         groups.setdefault(key, (plan, []))[1].append(i)
     for plan, members in groups.values():
         group = [states[i] for i in members]

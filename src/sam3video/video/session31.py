@@ -28,16 +28,18 @@ Per frame of a full propagation (docs/sam31_video_logic.md, section 7 item 4):
 Requests this session serves like the SAM 3 one: a text and/or box concept (``add_prompt``
 with text/boxes; a box-only concept reads the detector's text row 0, as the 3.1 code),
 clicks creating a NEW object (its own state, the official path), clicks refining an object
-alone in its state (`MultiplexTrackingState.refine_points`; docs/sam31_video_logic.md
-2.2.1), ``propagate_in_video`` (forward, backward, both; full, partial and fetch steps),
-``remove_object``, ``remove_concept``, ``reset_session``, ``cancel_propagation``,
-``close_session``.
+(`MultiplexTrackingState.refine_points`; an object sharing its state and never clicked is
+first moved to a state of its own, `MultiplexTrackingState.extract_object`, as officially;
+docs/sam31_video_logic.md 2.2.1), ``propagate_in_video`` (forward, backward, both; full,
+partial and fetch steps), ``remove_object``, ``remove_concept``, ``reset_session``,
+``cancel_propagation``, ``close_session``.
 
 Not served yet (raise `UnsupportedModelError`, a `NotImplementedError`, before anything
 changes): several concepts in one session (``concept_mode="add"`` or several texts: the 3.1
-planner is proven for one concept), clicks refining an object that shares its state with
-others (the official code extracts it to a state of its own and merges it back; not
-implemented) or refining a frame again after it was re-tracked, and live sessions. SAM 3's
+planner is proven for one concept), clicks on an object clicked before that now shares its
+state with others (births joined it; the official code refines it inside the shared state),
+and live sessions. Refining a frame again after it was re-tracked decodes the clicks alone
+(the official code fails an assertion there). SAM 3's
 deviations kept here: exemplar boxes act on every frame; a propagation starts by default at
 the first prompted frame; objects created by clicks in a session without a concept are
 tracked by partial propagation and always shown (the official 3.1 code runs a full
@@ -146,6 +148,10 @@ class VideoSession31(VideoSession):
         self._tracker_feature_cache = _Features31()
         self._unconfirmed: dict[int, list[int]] = {}  # frame -> unconfirmed ids (this pass)
         self._reverse = False
+        self._preflighted: set[int] = set()  # states preflighted by this pass (ids)
+        # Objects clicked (created or refined) since the reset: the official action history,
+        # which decides whether a click on a shared object extracts it.
+        self._clicked: set[int] = set()
 
     # ------------------------------------------------------------------ features
 
@@ -234,17 +240,25 @@ class VideoSession31(VideoSession):
         self, frame_idx: int, points: np.ndarray, labels: np.ndarray, obj_id: int | None
     ) -> tuple[int, Outputs]:
         """Clicks creating a new object (``obj_id`` new or None) in a state of its own, or
-        refining an object alone in its state (`MultiplexTrackingState.refine_points`)."""
+        refining an existing object (`MultiplexTrackingState.refine_points`); an object that
+        shares its state and was never clicked moves to a state of its own first
+        (`MultiplexTrackingState.extract_object`, the official extraction)."""
         meta = self.metadata
         h = self.heuristics
         new = obj_id is None or obj_id not in meta.obj_ids
+        extract = False
         if not new:
             state = self._state_of(obj_id)
-            if state.num_objects != 1:
-                raise UnsupportedModelError(
-                    f"obj_id: refining the existing object {obj_id}, which shares its tracker "
-                    f"state with other objects, is not supported for SAM 3.1 models yet"
-                )
+            if state.num_objects > 1:
+                if obj_id in self._clicked:
+                    # Official: no extraction for an object clicked before; its refinement
+                    # runs in the shared state (memories re-muxed per object): not served.
+                    raise UnsupportedModelError(
+                        f"obj_id: refining object {obj_id}, clicked before and now sharing its "
+                        f"tracker state with {state.num_objects - 1} other object(s), is not "
+                        "supported for SAM 3.1 models"
+                    )
+                extract = True
         if new and not meta.can_add_object(h.max_num_objects):
             raise InvalidInputError(
                 f"obj_id: the session already tracks the maximum of {h.max_num_objects} objects"
@@ -261,7 +275,12 @@ class VideoSession31(VideoSession):
             out = state.add_points(frame_idx, obj_id, pts, lab)
             self.states.append(state)
         else:
+            if extract:  # official: the object moves to a state of its own first
+                state._check_frame(frame_idx)
+                state = state.extract_object(obj_id)
+                self.states.append(state)
             out = state.refine_points(frame_idx, obj_id, pts, lab)
+        self._clicked.add(obj_id)
         self.generation += 1
         self.object_concept.setdefault(obj_id, None)
         register_click31(meta, obj_id, frame_idx, h)
@@ -408,7 +427,19 @@ class VideoSession31(VideoSession):
         # The official unconfirmed-object table lives for one propagation pass.
         self._unconfirmed = {}
         self._reverse = reverse
+        self._preflighted: set[int] = set()
         yield from super()._pass(generation, start, max_frames, reverse)
+
+    def _retrack(self, frame_idx: int, reverse: bool, obj_ids: list[int]) -> None:
+        # Official partial propagation: each call (one direction) starts with the preflight of
+        # the clicked objects' states, which forgets the tracked entries of their prompted
+        # frames (a prompted frame re-tracked by the previous pass is read by this one through
+        # its prompted entry only).
+        for state in self.states:
+            if id(state) not in self._preflighted and any(i in state.obj_ids for i in obj_ids):
+                state.forget_tracked_prompted_frames()
+                self._preflighted.add(id(state))
+        super()._retrack(frame_idx, reverse, obj_ids)
 
     def _release(self, frame_idx: int, fetched: bool) -> Outputs:
         """A frame leaves the hotstart buffer: objects still unconfirmed two frames later are
