@@ -57,6 +57,17 @@ def test_the_demo_preset_loads_the_packaged_weights_as_float32():
     predictor.shutdown()
 
 
+def test_the_model_builder_gives_float32_from_the_float16_file():
+    from sam3video.model.build import build_sam3_video_model
+
+    model = build_sam3_video_model("demo", checkpoint_path=checkpoints.DEMO_WEIGHTS, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    half = build_sam3_video_model(
+        "demo", checkpoint_path=checkpoints.DEMO_WEIGHTS, device="cpu", dtype=torch.bfloat16
+    )
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}  # an explicit dtype wins
+
+
 def test_an_explicit_checkpoint_wins_over_the_packaged_weights(tmp_path):
     from sam3video import Sam3VideoPredictor
     from sam3video.model.build import build_sam3_video_model

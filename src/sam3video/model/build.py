@@ -366,7 +366,8 @@ def build_sam3_video_model(
     checkpoint_path: Meta's ``sam3.pt`` (plain state dict or under ``"model"``) or a
         ``.safetensors`` file. ``None`` loads deterministic *synthetic* weights
         (`synthetic_state_dict`, seed ``seed``): the pipeline runs, the masks are meaningless.
-    device: default CUDA, then MPS, then CPU. dtype: parameter dtype (default float32).
+    device: default CUDA, then MPS, then CPU. dtype: parameter dtype (default float32, also
+        for a float16 / bfloat16 checkpoint).
     strict: with True a key or shape mismatch raises `CheckpointError` naming the keys;
         with False what matches is loaded and the rest is reported as a warning.
     Returns the model in eval mode.
@@ -392,6 +393,9 @@ def build_sam3_video_model(
     _materialize_leftovers(model)
     target = _pick_device(device)
     model.to(device=target)
+    half = (torch.float16, torch.bfloat16)
+    if dtype is None and any(p.dtype in half for p in model.parameters()):
+        dtype = torch.float32  # a half-precision file (the packaged demo weights) gives float32
     if dtype is not None:
         model.to(dtype=dtype)
     return model.eval()
