@@ -66,6 +66,8 @@ def test_the_model_builder_gives_float32_from_the_float16_file():
         "demo", checkpoint_path=checkpoints.DEMO_WEIGHTS, device="cpu", dtype=torch.bfloat16
     )
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}  # an explicit dtype wins
+    with pytest.warns(UserWarning, match=r"synthetic weights.*demo_weights\(\)"):
+        build_sam3_video_model("demo", device="cpu")  # the builder itself does not look
 
 
 def test_an_explicit_checkpoint_wins_over_the_packaged_weights(tmp_path):

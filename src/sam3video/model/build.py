@@ -375,11 +375,15 @@ def build_sam3_video_model(
     cfg = get_config(config)
     model = build_model_skeleton(cfg, device="meta", bpe_path=bpe_path)
     if checkpoint_path is None:
-        if cfg.name in ("full", "sam3.1"):
-            ckpt = "sam3.pt" if cfg.name == "full" else "sam3.1_multiplex.pt"
+        wanted = {
+            "full": "Meta's sam3.pt",
+            "sam3.1": "Meta's sam3.1_multiplex.pt",
+            "demo": "sam3video.checkpoints.demo_weights()",  # the predictor passes it itself
+        }
+        if cfg.name in wanted:
             warnings.warn(
                 "build_sam3_video_model: no checkpoint_path, using synthetic weights; "
-                f"the outputs are meaningless (pass Meta's {ckpt} for real masks)",
+                f"the outputs are meaningless (pass {wanted[cfg.name]} for real masks)",
                 stacklevel=2,
             )
         state = synthetic_state_dict(model, seed=seed)
