@@ -58,17 +58,18 @@ from sam3video.model.tracker_heads import (
     MASK_AS_OUTPUT_BIAS,
     MASK_AS_OUTPUT_SCALE,
     NO_OBJ_SCORE,
+    SamHeadsOutput,
     build_prompt_encoder,
     build_sam_mask_decoder,
     check_neck_levels,
     mask_prompt_as_logits,
     memory_attention_settings,
     resize_mask_prompt,
-    select_heads_masks,
+    sam_heads_output,
     tracker_settings,
 )
 
-__all__ = [  # the memory-selection names and NO_OBJ_SCORE are re-exported: defined here first
+__all__ = [  # the memory-selection names, NO_OBJ_SCORE and SamHeadsOutput are re-exported
     "NO_OBJ_SCORE",
     "FrameFeatures",
     "FrameMemory",
@@ -109,23 +110,6 @@ class FrameFeatures(NamedTuple):
             vision=self.vision.expand(batch_size, -1, -1, -1),
             vision_pos=self.vision_pos.expand(batch_size, -1, -1, -1),
         )
-
-
-class SamHeadsOutput(NamedTuple):
-    """Outputs of the SAM heads for ``B`` objects (``K`` = 3 candidate masks or 1).
-
-    ``low_res_multimasks (B, K, 4h, 4w)``, ``high_res_multimasks (B, K, S, S)``, ``ious (B, K)``,
-    ``low_res_masks (B, 1, 4h, 4w)`` and ``high_res_masks (B, 1, S, S)`` (the selected mask),
-    ``obj_ptr (B, C)``, ``object_score_logits (B, 1)``. Mask logits are float32.
-    """
-
-    low_res_multimasks: Tensor
-    high_res_multimasks: Tensor
-    ious: Tensor
-    low_res_masks: Tensor
-    high_res_masks: Tensor
-    obj_ptr: Tensor
-    object_score_logits: Tensor
 
 
 @dataclass
@@ -368,22 +352,17 @@ class Sam3Tracker(nn.Module):
             multimask_output=multimask_output,
             high_res_features=list(high_res_features),
         )
-        # A hard present/absent decision, taken before any resizing.
-        appearing = object_score_logits > 0  # (B, 1)
-        low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, token = (
-            select_heads_masks(
-                low_res_multimasks, ious, tokens, appearing, self.image_size, multimask_output
-            )
-        )
-        obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), appearing)
-        return SamHeadsOutput(
+        # SAM 3.0: present when the score logit is > 0; absent objects get ``no_obj_ptr``.
+        return sam_heads_output(
             low_res_multimasks,
-            high_res_multimasks,
             ious,
-            low_res_masks,
-            high_res_masks,
-            obj_ptr,
+            tokens,
             object_score_logits,
+            self.image_size,
+            multimask_output,
+            score_threshold=0.0,
+            ptr_proj=self.obj_ptr_proj,
+            gate_pointer=self._gate_pointer,
         )
 
     def _gate_pointer(self, obj_ptr: Tensor, appearing: Tensor) -> Tensor:

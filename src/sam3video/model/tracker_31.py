@@ -43,10 +43,11 @@ from sam3video.model.memory_attention_31 import (
 from sam3video.model.memory_encoder_31 import MultiplexMemoryEncoder
 from sam3video.model.multiplex_mask_decoder import MultiplexMaskDecoder
 from sam3video.model.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
-from sam3video.model.tracker import FrameFeatures, SamHeadsOutput, sine_encoding_1d
+from sam3video.model.tracker import FrameFeatures, sine_encoding_1d
 from sam3video.model.tracker_heads import (
     MASK_AS_OUTPUT_BIAS,
     MASK_AS_OUTPUT_SCALE,
+    SamHeadsOutput,
     build_prompt_encoder,
     build_sam_mask_decoder,
     build_two_way_transformer,
@@ -54,7 +55,7 @@ from sam3video.model.tracker_heads import (
     mask_prompt_as_logits,
     memory_attention_settings,
     resize_mask_prompt,
-    select_heads_masks,
+    sam_heads_output,
     tracker_settings,
 )
 
@@ -197,32 +198,27 @@ class MultiplexTrackerModel(nn.Module):
 
     def _finish_heads(
         self,
-        low_res_multimasks: Tensor,
+        masks: Tensor,
         ious: Tensor,
         tokens: Tensor,
-        object_score_logits: Tensor,
+        scores: Tensor,
         multimask_output: bool,
         ptr_proj: nn.Module,
     ) -> SamHeadsOutput:
-        """Shared tail of both paths, for ``N`` objects: absent objects' masks become
-        ``NO_OBJ_SCORE``, the best candidate (highest IoU) is kept, its token becomes the
-        pointer, mixed with ``no_obj_ptr_linear`` of itself for absent objects."""
-        appearing = object_score_logits > self.object_score_logit_threshold  # (N, 1)
-        low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, token = (
-            select_heads_masks(
-                low_res_multimasks, ious, tokens, appearing, self.image_size, multimask_output
-            )
-        )
-        obj_ptr = ptr_proj(token)
-        obj_ptr = self._gate_pointer(obj_ptr, appearing)
-        return SamHeadsOutput(
-            low_res_multimasks,
-            high_res_multimasks,
+        """`sam_heads_output` for ``N`` objects (``masks (N, K, 4h, 4w)``, ``ious (N, K)``,
+        ``tokens (N, K', C)``, score logits ``scores (N, 1)``) with SAM 3.1's presence threshold
+        (``object_score_logit_threshold``) and pointer gate (`_gate_pointer`); ``ptr_proj``
+        differs between the interactive and the propagation path."""
+        return sam_heads_output(
+            masks,
             ious,
-            low_res_masks,
-            high_res_masks,
-            obj_ptr,
-            object_score_logits,
+            tokens,
+            scores,
+            self.image_size,
+            multimask_output,
+            score_threshold=self.object_score_logit_threshold,
+            ptr_proj=ptr_proj,
+            gate_pointer=self._gate_pointer,
         )
 
     def _gate_pointer(self, obj_ptr: Tensor, appearing: Tensor) -> Tensor:

@@ -1,12 +1,14 @@
 """The SAM-heads pieces shared by the SAM 3.0 tracker (`sam3video.model.tracker`) and the
 SAM 3.1 multiplex tracker (`sam3video.model.tracker_31`): the neck-level check, the mask-prompt
-resize, the heads' mask selection, a mask prompt taken as the output, and the builders of the
-two-way transformer and prompt encoder from a tracker config.
+resize, the heads' output (`SamHeadsOutput`: mask selection, object pointer and its gate), a
+mask prompt taken as the output, and the builders of the two-way transformer and prompt
+encoder from a tracker config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,23 @@ from sam3video.model.two_way_transformer import TwoWayTransformer
 NO_OBJ_SCORE = -1024.0
 # A mask prompt taken as the output becomes logits scale * m + bias.
 MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS = 20.0, -10.0
+
+
+class SamHeadsOutput(NamedTuple):
+    """Outputs of the SAM heads for ``B`` objects (``K`` = 3 candidate masks or 1).
+
+    ``low_res_multimasks (B, K, 4h, 4w)``, ``high_res_multimasks (B, K, S, S)``, ``ious (B, K)``,
+    ``low_res_masks (B, 1, 4h, 4w)`` and ``high_res_masks (B, 1, S, S)`` (the selected mask),
+    ``obj_ptr (B, C)``, ``object_score_logits (B, 1)``. Mask logits are float32.
+    """
+
+    low_res_multimasks: Tensor
+    high_res_multimasks: Tensor
+    ious: Tensor
+    low_res_masks: Tensor
+    high_res_masks: Tensor
+    obj_ptr: Tensor
+    object_score_logits: Tensor
 
 
 def check_neck_levels(
@@ -51,23 +70,30 @@ def resize_mask_prompt(mask_inputs: Tensor, size: Sequence[int]) -> Tensor:
     )
 
 
-def select_heads_masks(
+def sam_heads_output(
     low_res_multimasks: Tensor,
     ious: Tensor,
     tokens: Tensor,
-    appearing: Tensor,
+    object_score_logits: Tensor,
     image_size: int,
     multimask_output: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The SAM heads' mask tail shared by SAM 3.0 and 3.1, for ``B`` objects.
+    score_threshold: float,
+    ptr_proj: Callable[[Tensor], Tensor],
+    gate_pointer: Callable[[Tensor, Tensor], Tensor],
+) -> SamHeadsOutput:
+    """The SAM heads' tail shared by SAM 3.0 and 3.1: decoder outputs of ``B`` objects ->
+    `SamHeadsOutput`.
 
     ``low_res_multimasks (B, K, 4h, 4w)``, ``ious (B, K)``, ``tokens (B, K', C)``,
-    ``appearing (B, 1)`` bool. Absent objects' masks become ``NO_OBJ_SCORE`` (a hard decision
-    taken before any resizing); with ``multimask_output`` the best candidate (first maximum
-    IoU) is kept, and its token when there is one per candidate. Returns ``low_res_multimasks``,
-    ``high_res_multimasks (B, K, S, S)`` (float32), ``low_res_masks``, ``high_res_masks`` and
-    the pointer token ``(B, C)``.
+    ``object_score_logits (B, 1)``. An object appears when its score logit is above
+    ``score_threshold``; absent objects' masks become ``NO_OBJ_SCORE`` (a hard decision taken
+    before any resizing). With ``multimask_output`` the best candidate (first maximum IoU) is
+    kept, and its token when there is one per candidate. The kept token ``(B, C)`` goes
+    through ``ptr_proj``, then ``gate_pointer(obj_ptr (B, C), appearing (B, 1) bool)`` gives
+    absent objects their no-object pointer (the versions differ in the projection, the gate
+    and the threshold only).
     """
+    appearing = object_score_logits > score_threshold  # (B, 1)
     low_res_multimasks = torch.where(
         appearing[:, :, None, None], low_res_multimasks, NO_OBJ_SCORE
     ).float()
@@ -87,7 +113,15 @@ def select_heads_masks(
             token = tokens[rows, best]
     else:
         low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
-    return low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, token
+    return SamHeadsOutput(
+        low_res_multimasks,
+        high_res_multimasks,
+        ious,
+        low_res_masks,
+        high_res_masks,
+        gate_pointer(ptr_proj(token), appearing),
+        object_score_logits,
+    )
 
 
 def mask_prompt_as_logits(
