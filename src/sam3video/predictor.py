@@ -55,6 +55,7 @@ from sam3video.requests import (
     parse_request,
 )
 from sam3video.video.live import LiveSession
+from sam3video.video.multiplex_live import LiveSession31
 from sam3video.video.planner import VideoHeuristics
 from sam3video.video.planner31 import VideoHeuristics31
 from sam3video.video.session import Outputs, VideoSession, concept_tokens
@@ -357,15 +358,10 @@ class Sam3VideoPredictor:
                     "is already open (close it first or omit session_id)"
                 )
         multiplex = is_multiplex_model(self.model)
-        if multiplex and (req.live or is_stream(req.resource_path)):
-            raise UnsupportedModelError(
-                "live: live and stream sessions are not supported for SAM 3.1 models yet; "
-                "start a session on a video file or a frame folder"
-            )
         if req.live or is_stream(req.resource_path):
             # A camera or network stream is read on a thread into a live session.
             reader = None if req.live else StreamReader(req.resource_path)
-            session: VideoSession = LiveSession(
+            session: VideoSession = (LiveSession31 if multiplex else LiveSession)(
                 session_id,
                 self.model,
                 LiveFrames(fps=None if reader is None else reader.fps),

@@ -34,18 +34,22 @@ docs/sam31_video_logic.md 2.2.1), ``propagate_in_video`` (forward, backward, bot
 partial and fetch steps), ``remove_object``, ``remove_concept``, ``reset_session``,
 ``cancel_propagation``, ``close_session``.
 
-Not served yet (raise `UnsupportedModelError`, a `NotImplementedError`, before anything
-changes): several concepts in one session (``concept_mode="add"`` or several texts: the 3.1
-planner is proven for one concept), clicks on an object clicked before that now shares its
-state with others (births joined it; the official code refines it inside the shared state),
-and live sessions. Refining a frame again after it was re-tracked decodes the clicks alone
-(the official code fails an assertion there). SAM 3's
-deviations kept here: exemplar boxes act on every frame; a propagation starts by default at
-the first prompted frame; objects created by clicks in a session without a concept are
-tracked by partial propagation and always shown (the official 3.1 code runs a full
-propagation there, detector on its text placeholder, and hides such objects, which are never
-confirmed, on every frame but the prompt frame; its reply to the first click shows no
-object).
+Extensions (no official counterpart; docs/sam31_video_logic.md section 9): several concepts
+in one session (``concept_mode="add"`` or several texts), planned apart as in the SAM 3
+session, each concept's births kept in states of its own objects (`_det_track_one_frame`);
+live and stream sessions (`sam3video.video.multiplex_live.LiveSession31`).
+
+Not served (raise `UnsupportedModelError`, a `NotImplementedError`, before anything
+changes): clicks on an object clicked before that now shares its state with others (births
+joined it; the official code refines it inside the shared state). Refining a frame again
+after it was re-tracked decodes the clicks alone (the official code fails an assertion
+there). SAM 3's deviations kept here: exemplar boxes act on every frame; a propagation
+starts by default at the first prompted frame; objects created by clicks in a session without
+a concept are tracked by partial propagation and always shown (the official 3.1 code runs a
+full propagation there, detector on its text placeholder, and hides such objects, which are
+never confirmed, on every frame but the prompt frame; its reply to the first click shows no
+object); the reply to a click shows the clicked object also on a frame never yielded before
+(officially empty there).
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sam3video.errors import InvalidInputError, UnsupportedModelError
-from sam3video.model.detector import GeometryPrompt
 from sam3video.model.neck_31 import TriNeckOutput
 from sam3video.video.actions import det_mask_for_tracker
 from sam3video.video.multiplex_tracking import (
@@ -221,21 +224,6 @@ class VideoSession31(VideoSession):
     def _concept_row(k: int, text: str | None, num_prompts: int) -> int:
         return k  # 3.1: a box-only prompt reads row 0, the text placeholder
 
-    def add_concepts(
-        self,
-        frame_idx: int,
-        prompts: list[tuple[str | None, GeometryPrompt | None]],
-        tokens: Tensor | None = None,
-        mode: str = "replace",
-    ) -> Outputs:
-        if len(prompts) != 1 or (mode == "add" and self.concepts):
-            raise UnsupportedModelError(
-                "text: a SAM 3.1 session tracks one concept at a time (one text and/or boxes, "
-                f"concept_mode 'replace'); got {len(prompts)} prompt(s) with concept_mode "
-                f"{mode!r} and {len(self.concepts)} concept(s) already"
-            )
-        return super().add_concepts(frame_idx, prompts, tokens, mode)
-
     def add_points(
         self, frame_idx: int, points: np.ndarray, labels: np.ndarray, obj_id: int | None
     ) -> tuple[int, Outputs]:
@@ -310,80 +298,114 @@ class VideoSession31(VideoSession):
         names: list[str] | None = None,
         stages: dict[str, float] | None = None,
     ) -> tuple[dict, list[int]]:
-        """Detection, tracking, planning and execution on one frame (module doc). Returns
-        the frame's ``obj_id -> (1, H, W)`` masks (also in the ledger) and no suppressed ids
-        (the 3.1 video logic hides nothing by suppression)."""
+        """Detection, tracking, planning and execution on one frame (module doc) for the
+        concepts ``names`` (default: all) and their objects. Returns the frame's
+        ``obj_id -> (1, H, W)`` masks (also in the ledger) and no suppressed ids (the 3.1 video
+        logic hides nothing by suppression).
+
+        Several concepts (ours, no official counterpart): as in the SAM 3 session, each
+        concept is planned apart over its group of objects (`group`) with its own metadata
+        (`_subset31`), and its births go only to states of its own group, so a state never
+        mixes concepts; the tracker states of all groups advance as one batch. Each concept
+        thus gets what a session of that concept alone gets (up to the ids).
+        """
         h = self.heuristics
         names = list(self.concepts) if names is None else names
         clock = StageClock(stages, self.stage_listeners)
         neck = self._features(frame_idx, need_detector=True)
         clock.lap("backbone")
-        concept = self.concepts[names[0]]
-        out = self.model.detector.forward_grounding(
-            neck.detector_feats,
-            neck.detector_pos,
-            concept.text_feats,
-            concept.text_mask,
-            concept.geometry,
-        )
-        det_masks = out.pred_masks[0].float()
-        probs, keep = select_detections31(
-            out.pred_logits[0].float().reshape(-1), det_masks, out.pred_boxes_xyxy[0].float(), h
-        )
+        detections = {}
+        for name in names:
+            concept = self.concepts[name]
+            out = self.model.detector.forward_grounding(
+                neck.detector_feats,
+                neck.detector_pos,
+                concept.text_feats,
+                concept.text_mask,
+                concept.geometry,
+            )
+            det_masks = out.pred_masks[0].float()
+            probs, keep = select_detections31(
+                out.pred_logits[0].float().reshape(-1),
+                det_masks,
+                out.pred_boxes_xyxy[0].float(),
+                h,
+            )
+            detections[name] = (det_masks, probs, keep)
         clock.lap("detector")
 
-        active = [s for s in self.states if s.num_objects]
+        single = len(self.concepts) == 1  # the official case: one plan over every object
+        groups = {name: self.group(name) for name in names}
+        members = set().union(*groups.values())
+        active = [s for s in self.states if s.num_objects and (single or s.obj_ids[0] in members)]
         low_res, scores = self._advance(active, frame_idx, reverse)
         clock.lap("tracker")
 
-        prev_ids = list(self.metadata.obj_ids)
         s = self.model.config.low_res_mask_size
-        if prev_ids:
-            trk = torch.stack([low_res[i] for i in prev_ids])
-            trk_scores = torch.stack([scores[i] for i in prev_ids])
-        else:
-            trk = torch.zeros(0, s, s, device=self.device)
-            trk_scores = torch.zeros(0, device=self.device)
-        plan = plan_frame31(
-            det_masks,
-            probs,
-            keep,
-            trk,
-            trk_scores,
-            self.metadata,
-            frame_idx,
-            reverse,
-            self.is_image_only,
-            h,
-        )
-        clock.lap("plan")
-        self._execute(plan, det_masks, prev_ids, frame_idx)
-        clock.lap("tracker")
-        for obj_id in plan.new_obj_ids:
-            self.object_concept[obj_id] = concept.name
-        built = build_frame_masks(
-            plan.trk_masks,
-            prev_ids,
-            det_masks,
-            plan.new_det_inds,
-            plan.new_obj_ids,
-            self.video_size,
-            h.fill_hole_area,
-        )
-        masks = {i: m.cpu() for i, m in built.items()}
-        self.metadata = plan.metadata
-        self._unconfirmed[frame_idx] = list(plan.unconfirmed_obj_ids)
+        masks = {i: m for i, m in self.ledger.get(frame_idx).items() if i not in members}
+        unconfirmed: list[int] = []
+        for name in names:
+            det_masks, probs, keep = detections[name]
+            group = groups[name]
+            meta = self.metadata if single else _subset31(self.metadata, group)
+            prev_ids = list(meta.obj_ids)
+            if prev_ids:
+                trk = torch.stack([low_res[i] for i in prev_ids])
+                trk_scores = torch.stack([scores[i] for i in prev_ids])
+            else:
+                trk = torch.zeros(0, s, s, device=self.device)
+                trk_scores = torch.zeros(0, device=self.device)
+            plan = plan_frame31(
+                det_masks,
+                probs,
+                keep,
+                trk,
+                trk_scores,
+                meta,
+                frame_idx,
+                reverse,
+                self.is_image_only,
+                h,
+            )
+            clock.lap("plan")
+            states = [
+                st for st in self.states if single or (st.num_objects and st.obj_ids[0] in group)
+            ]
+            self._execute(plan, det_masks, prev_ids, frame_idx, states)
+            clock.lap("tracker")
+            for obj_id in plan.new_obj_ids:
+                self.object_concept[obj_id] = name
+            built = build_frame_masks(
+                plan.trk_masks,
+                prev_ids,
+                det_masks,
+                plan.new_det_inds,
+                plan.new_obj_ids,
+                self.video_size,
+                h.fill_hole_area,
+            )
+            masks.update((i, m.cpu()) for i, m in built.items())
+            if single:
+                self.metadata = plan.metadata
+            else:
+                self.metadata = _merged31(self.metadata, plan.metadata, group)
+            unconfirmed += plan.unconfirmed_obj_ids
+        self._unconfirmed[frame_idx] = unconfirmed
         self.ledger.put(frame_idx, masks)
-        self.ledger.stamp(frame_idx, self.obj_ids)
+        planned = members | {i for i, c in self.object_concept.items() if c in groups}
+        self.ledger.stamp(frame_idx, [i for i in self.obj_ids if single or i in planned])
         clock.lap("post")
         return masks, []
 
-    def _execute(self, plan, det_masks: Tensor, prev_ids: list[int], frame_idx: int) -> None:
-        """Apply a frame's plan to the states, in the official order (module doc, step 5)."""
+    def _execute(
+        self, plan, det_masks: Tensor, prev_ids: list[int], frame_idx: int, states: list
+    ) -> None:
+        """Apply a frame's plan to ``states`` (the planned group's; births may add one), in
+        the official order (module doc, step 5)."""
         side = self.model.config.input_mask_size
         if plan.recondition:  # (a) in place, then the touched states' memory
             touched: list[MultiplexTrackingState] = []
-            for state in self.states:
+            for state in states:
                 ids = [i for i in plan.recondition if i in state.obj_ids]
                 if ids:
                     masks = torch.stack(
@@ -395,20 +417,18 @@ class VideoSession31(VideoSession):
                 state.preflight()
         if prev_ids:  # (b) deferred memory update, rows in each state's object order
             masks, score_logits = prepare_memory_update(plan.trk_masks, side)
-            for state in self.states:
+            for state in states:
                 rows = [prev_ids.index(i) for i in state.obj_ids if i in prev_ids]
                 if rows and len(rows) == state.num_objects and state.stored(frame_idx):
                     state.update_memory(frame_idx, masks[rows], score_logits[rows])
         if plan.new_obj_ids:  # (c) births: best fit, else a new state
-            where = place_births(
-                [s for s in self.states if s.stored(frame_idx) is not None],
-                len(plan.new_obj_ids),
-            )
+            hosts = [s for s in states if s.stored(frame_idx) is not None]
+            where = place_births(hosts, len(plan.new_obj_ids))
             if where is None:
                 state = self._new_state()
                 self.states.append(state)
             else:
-                state = [s for s in self.states if s.stored(frame_idx) is not None][where]
+                state = hosts[where]
             masks = torch.stack(
                 [det_mask_for_tracker(det_masks[d], side) for d in plan.new_det_inds]
             )
@@ -456,3 +476,28 @@ class VideoSession31(VideoSession):
                 masks = {i: m for i, m in masks.items() if i not in hidden}
                 self.ledger.put(frame_idx, masks)
         return self._format(frame_idx, masks, hidden=())
+
+
+def _subset31(meta: TrackerMetadata31, group: set[int]) -> TrackerMetadata31:
+    """The 3.1 metadata of the objects in ``group`` (a copy; `TrackerMetadata.subset` plus
+    the confirmation tables)."""
+    base = meta.subset(group)
+    return TrackerMetadata31(
+        **vars(base),
+        det_streak={i: v for i, v in meta.det_streak.items() if i in group},
+        confirmed={i for i in meta.confirmed if i in group},
+    )
+
+
+def _merged31(
+    meta: TrackerMetadata31, planned: TrackerMetadata31, group: set[int]
+) -> TrackerMetadata31:
+    """``meta`` with the objects of ``group`` replaced by ``planned`` (`TrackerMetadata.merged`
+    plus the confirmation tables)."""
+    out = meta.merged(planned, group)
+    group = group | set(planned.obj_ids)
+    out.det_streak = {
+        i: v for i, v in meta.det_streak.items() if i not in group
+    } | planned.det_streak
+    out.confirmed = {i for i in meta.confirmed if i not in group} | planned.confirmed
+    return out
