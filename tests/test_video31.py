@@ -12,7 +12,10 @@ objects born on several frames): text, forward, a box-only prompt, both ways, re
 a middle frame, backward. "refine" (``video31_refine.pt``): text, forward; clicks on the
 detector-born object on a tracked frame (one click, then two), a negative click on another
 frame, both ways; a click creating an object, forward; two clicks refining it on a tracked
-frame, both ways. We replay them through
+frame, both ways. "shared" (``video31_shared.pt``; lower detection and NMS thresholds, at
+most 3 objects: three births sharing one tracker state): text, both ways; clicks on two of the
+shared objects (each moved to a state of its own), both ways; two clicks refining one of them
+again, both ways. We replay them through
 `Sam3VideoPredictor(model_config="sam3.1-tiny")` and compare every response: frame order,
 ids, masks (IoU >= 0.99) and scores (1e-3).
 """

@@ -16,7 +16,7 @@ of ``tools/reference/gen_video31.py``):
   state has tracked, "gap fill" elsewhere; both decode the clicks alone (interactive heads, no
   memory). Deviation: on a frame refined before and tracked since, the official code would
   feed the previous clicks' logits back as a mask prompt but fails an assertion
-  (``iter_use_prev_mask_pred`` is off in the 3.1 builder; recorded with the reference); we
+  (``iter_use_prev_mask_pred`` is off in the 3.1 builder; observed with the reference); we
   decode the new clicks alone there too.
 """
 
