@@ -28,6 +28,11 @@ Implementations and layouts:
   bucket each (1 of 16 slots used); one `track_multiplex_states` batch of N buckets;
 - ``3.1 ours packed``: the N objects in one state, ``ceil(N / 16)`` buckets (what detector
   births on one frame get, `place_births` + `add_masks`): the layout multiplexing is made for;
+- ``3.1 ours clicks packed``: N clicks as in ``clicks`` (each decoded alone in a state of its
+  own), each then joining a state of clicked objects with a free slot
+  (`MultiplexTrackingState.join_object`, best fit by `place_births`: what
+  ``Sam3VideoPredictor(pack_clicked_objects=True)`` does), i.e. ``ceil(N / 16)`` states of one
+  bucket; measured at the ``--measure-packed`` counts (ours only, no official counterpart);
 - ``3.1 official clicks`` / ``packed``: the official ``Sam3VideoTrackingMultiplexDemo`` (overlay
   at the pinned 3.1 release, `tools/reference/official_builders_31.py`), the same prompts
   through ``add_new_points`` / ``add_new_masks`` + ``propagate_in_video_preflight``, the bank
@@ -126,7 +131,11 @@ def run_ours(args) -> dict:
     from latency import count_folded_flops
 
     from sam3video.model.build import build_sam3_video_model
-    from sam3video.video.multiplex_tracking import MultiplexTrackingState, track_multiplex_states
+    from sam3video.video.multiplex_tracking import (
+        MultiplexTrackingState,
+        place_births,
+        track_multiplex_states,
+    )
     from sam3video.video.tracking import FeatureCache, TrackingState
     from sam3video.video.tracking_batch import track_states
 
@@ -190,7 +199,7 @@ def run_ours(args) -> dict:
         # (same shapes, so the same cost; values do not matter here): no second trunk pass.
         inter = tm.prepare_interactive(o.propagation_feats, o.propagation_pos)
         del o
-        for key in ("3.1 ours clicks", "3.1 ours packed"):
+        for key in ("3.1 ours clicks", "3.1 ours packed", "3.1 ours clicks packed"):
             out[key] = {"backbone": bb, "steps": {}}
 
         def get(t):
@@ -201,15 +210,20 @@ def run_ours(args) -> dict:
         for layout, counts in (
             ("clicks", args.measure_ours31_clicks),
             ("packed", args.measure_packed),
+            ("clicks packed", args.measure_packed),
         ):
             for n in counts:
-                if layout == "clicks":
+                if layout in ("clicks", "clicks packed"):
                     states = []
                     for k, (x, y) in enumerate(clicks(n)):
                         st = MultiplexTrackingState(tm, get, NUM_FRAMES, video_size=VIDEO_HW)
                         pts = torch.tensor([[x * s / VIDEO_HW[1], y * s / VIDEO_HW[0]]])
                         st.add_points(0, k, pts, torch.tensor([1]))
-                        states.append(st)
+                        where = place_births(states, 1) if layout == "clicks packed" else None
+                        if where is None:
+                            states.append(st)
+                        else:
+                            states[where].join_object(st)
                 else:
                     st = MultiplexTrackingState(tm, get, NUM_FRAMES, video_size=VIDEO_HW)
                     st.add_masks(0, list(range(n)), grid_masks(n, side))
@@ -411,7 +425,8 @@ def main() -> None:
         type=int,
         nargs="+",
         default=None,
-        help="object counts measured for both 3.1 packed layouts (default: --objects)",
+        help="object counts measured for the 3.1 packed layouts (ours: births and clicks "
+        "packed; official: births) (default: --objects)",
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-official", action="store_true")
@@ -508,6 +523,9 @@ def main() -> None:
     for a, b in (
         ("3.0 ours", "3.1 ours packed"),
         ("3.0 ours", "3.1 ours clicks"),
+        ("3.0 ours", "3.1 ours clicks packed"),
+        ("3.1 ours clicks", "3.1 ours clicks packed"),
+        ("3.1 ours packed", "3.1 ours clicks packed"),
         ("3.1 official packed", "3.1 ours packed"),
         ("3.1 official clicks", "3.1 ours clicks"),
         ("3.1 official clicks", "3.1 ours packed"),

@@ -422,6 +422,7 @@ def load_predictor(
     async_loading_frames: bool = False,
     warn: Callable[[str], None] | None = None,
     on_loading: Callable[[Path | None], None] | None = None,
+    pack_clicked_objects: bool = False,
 ) -> Any:
     """The `Sam3VideoPredictor` a command runs (``track``, ``serve``, ``batch``).
 
@@ -433,6 +434,7 @@ def load_predictor(
     weights and say so through ``warn``.
     ``device``/``dtype`` as the predictor takes them (``"auto"`` or a name).
     ``on_loading(checkpoint)`` is called once the checkpoint is known, before the (long) load.
+    ``pack_clicked_objects``: the predictor's option (``--pack-clicks``; SAM 3.1 only).
     """
     from sam3video.predictor import Sam3VideoPredictor  # torch: only when a model is wanted
 
@@ -462,4 +464,5 @@ def load_predictor(
             model_config=model,
             device=device,
             dtype=dtype,
+            pack_clicked_objects=pack_clicked_objects,
         )

@@ -162,6 +162,18 @@ class Sam3VideoPredictor:
     a SAM 3.1 checkpoint selects the SAM 3.1 config. A SAM 3.1 model serves its sessions
     with `VideoSession31` (the multiplex tracker, `VideoHeuristics31`); what it does not
     serve yet raises `UnsupportedModelError` (see `sam3video.video.session31`).
+
+    ``pack_clicked_objects`` (SAM 3.1 only; ours, off by default = the official layout):
+    officially every object created by clicks gets a tracker state of its own, so ``N``
+    clicked objects cost ``N`` bucket passes per frame. With it, a new clicked object is first
+    decoded alone exactly as officially (same reply), then joins a state of clicked objects
+    that has the frame stored and a free slot, so ``N`` objects clicked on one frame share
+    ``ceil(N / multiplex_count)`` states (one bucket pass each). Deviation: the objects of a
+    state are tracked jointly (one bucket's memory), so masks differ from the official
+    per-object states; a refinement click on such an object is decoded alone and written in
+    place on a frame its state has stored, elsewhere the object is first extracted to a state
+    of its own (docs/sam31_video_logic.md section 9). With a SAM 3 model it raises
+    `UnsupportedModelError` (SAM 3 has no buckets to pack).
     """
 
     def __init__(
@@ -181,11 +193,11 @@ class Sam3VideoPredictor:
         dtype: torch.dtype | str | None = None,
         model: Sam3VideoModel | None = None,
         version: str | None = None,
+        pack_clicked_objects: bool = False,
     ) -> None:
         if video_loader_type not in ("cv2", "pyav"):
             raise InvalidInputError(
-                "video_loader_type: expected 'cv2' or 'pyav', got "
-                f"{str(video_loader_type)[:100]!r}"
+                f"video_loader_type: expected 'cv2' or 'pyav', got {str(video_loader_type)[:100]!r}"
             )
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -201,6 +213,12 @@ class Sam3VideoPredictor:
             )
         self.model = model
         self.heuristics = self._heuristics(model, apply_temporal_disambiguation)
+        if pack_clicked_objects and not is_multiplex_model(model):
+            raise UnsupportedModelError(
+                f"pack_clicked_objects: True needs a SAM 3.1 model (multiplex buckets), got "
+                f"config {model.config.name!r}; pass False"
+            )
+        self.pack_clicked_objects = bool(pack_clicked_objects)
         # Upstream's flag only switches the video score to the presence-weighted joint logit.
         self.model.detector.joint_scores = bool(has_presence_token)
         if compile:
@@ -347,6 +365,10 @@ class Sam3VideoPredictor:
         finally:
             frames.close()
 
+    def _session_options(self, multiplex: bool) -> dict[str, Any]:
+        """Constructor options of the model version's session class."""
+        return {"pack_clicked_objects": self.pack_clicked_objects} if multiplex else {}
+
     # ------------------------------------------------------------------ requests
 
     def _start_session(self, req: StartSession) -> dict[str, Any]:
@@ -369,6 +391,7 @@ class Sam3VideoPredictor:
                 device=self.device,
                 dtype=self.dtype,
                 reader=reader,
+                **self._session_options(multiplex),
             )
         else:
             frames = open_frames(
@@ -385,6 +408,7 @@ class Sam3VideoPredictor:
                 device=self.device,
                 dtype=self.dtype,
                 is_image_only=is_image,
+                **self._session_options(multiplex),
             )
         with self._registry_lock:
             if session_id in self._sessions:  # lost a race with another thread

@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model = track.add_argument_group("model")
     _add_model_arguments(model)
+    add_pack_clicks_argument(model)
     model.add_argument(
         "--device",
         type=_device_name,
@@ -321,6 +322,19 @@ def _add_model_arguments(group: Any) -> None:
         "Hugging Face cache, then a download from facebook/sam3; --model sam3.1: the cache "
         "of facebook/sam3.1, then a download)",
     )
+
+
+PACK_CLICKS_HELP = (
+    "SAM 3.1 only: clicked objects share tracker states (up to multiplex_count per state, "
+    "one bucket pass each) instead of one state per clicked object (the official layout); "
+    "faster with many clicked objects, masks differ slightly; an error with a SAM 3 model"
+)
+
+
+def add_pack_clicks_argument(group: Any) -> None:
+    """``--pack-clicks`` (``Sam3VideoPredictor(pack_clicked_objects=True)``), for the commands
+    that load a model to track (track; serve and batch may add it the same way)."""
+    group.add_argument("--pack-clicks", action="store_true", help=PACK_CLICKS_HELP)
 
 
 _TRACK_EPILOG = f"""\

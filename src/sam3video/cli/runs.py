@@ -120,6 +120,7 @@ def load_predictor_for(args: argparse.Namespace, device: Any, dtype: Any) -> Any
         loader=args.loader,
         warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
         on_loading=announce,
+        pack_clicked_objects=getattr(args, "pack_clicks", False),
     )
 
 

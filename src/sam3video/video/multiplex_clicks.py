@@ -18,6 +18,12 @@ of ``tools/reference/gen_video31.py``):
   feed the previous clicks' logits back as a mask prompt but fails an assertion
   (``iter_use_prev_mask_pred`` is off in the 3.1 builder; observed with the reference); we
   decode the new clicks alone there too.
+
+Packing clicked objects (ours, opt-in: ``pack_clicked_objects``, docs/sam31_video_logic.md
+section 9): `join_object` takes a fresh one-object state (its click decoded by `add_points`
+exactly as above) into a free slot of a state that has the click frame stored, the inverse
+of `extract_object`; `refine_points` with ``in_place=True`` refines an object of a shared
+state in that state (clicks decoded alone, its row of the frame replaced).
 """
 
 from __future__ import annotations
@@ -61,7 +67,13 @@ class MultiplexClicks:
         return self._click_frame(frame_idx, int(obj_id), points, labels)
 
     def refine_points(
-        self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: Tensor,
+        labels: Tensor,
+        *,
+        in_place: bool = False,
     ) -> MultiplexStepOutput:
         """New clicks (replacing the frame's earlier ones) on the object of a one-object state
         (official ``add_new_points`` on an existing object; docs/sam31_video_logic.md 2.2.1).
@@ -76,13 +88,26 @@ class MultiplexClicks:
         frames; every click forgets mask-only input frames (those conditioning frames stay in
         memory but are re-tracked by the next propagation). `UnsupportedModelError`: a state
         of several objects (the session moves a shared object to a state of its own first,
-        `extract_object`).
+        `extract_object`), unless ``in_place``.
+
+        ``in_place`` (ours, packed clicked objects, no official counterpart): in a state of
+        several objects the clicks are decoded alone the same way and replace the object's
+        row of the frame, which must be stored by the state (prompted or tracked); the frame
+        becomes (or stays) a prompted frame of the state holding the other objects' rows as
+        they were, the clicked object its conditioning object; its memory is encoded again by
+        the next `preflight`. `InvalidInputError` on a frame the state has not stored (the
+        other objects would have no output there; the session extracts the object instead).
         """
         frame_idx = self._check_frame(frame_idx)
         obj_id = int(obj_id)
         if obj_id not in self.obj_ids:
             raise UnknownIdError(f"obj_id: expected one of {self.obj_ids}, got {obj_id}")
-        if self.num_objects != 1:
+        if in_place and self.num_objects > 1 and self.stored(frame_idx) is None:
+            raise InvalidInputError(
+                f"frame_idx: refining object {obj_id} in place needs a frame its shared state "
+                f"has stored ({self.stored_frames()}), got {frame_idx}"
+            )
+        if self.num_objects != 1 and not in_place:
             raise UnsupportedModelError(
                 f"obj_id: refining object {obj_id} in its SAM 3.1 tracker state shared with "
                 f"{self.num_objects - 1} other object(s) is not supported (the official code "
@@ -157,6 +182,73 @@ class MultiplexClicks:
         self.remove_objects([obj_id])
         return single
 
+    def join_object(self, single) -> None:
+        """Take the object of ``single``, a one-object state fresh from `add_points`, into a
+        free slot of this state (ours, packed clicked objects; the inverse of
+        `extract_object`, no official counterpart).
+
+        The object takes the first free slot (`MultiplexState.add_objects`, never a new
+        bucket); its row of each frame ``single`` stores (its prompted click frame) joins this
+        state's entry of that frame, which must exist (prompted or tracked: a state that
+        yields a frame must have every object's output there, the same rule as births): the
+        frame becomes, or stays, a prompted frame of this state, with the other objects'
+        rows as they were and the object its conditioning object; its memory is encoded by
+        the next `preflight`. The object's inputs come along; ``single`` is left as it was
+        (the caller drops it).
+        """
+        ids = single.obj_ids
+        frames = single.stored_frames()
+        if len(ids) != 1 or ids[0] in self.obj_ids or single._non_cond:
+            raise InvalidInputError(
+                f"single: expected a one-object state with prompted frames only and an object "
+                f"new here {self.obj_ids}, got objects {ids}, tracked frames "
+                f"{sorted(single._non_cond)}"
+            )
+        missing = [t for t in frames if self.stored(t) is None]
+        if self.free_slots < 1 or missing:
+            raise InvalidInputError(
+                f"single: expected a free slot (have {self.free_slots}) and its frames stored "
+                f"here, frames {missing} are not"
+            )
+        obj_id = ids[0]
+        self.multiplex.add_objects(1, object_ids=[obj_id], allow_new_buckets=False)
+        for t in frames:
+            frame = single._cond[t]
+            ptr = single.multiplex.demux(frame.obj_ptr)
+            self._put_row(t, obj_id, frame.pred_masks, frame.object_score_logits, ptr)
+        self._inputs[obj_id] = dict(single._inputs.get(obj_id, {}))
+
+    def _put_row(
+        self, frame_idx: int, obj_id: int, low_res: Tensor, score_logits: Tensor, ptr: Tensor
+    ) -> StoredFrame:
+        """Write one object's clicked outputs (``(1, 1, s, s)`` logits, ``(1, 1)`` score,
+        ``(1, C)`` pointer) into the stored entry of a frame of this shared state (the object
+        is one of its objects) and make it a prompted frame, the object conditioning."""
+        base = self.stored(frame_idx)
+        keep = [k for k, i in enumerate(base.obj_ids) if i != obj_id]
+        pointers = self.multiplex.demux(base.obj_ptr).clone()
+        pointers[self.obj_ids.index(obj_id)] = ptr[0].to(pointers.dtype)
+        frame = StoredFrame(
+            obj_ids=tuple(base.obj_ids[k] for k in keep) + (obj_id,),
+            pred_masks=torch.cat([base.pred_masks[keep], low_res.to(base.pred_masks.dtype)]),
+            object_score_logits=torch.cat(
+                [
+                    base.object_score_logits[keep],
+                    score_logits.to(base.object_score_logits.dtype),
+                ]
+            ),
+            obj_ptr=self.multiplex.mux(pointers),
+            maskmem_features=None,
+            image_features=base.image_features,
+            image_pos=base.image_pos,
+            conditioning=base.conditioning | {obj_id},
+        )
+        self._cond[frame_idx] = frame
+        self._tracked.add(frame_idx)
+        self._non_cond.pop(frame_idx, None)
+        self._stale.discard(frame_idx)
+        return frame
+
     def _click_frame(
         self, frame_idx: int, obj_id: int, points: Tensor, labels: Tensor
     ) -> MultiplexStepOutput:
@@ -181,6 +273,10 @@ class MultiplexClicks:
         low = heads.low_res_masks.float()
         s = low.shape[-1]
         video = F.interpolate(low, size=self.video_size, mode="bilinear")
+        if self.num_objects > 1:  # ours: in-place refinement of a packed object
+            pred = F.interpolate(video, size=(s, s), mode="bilinear", antialias=True)
+            self._put_row(frame_idx, obj_id, pred, heads.object_score_logits, heads.obj_ptr)
+            return MultiplexStepOutput(frame_idx, [obj_id], pred, heads.object_score_logits, video)
         frame = StoredFrame(
             obj_ids=(obj_id,),
             pred_masks=F.interpolate(video, size=(s, s), mode="bilinear", antialias=True),

@@ -37,11 +37,15 @@ partial and fetch steps), ``remove_object``, ``remove_concept``, ``reset_session
 Extensions (no official counterpart; docs/sam31_video_logic.md section 9): several concepts
 in one session (``concept_mode="add"`` or several texts), planned apart as in the SAM 3
 session, each concept's births kept in states of its own objects (`_det_track_one_frame`);
-live and stream sessions (`sam3video.video.multiplex_live.LiveSession31`).
+live and stream sessions (`sam3video.video.multiplex_live.LiveSession31`); opt-in packing of
+clicked objects into shared states (``pack_clicked_objects``: a new clicked object, decoded
+alone as officially, joins a state of clicked objects that has the frame stored and a free
+slot, `MultiplexTrackingState.join_object`; see `add_points`).
 
 Not served (raise `UnsupportedModelError`, a `NotImplementedError`, before anything
-changes): clicks on an object clicked before that now shares its state with others (births
-joined it; the official code refines it inside the shared state). Refining a frame again
+changes) without ``pack_clicked_objects``: clicks on an object clicked before that now shares
+its state with others (births joined it; the official code refines it inside the shared
+state); with it, they are served as `add_points` says. Refining a frame again
 after it was re-tracked decodes the clicks alone (the official code fails an assertion
 there). SAM 3's deviations kept here: exemplar boxes act on every frame; a propagation
 starts by default at the first prompted frame; objects created by clicks in a session without
@@ -128,7 +132,16 @@ class VideoSession31(VideoSession):
     """The SAM 3.1 session (module doc). Same constructor as `VideoSession`; the heuristics
     must be `VideoHeuristics31` (default: the 3.1 builder's values)."""
 
-    def __init__(self, session_id, model, frames, *, heuristics=None, **kwargs) -> None:
+    def __init__(
+        self,
+        session_id,
+        model,
+        frames,
+        *,
+        heuristics=None,
+        pack_clicked_objects: bool = False,
+        **kwargs,
+    ) -> None:
         if heuristics is None:
             heuristics = VideoHeuristics31()
         if not isinstance(heuristics, VideoHeuristics31):
@@ -141,6 +154,8 @@ class VideoSession31(VideoSession):
                 f"model: expected a SAM 3.1 model, got config {model.config.name!r}"
             )
         self._trunk: tuple[int, Tensor, dict] | None = None  # frame, trunk map, its pyramids
+        # Ours, opt-in (docs/sam31_video_logic.md section 9): clicked objects share states.
+        self.pack_clicked_objects = bool(pack_clicked_objects)
         super().__init__(session_id, model, frames, heuristics=heuristics, **kwargs)
 
     # ------------------------------------------------------------------ state
@@ -230,15 +245,26 @@ class VideoSession31(VideoSession):
         """Clicks creating a new object (``obj_id`` new or None) in a state of its own, or
         refining an existing object (`MultiplexTrackingState.refine_points`); an object that
         shares its state and was never clicked moves to a state of its own first
-        (`MultiplexTrackingState.extract_object`, the official extraction)."""
+        (`MultiplexTrackingState.extract_object`, the official extraction).
+
+        With ``pack_clicked_objects`` (ours, docs/sam31_video_logic.md section 9): a new
+        object, decoded alone in a state of its own as above, then joins a state of clicked
+        objects (no concept) that has the frame stored and a free slot (`place_births`' best
+        fit for one object; `MultiplexTrackingState.join_object`), else keeps its own state;
+        a clicked object sharing its state is refined in place on a frame the state has stored
+        (``refine_points(in_place=True)``), elsewhere extracted to a state of its own first.
+        """
         meta = self.metadata
         h = self.heuristics
         new = obj_id is None or obj_id not in meta.obj_ids
-        extract = False
+        extract = in_place = False
         if not new:
             state = self._state_of(obj_id)
             if state.num_objects > 1:
-                if obj_id in self._clicked:
+                if obj_id in self._clicked and self.pack_clicked_objects:
+                    in_place = state.stored(state._check_frame(frame_idx)) is not None
+                    extract = not in_place
+                elif obj_id in self._clicked:
                     # Official: no extraction for an object clicked before; its refinement
                     # runs in the shared state (memories re-muxed per object): not served.
                     raise UnsupportedModelError(
@@ -246,7 +272,8 @@ class VideoSession31(VideoSession):
                         f"tracker state with {state.num_objects - 1} other object(s), is not "
                         "supported for SAM 3.1 models"
                     )
-                extract = True
+                else:
+                    extract = True
         if new and not meta.can_add_object(h.max_num_objects):
             raise InvalidInputError(
                 f"obj_id: the session already tracks the maximum of {h.max_num_objects} objects"
@@ -261,13 +288,18 @@ class VideoSession31(VideoSession):
         if new:
             state = self._new_state()
             out = state.add_points(frame_idx, obj_id, pts, lab)
-            self.states.append(state)
+            host = self._click_host(frame_idx) if self.pack_clicked_objects else None
+            if host is None:
+                self.states.append(state)
+            else:  # ours: the clicked object joins a state of clicked objects
+                host.join_object(state)
+                state = host
         else:
             if extract:  # official: the object moves to a state of its own first
                 state._check_frame(frame_idx)
                 state = state.extract_object(obj_id)
                 self.states.append(state)
-            out = state.refine_points(frame_idx, obj_id, pts, lab)
+            out = state.refine_points(frame_idx, obj_id, pts, lab, in_place=in_place)
         self._clicked.add(obj_id)
         self.generation += 1
         self.object_concept.setdefault(obj_id, None)
@@ -282,6 +314,20 @@ class VideoSession31(VideoSession):
         self.ledger.put(frame_idx, masks)
         self.prompted.add(frame_idx)
         return obj_id, self._format(frame_idx, masks, hidden=())
+
+    def _click_host(self, frame_idx: int) -> MultiplexTrackingState | None:
+        """The state a new clicked object joins when packing: among the states holding only
+        clicked objects without a concept that have ``frame_idx`` stored and a free slot, the
+        best fit (`place_births` for one object); None: it keeps a state of its own."""
+        hosts = [
+            s
+            for s in self.states
+            if s.num_objects
+            and s.stored(frame_idx) is not None
+            and all(i in self._clicked and self.object_concept.get(i) is None for i in s.obj_ids)
+        ]
+        where = place_births(hosts, 1)
+        return None if where is None else hosts[where]
 
     def _video_mask(self, low_res: Tensor) -> Tensor:
         """``(1, 1, s, s)`` logits -> the ``(1, H, W)`` binary video mask."""
