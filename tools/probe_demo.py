@@ -1,0 +1,86 @@
+"""Does a trained tiny model use its prompts? Two probes on held-out shapes-world frames.
+
+    python tools/probe_demo.py [WEIGHTS] [--clips N]
+
+WEIGHTS: a training run's ``model.safetensors`` / ``last.pt`` or the packaged demo weights
+(default). Prints, per object visible on a clip's first frame:
+
+* **clicks**: one positive click at the object's most interior pixel, the tracker's three
+  candidate masks (multimask) with their IoU against the object, the predicted IoUs and the
+  pixel areas. A model that follows clicks gives different candidates for different clicks;
+  one that ignores them gives the same areas for every object of a frame.
+* **text**: for each "<colour> <shape>" phrase of the frame and a few absent ones, the top
+  detector scores and the presence probability. A model that grounds text scores present
+  phrases above absent ones; one that learned phrase priors only gives the same numbers for
+  every image.
+
+Findings for the shipped pre-release weights: README, "The demo model".
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import cv2
+import numpy as np
+import torch
+
+from sam3video.checkpoints import demo_weights
+from sam3video.data import heldout_seed, render_clip, vocabulary
+from sam3video.model.build import build_sam3_video_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("weights", nargs="?", help="default: the packaged demo weights")
+    parser.add_argument("--clips", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    path = args.weights or str(demo_weights())
+    model = build_sam3_video_model("tiny", checkpoint_path=path, device="cpu").eval()
+    tracker, detector = model.tracker, model.detector
+    side = model.config.image_size
+    absent_pool = [p for p in vocabulary() if " " in p]
+    with torch.no_grad():
+        for i in range(args.clips):
+            clip = render_clip(heldout_seed(i), num_frames=1, size=(side, side))
+            images = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255
+            images = (images - 0.5) / 0.5
+            neck = detector.backbone.forward_image(images)
+            prep = tracker.prepare_features(neck.tracker_feats, neck.tracker_pos)
+            pix = prep.vision[0:1] + tracker.no_mem_embed.reshape(1, -1, 1, 1)
+            high_res = [f[0:1] for f in prep.high_res]
+            print(f"clip {i}: {[(o.colour, o.shape) for o in clip.instances]}")
+            for k, inst in enumerate(clip.instances):
+                gt = clip.masks[k, 0]
+                if not gt.any():
+                    continue
+                dist = cv2.distanceTransform(gt.astype(np.uint8), cv2.DIST_L2, 3)
+                y, x = np.unravel_index(np.argmax(dist), dist.shape)
+                heads = tracker.forward_sam_heads(
+                    pix,
+                    high_res,
+                    torch.tensor([[[x + 0.5, y + 0.5]]]),
+                    torch.tensor([[1]], dtype=torch.int32),
+                    multimask_output=True,
+                )
+                masks = (heads.high_res_multimasks[0] > 0).numpy()
+                ious = [float((m & gt).sum() / max((m | gt).sum(), 1)) for m in masks]
+                predicted = [round(float(v), 2) for v in heads.ious[0]]
+                print(
+                    f"  click {inst.colour} {inst.shape} at ({x}, {y}): IoU per candidate "
+                    f"{[round(v, 2) for v in ious]}, predicted {predicted}, "
+                    f"areas {[int(m.sum()) for m in masks]}"
+                )
+            present = sorted({f"{o.colour} {o.shape}" for o in clip.instances})
+            absent = [p for p in absent_pool if p not in present][:3]
+            for phrase in present + absent:
+                out = detector(images[0:1], [phrase])
+                top = [round(float(v), 2) for v in out.pred_logits[0].sigmoid().topk(3).values]
+                presence = float(out.presence_logit.sigmoid())
+                tag = "present" if phrase in present else "absent"
+                print(f"  text {phrase!r} ({tag}): top scores {top}, presence {presence:.2f}")
+
+
+if __name__ == "__main__":
+    main()
