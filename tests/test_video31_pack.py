@@ -19,6 +19,7 @@ import pytest
 import torch
 from test_video_parity import _clip
 
+from sam3video.cli import main
 from sam3video.cli.args import build_parser
 from sam3video.errors import UnsupportedModelError
 from sam3video.predictor import Sam3VideoPredictor
@@ -233,9 +234,16 @@ def test_default_is_the_official_layout_and_sam3_refuses_packing(predictors):
         _make(model_config="tiny", pack_clicked_objects=True)
 
 
-def test_cli_pack_clicks_flag():
+def test_cli_pack_clicks_flag(clip, tmp_path, capsys):
     parser = build_parser()
     args = parser.parse_args(["track", "v.mp4", "--points", "1,2", "--model", "sam3.1-tiny"])
     assert args.pack_clicks is False
     args = parser.parse_args(["track", "v.mp4", "--points", "1,2", "--pack-clicks"])
     assert args.pack_clicks is True
+    base = ["track", clip, "--points", "100,100", "--device", "cpu", "--quiet", "--pack-clicks"]
+    out = tmp_path / "out"
+    assert main([*base, "--model", "sam3.1-tiny", "--out", str(out)]) == 0
+    assert (out / "results.json").exists()
+    # A SAM 3 model has no buckets: the flag must go (a command-line error, exit 2).
+    assert main([*base, "--model", "tiny", "--out", str(tmp_path / "out2")]) == 2
+    assert "--pack-clicks: expected a SAM 3.1 model" in capsys.readouterr().err
