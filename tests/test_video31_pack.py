@@ -247,3 +247,19 @@ def test_cli_pack_clicks_flag(clip, tmp_path, capsys):
     # A SAM 3 model has no buckets: the flag must go (a command-line error, exit 2).
     assert main([*base, "--model", "tiny", "--out", str(tmp_path / "out2")]) == 2
     assert "--pack-clicks: expected a SAM 3.1 model" in capsys.readouterr().err
+
+
+def test_serve_pack_clicks_flag(capsys):
+    from sam3video.server.cli import _load_predictor
+    from sam3video.server.cli import main as serve_main
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--model", "sam3.1-tiny", "--device", "cpu"])
+    assert args.pack_clicks is False
+    args = parser.parse_args(
+        ["serve", "--model", "sam3.1-tiny", "--device", "cpu", "--pack-clicks"]
+    )
+    assert _load_predictor(args).pack_clicked_objects is True
+    # A SAM 3 model: refused before the server starts, as a command-line error (exit 2).
+    assert serve_main(["--model", "tiny", "--device", "cpu", "--pack-clicks"]) == 2
+    assert "--pack-clicks: expected a SAM 3.1 model" in capsys.readouterr().err

@@ -333,8 +333,26 @@ PACK_CLICKS_HELP = (
 
 def add_pack_clicks_argument(group: Any) -> None:
     """``--pack-clicks`` (``Sam3VideoPredictor(pack_clicked_objects=True)``), for the commands
-    that load a model to track (track; serve and batch may add it the same way)."""
+    that load a model to track (track and serve; batch runs text prompts and has no clicks to
+    pack from the command line)."""
     group.add_argument("--pack-clicks", action="store_true", help=PACK_CLICKS_HELP)
+
+
+def pack_clicks_refusal(error: Exception, args: Any) -> Exception | None:
+    """The command-line error (exit 2) for ``--pack-clicks`` with a SAM 3 model, when ``error``
+    is the predictor's refusal of ``pack_clicked_objects``; None for any other error."""
+    from sam3video.errors import InvalidInputError, UnsupportedModelError
+
+    if not (
+        getattr(args, "pack_clicks", False)
+        and isinstance(error, UnsupportedModelError)
+        and str(error).startswith("pack_clicked_objects")
+    ):
+        return None
+    return InvalidInputError(
+        f"--pack-clicks: expected a SAM 3.1 model (--model sam3.1 or sam3.1-tiny, or a 3.1 "
+        f"checkpoint), got a SAM 3 model (--model {args.model}); drop --pack-clicks"
+    )
 
 
 _TRACK_EPILOG = f"""\

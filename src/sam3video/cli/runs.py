@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from sam3video.cli.args import PROG
+from sam3video.cli.args import PROG, pack_clicks_refusal
 from sam3video.cli.outputs import Exports, OutputFolder, hold_sigint
 from sam3video.errors import InvalidInputError, UnsupportedModelError
 
@@ -112,7 +112,6 @@ def load_predictor_for(args: argparse.Namespace, device: Any, dtype: Any) -> Any
             where = f" from {checkpoint}" if checkpoint is not None else ""
             print(f"{PROG}: loading the {args.model} model on {device}{where}", file=sys.stderr)
 
-    pack = getattr(args, "pack_clicks", False)
     try:
         return load_predictor(
             args.model,
@@ -122,15 +121,12 @@ def load_predictor_for(args: argparse.Namespace, device: Any, dtype: Any) -> Any
             loader=args.loader,
             warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
             on_loading=announce,
-            pack_clicked_objects=pack,
+            pack_clicked_objects=getattr(args, "pack_clicks", False),
         )
     except UnsupportedModelError as error:
-        if pack and str(error).startswith("pack_clicked_objects"):
-            # A flag that does not fit the model: the command line must change (exit 2).
-            raise InvalidInputError(
-                f"--pack-clicks: expected a SAM 3.1 model (--model sam3.1 or sam3.1-tiny, or a "
-                f"3.1 checkpoint), got a SAM 3 model (--model {args.model}); drop --pack-clicks"
-            ) from None
+        refusal = pack_clicks_refusal(error, args)
+        if refusal is not None:  # a flag that does not fit the model: exit 2
+            raise refusal from None
         raise
 
 

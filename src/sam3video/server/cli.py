@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sam3video.cli.args import MODEL_CHOICES, MODEL_HELP
+from sam3video.cli.args import (
+    MODEL_CHOICES,
+    MODEL_HELP,
+    add_pack_clicks_argument,
+    pack_clicks_refusal,
+)
 from sam3video.errors import InvalidInputError, Sam3VideoError
 from sam3video.server.config import (
     DEFAULT_MAX_SESSIONS,
@@ -66,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Meta's sam3.pt or sam3.1_multiplex.pt (default as 'track': "
         "$SAM3VIDEO_CHECKPOINT, the Hugging Face cache, then a download)",
     )
+    add_pack_clicks_argument(model)
     model.add_argument(
         "--device",
         default="auto",
@@ -142,14 +148,21 @@ def add_serve_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
 def _load_predictor(args: argparse.Namespace) -> Any:
     from sam3video.checkpoints import load_predictor
 
-    return load_predictor(
-        args.model,
-        args.checkpoint,
-        device=args.device,
-        dtype=args.dtype,
-        loader=args.loader,
-        warn=lambda message: print(f"sam3video serve: warning: {message}", file=sys.stderr),
-    )
+    try:
+        return load_predictor(
+            args.model,
+            args.checkpoint,
+            device=args.device,
+            dtype=args.dtype,
+            loader=args.loader,
+            warn=lambda message: print(f"sam3video serve: warning: {message}", file=sys.stderr),
+            pack_clicked_objects=args.pack_clicks,
+        )
+    except Sam3VideoError as error:
+        refusal = pack_clicks_refusal(error, args)
+        if refusal is not None:  # a flag that does not fit the model: exit 2
+            raise refusal from None
+        raise
 
 
 def model_name(predictor: Any) -> str:
