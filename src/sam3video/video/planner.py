@@ -87,6 +87,7 @@ __all__ = [
     "prepare_memory_update",
     "suppress_recently_occluded",
     "suppress_shrinkage",
+    "tracked_inputs",
 ]
 
 # Constants written inline in the official code.
@@ -263,9 +264,7 @@ def associate(
     links = ious >= heuristics.assoc_iou_thresh  # (D, T) many-to-many
     is_new = (scores >= heuristics.new_det_thresh) & ~links.any(dim=1)
     best_trk = ious.argmax(dim=1)  # first maximum, as numpy
-    high_conf = (
-        (scores >= HIGH_CONF_SCORE) & ~is_new & (ious.amax(dim=1) >= HIGH_CONF_IOU)
-    )
+    high_conf = (scores >= HIGH_CONF_SCORE) & ~is_new & (ious.amax(dim=1) >= HIGH_CONF_IOU)
 
     # One transfer of the per-object decisions to the host.
     link_pairs = links.nonzero().tolist()
@@ -290,9 +289,9 @@ def associate(
 
 def _resize(masks: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize of ``(N, H, W)`` logits (``align_corners=False``)."""
-    return F.interpolate(
-        masks[:, None], size=tuple(size), mode="bilinear", align_corners=False
-    )[:, 0]
+    return F.interpolate(masks[:, None], size=tuple(size), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,8 +313,10 @@ def _away_from_border(boxes: Tensor) -> list[bool]:
     x0, y0, x1, y1 = boxes.unbind(-1)
     xc, yc = (x0 + x1) / 2, (y0 + y1) / 2
     keep = (
-        (xc > BORDER_MARGIN) & (xc < 1.0 - BORDER_MARGIN)
-        & (yc > BORDER_MARGIN) & (yc < 1.0 - BORDER_MARGIN)
+        (xc > BORDER_MARGIN)
+        & (xc < 1.0 - BORDER_MARGIN)
+        & (yc > BORDER_MARGIN)
+        & (yc < 1.0 - BORDER_MARGIN)
     )
     return keep.tolist()
 
@@ -545,7 +546,12 @@ def plan_frame(
     threshold = h.suppress_overlapping_based_on_recent_occlusion_threshold
     if num_trk > 0 and threshold > 0.0:
         masks_out, suppress, meta.last_occluded = suppress_recently_occluded(
-            trk_masks, prev_ids, metadata.last_occluded, newly_removed, frame_idx, reverse,
+            trk_masks,
+            prev_ids,
+            metadata.last_occluded,
+            newly_removed,
+            frame_idx,
+            reverse,
             threshold,
         )
         suppressed_ids = [i for i, s in zip(prev_ids, suppress.tolist()) if s]
@@ -618,6 +624,21 @@ def prepare_memory_update(
         masks = suppress_shrinkage(masks)
     present = (masks > 0).any(dim=(-1, -2))
     return masks, torch.where(present, MEMORY_SCORE_LOGIT, -MEMORY_SCORE_LOGIT)
+
+
+def tracked_inputs(
+    obj_ids: list[int],
+    low_res: dict[int, Tensor],
+    scores: dict[int, Tensor],
+    side: int,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """The planner's track inputs for ``obj_ids``: their low-resolution mask logits
+    ``(N, side, side)`` and object scores ``(N,)``, stacked in id order (empty tensors on
+    ``device`` when there is no track)."""
+    if not obj_ids:
+        return torch.zeros(0, side, side, device=device), torch.zeros(0, device=device)
+    return torch.stack([low_res[i] for i in obj_ids]), torch.stack([scores[i] for i in obj_ids])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -729,9 +750,7 @@ def postprocess_frame(
 
     obj_ids = torch.tensor([ids[k] for k in rows], dtype=torch.int64, device=device)
     probs = torch.tensor([float(obj_id_to_score[ids[k]]) for k in rows], dtype=torch.float32)
-    trk = torch.tensor(
-        [float(tracker_scores.get(ids[k], 0.0)) for k in rows], dtype=torch.float32
-    )
+    trk = torch.tensor([float(tracker_scores.get(ids[k], 0.0)) for k in rows], dtype=torch.float32)
     masks = masks[torch.tensor(rows, dtype=torch.long, device=device)]
     boxes = masks_to_boxes(masks, inclusive=True)
     boxes = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)

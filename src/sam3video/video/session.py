@@ -71,6 +71,7 @@ from sam3video.video.planner import (
     build_frame_masks,
     plan_frame,
     postprocess_frame,
+    tracked_inputs,
 )
 from sam3video.video.postprocess import fill_holes_in_mask_scores
 from sam3video.video.steps import StageClock, StepEvent, processing_order
@@ -449,12 +450,7 @@ class VideoSession:
             group = groups[name]
             sub = self.metadata.subset(group)
             prev_ids = list(sub.obj_ids)
-            if prev_ids:
-                trk = torch.stack([low_res[i] for i in prev_ids])
-                trk_scores = torch.stack([scores[i] for i in prev_ids])
-            else:
-                trk = torch.zeros(0, s, s, device=self.device)
-                trk_scores = torch.zeros(0, device=self.device)
+            trk, trk_scores = tracked_inputs(prev_ids, low_res, scores, s, self.device)
             d = dets[name]
             plan = plan_frame(
                 d.masks,

@@ -71,7 +71,7 @@ from sam3video.video.multiplex_tracking import (
     place_births,
     track_multiplex_states,
 )
-from sam3video.video.planner import build_frame_masks, prepare_memory_update
+from sam3video.video.planner import build_frame_masks, prepare_memory_update, tracked_inputs
 from sam3video.video.planner31 import (
     TrackerMetadata31,
     VideoHeuristics31,
@@ -395,12 +395,7 @@ class VideoSession31(VideoSession):
             group = groups[name]
             meta = self.metadata if single else _subset31(self.metadata, group)
             prev_ids = list(meta.obj_ids)
-            if prev_ids:
-                trk = torch.stack([low_res[i] for i in prev_ids])
-                trk_scores = torch.stack([scores[i] for i in prev_ids])
-            else:
-                trk = torch.zeros(0, s, s, device=self.device)
-                trk_scores = torch.zeros(0, device=self.device)
+            trk, trk_scores = tracked_inputs(prev_ids, low_res, scores, s, self.device)
             plan = plan_frame31(
                 det_masks,
                 probs,
