@@ -274,3 +274,19 @@ def test_detector_queries_index_the_same_frames_in_both_tasks():
             losses[task] = trainer.compute_loss(trainer.sample_clips(0), step=0)[1]
     for key in ("det_cls", "det_bbox", "det_giou", "det_presence", "det_mask", "det_dice"):
         assert losses["both"][key] == pytest.approx(losses["detector"][key], rel=1e-4, abs=1e-6)
+
+
+def test_model_demo_continues_the_packaged_weights(tmp_path, capsys):
+    from sam3video.checkpoints import demo_weights
+
+    out = tmp_path / "run"
+    args = ["train", "--model", "demo", "--data", "shapes", "--task", "detector", "--steps", "1",
+            "--batch", "1", "--frames", "1", "--lr", "1e-12", "--warmup", "0", "--out", str(out),
+            "--device", "cpu", "--threads", "1"]  # fmt: skip
+    assert main(args) == 0
+    trained = read_checkpoint(out / "model.safetensors")
+    packaged = read_checkpoint(demo_weights())
+    # lr 1e-12: one step leaves the packaged weights (float16, loaded as float32) as they were;
+    # a run from the synthetic weights would be far from them
+    assert trained.keys() == packaged.keys()
+    assert all(torch.allclose(trained[k], packaged[k].to(trained[k].dtype), atol=1e-8) for k in packaged)

@@ -11,7 +11,8 @@ Examples::
 a JSON path reads YTVIS / SA-Co ground truth (``.json`` or ``.json.gz``, RLE masks, noun
 phrases), frames from ``--frames-root`` (default: the JSON's folder) + ``file_names``.
 ``--init`` loads Meta's ``sam3.pt``, a ``.safetensors`` export or a ``last.pt`` (strict);
-without it the run starts from the deterministic synthetic weights of ``--seed``.
+without it the run starts from the deterministic synthetic weights of ``--seed`` (``--model
+demo``: from the packaged demo weights).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def add_train_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
     )
     c.add_argument("--model", default="tiny", help="model config: tiny, full (default tiny)")
     c.add_argument(
-        "--init", metavar="PATH", help="initial weights (sam3.pt, .safetensors, last.pt)"
+        "--init",
+        metavar="PATH",
+        help="initial weights (sam3.pt, .safetensors, last.pt); --model demo defaults to the "
+        "packaged demo weights",
     )
     c.add_argument("--data", required=True, metavar="shapes|PATH.json", help="training data")
     c.add_argument("--frames-root", metavar="DIR", help="folder of the JSON's file_names")
@@ -113,9 +117,16 @@ def run_train(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         vocabulary = shapes_vocabulary()
     else:
         source = YtvisSource(args.data, frames_root=args.frames_root)
+    init = args.init
+    if init is None and args.model == "demo":
+        # --model demo continues the packaged demo weights (train them further, or fine-tune
+        # them on your own shapes); --init still wins.
+        from sam3video.checkpoints import demo_weights
+
+        init = str(demo_weights())
     config = TrainConfig(
         model=args.model,
-        init=args.init,
+        init=init,
         task=args.task,
         steps=args.steps,
         batch=args.batch,
