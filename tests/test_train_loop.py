@@ -289,4 +289,5 @@ def test_model_demo_continues_the_packaged_weights(tmp_path, capsys):
     # lr 1e-12: one step leaves the packaged weights (float16, loaded as float32) as they were;
     # a run from the synthetic weights would be far from them
     assert trained.keys() == packaged.keys()
-    assert all(torch.allclose(trained[k], packaged[k].to(trained[k].dtype), atol=1e-8) for k in packaged)
+    for key, value in packaged.items():
+        assert torch.allclose(trained[key], value.to(trained[key].dtype), atol=1e-8), key
