@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from _media import VIDEOS, write_video
-from test_cli import CLI, clean_env
+from test_cli import CLI, clean_env, start_cli
 
 from sam3video import checkpoints, cli
 from sam3video.cli.args import MODEL_CHOICES, build_parser
@@ -91,14 +91,7 @@ def test_every_command_offers_the_config_presets():
 def test_track_sam31_tiny_writes_the_api_results(tmp_path):
     out = tmp_path / "out"
     argv = [str(VIDEO), *TRACK_ARGS, "--format", "ytvis,png", "--out", str(out)]
-    proc = subprocess.Popen(
-        [*CLI, "track", *argv, "--model", "sam3.1-tiny", "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(tmp_path),
-        cwd=tmp_path,
-    )
+    proc = start_cli(["track", *argv, "--model", "sam3.1-tiny", "--device", "cpu"], tmp_path)
     try:
         expected = _api_track(argv)
         stdout, stderr = proc.communicate(timeout=300)
@@ -141,14 +134,7 @@ def test_serve_sam31_tiny_over_http(tmp_path):
     port = _free_port()
     argv = ["serve", "--model", "sam3.1-tiny", "--device", "cpu", "--port", str(port),
             "--media-root", str(media), "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(
-        [*CLI, *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(tmp_path),
-        cwd=tmp_path,
-    )
+    proc = start_cli(argv, tmp_path)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             deadline = time.monotonic() + 120
@@ -306,14 +292,7 @@ def test_batch_sam31_tiny_writes_the_api_results(tmp_path):
     out = tmp_path / "runs"
     argv = ["batch", str(manifest), "--out", str(out), "--model", "sam3.1-tiny", "--device",
             "cpu", "--direction", "forward", "--max-frames", str(MAX_FRAMES)]  # fmt: skip
-    proc = subprocess.Popen(
-        [*CLI, *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(tmp_path),
-        cwd=tmp_path,
-    )
+    proc = start_cli(argv, tmp_path)
     try:
         expected = _api_track([str(VIDEO), *TRACK_ARGS])
         _, stderr = proc.communicate(timeout=300)
