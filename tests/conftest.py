@@ -68,3 +68,18 @@ def http(server):
     """An HTTP client of ``server``."""
     with server.client() as client:
         yield client
+
+
+@pytest.fixture
+def no_checkpoint_env(monkeypatch, tmp_path):
+    """No checkpoint anywhere: no ``SAM3VIDEO_CHECKPOINT``, an empty offline Hugging Face
+    home under ``tmp_path`` (returned), and ``tmp_path`` as the working directory."""
+    from sam3video import checkpoints
+
+    monkeypatch.delenv(checkpoints.ENV_VAR, raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "hf"

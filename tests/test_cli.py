@@ -60,16 +60,6 @@ def start_cli(argv: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-@pytest.fixture
-def no_checkpoint_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(checkpoints.ENV_VAR, raising=False)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
-
-
 # --------------------------------------------------------------------- the round trip
 
 

@@ -217,29 +217,18 @@ def test_serve_reports_the_version_the_checkpoint_picked(tmp_path):
 # --------------------------------------------------------------------- info
 
 
-@pytest.fixture
-def hf_home(monkeypatch, tmp_path):
-    monkeypatch.delenv(checkpoints.ENV_VAR, raising=False)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "hf"
-
-
-def test_info_sam31_checkpoint_lines(hf_home, capsys, monkeypatch, tmp_path):
+def test_info_sam31_checkpoint_lines(no_checkpoint_env, capsys, monkeypatch, tmp_path):
     assert cli.main(["info", "--model", "sam3.1"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint for --model sam3.1:" in out
-    assert f"no sam3.1_multiplex.pt in {hf_home / 'hub'}" in out
+    assert f"no sam3.1_multiplex.pt in {no_checkpoint_env / 'hub'}" in out
     assert "download facebook/sam3.1" in out
     assert "would use: not found locally: sam3.1_multiplex.pt will be downloaded" in out or (
         "would use: nothing, 'track --model sam3.1' would fail" in out
     )
 
     # a previous download in the hub cache (refs/main names the snapshot)
-    repo = hf_home / "hub" / "models--facebook--sam3.1"
+    repo = no_checkpoint_env / "hub" / "models--facebook--sam3.1"
     snapshot = repo / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
