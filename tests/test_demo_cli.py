@@ -53,7 +53,8 @@ def test_the_demo_preset_loads_the_packaged_weights_as_float32():
     with safe_open(str(checkpoints.DEMO_WEIGHTS), framework="pt") as f:
         meta = f.metadata()
     assert meta["format"] == "sam3video-demo" and int(meta["step"]) > 0
-    assert meta["training_command"].startswith("sam3video train")
+    # one `sam3video train` run, or the staged recipe of the shipped weights
+    assert meta["training_command"].startswith(("sam3video train", "python tools/demo_recipe.py"))
     predictor.shutdown()
 
 
@@ -76,7 +77,7 @@ def test_an_explicit_checkpoint_wins_over_the_packaged_weights(tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        synthetic = build_sam3_video_model("tiny", device="cpu").state_dict()
+        synthetic = build_sam3_video_model("demo", device="cpu").state_dict()
     path = tmp_path / "mine.safetensors"
     save_file({k: v.contiguous() for k, v in synthetic.items()}, str(path))
     predictor = Sam3VideoPredictor(model_config="demo", checkpoint_path=path, device="cpu")
@@ -180,10 +181,10 @@ def test_export_demo_round_trip(tmp_path, capsys):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        weights = build_sam3_video_model("tiny", device="cpu", seed=3).state_dict()
+        weights = build_sam3_video_model("demo", device="cpu", seed=3).state_dict()
     run = tmp_path / "run"
     run.mkdir()
-    config = {"model": "tiny", "task": "both", "steps": 9, "lr": 0.0005, "num_frames": 4}
+    config = {"model": "demo", "task": "both", "steps": 9, "lr": 0.0005, "num_frames": 4}
     torch.save({"model": weights, "step": 7, "config": config}, run / "last.pt")
     (run / "commit.txt").write_text("abc123\n")
     steps = [{"step": s, "seconds": 1.5} for s in range(1, 10)]
@@ -196,7 +197,7 @@ def test_export_demo_round_trip(tmp_path, capsys):
     assert meta["step"] == "7" and meta["source_commit"] == "abc123"
     assert meta["train_step_seconds"] == "10"  # steps 1..7 of the log, 1.5 s each
     assert meta["machine"] == "ci" and json.loads(meta["training_config"]) == config
-    assert meta["training_command"].startswith("sam3video train --data shapes --model tiny")
+    assert meta["training_command"].startswith("sam3video train --data shapes --model demo")
     assert "--steps 9" in meta["training_command"] and "--frames 4" in meta["training_command"]
     for key, value in weights.items():
         expected = value.to(torch.float16) if value.is_floating_point() else value
@@ -307,3 +308,32 @@ def test_eval_demo_scores_the_ground_truth_as_perfect(tmp_path):
     assert tool.occlusion_outcome(clip, {})["outcome"] == "lost"
     x, y = tool.interior_click(clip.masks[k, 0])
     assert clip.masks[k, 0, y, x]
+
+
+# --------------------------------------------------------------------- tools/demo_recipe.py
+
+
+def test_demo_recipe_merges_by_ownership_and_zeroes_the_skips(tmp_path):
+    recipe = _tool("demo_recipe")
+    det = {"detector.backbone.vision_backbone.trunk.w": torch.ones(2),
+           "detector.head.w": torch.full((2,), 2.0), "tracker.a.w": torch.full((2,), 3.0),
+           "tracker.sam_mask_decoder.conv_s0.weight": torch.full((2,), 4.0)}  # fmt: skip
+    trunk = "detector.backbone.vision_backbone.trunk.w"
+    trk = {k: v if k == trunk else v + 10 for k, v in det.items()}
+    save_file(det, str(tmp_path / "det.safetensors"))
+    save_file(trk, str(tmp_path / "trk.safetensors"))
+    out = tmp_path / "merged.safetensors"
+    recipe.main(["merge", str(tmp_path / "det.safetensors"), str(tmp_path / "trk.safetensors"),
+                 str(out)])  # fmt: skip
+    merged = load_file(str(out))
+    assert torch.equal(merged["detector.head.w"], det["detector.head.w"])  # the detector's
+    assert torch.equal(merged["tracker.a.w"], trk["tracker.a.w"])  # the tracker's
+    recipe.main(["zero-skips", str(out), str(tmp_path / "zero.safetensors")])
+    zeroed = load_file(str(tmp_path / "zero.safetensors"))
+    assert not zeroed["tracker.sam_mask_decoder.conv_s0.weight"].any()
+    assert torch.equal(zeroed["tracker.a.w"], trk["tracker.a.w"])
+    trk[trunk] = torch.zeros(2)  # trunks that differ
+    save_file(trk, str(tmp_path / "trk.safetensors"))
+    with pytest.raises(SystemExit, match="frozen trunk differs"):
+        recipe.main(["merge", str(tmp_path / "det.safetensors"),
+                     str(tmp_path / "trk.safetensors"), str(out)])  # fmt: skip

@@ -5,14 +5,15 @@
 
 The input is what ``sam3video train`` writes: ``model.safetensors`` (weights only) or
 ``last.pt`` (full state; its ``"model"`` entry is used), or the run folder (``last.pt`` is
-then preferred, for its step and config). The weights must fit the ``tiny`` preset strictly.
+then preferred, for its step and config), or a file merged from several runs (pass its
+step and time with ``--meta``). The weights must fit the ``demo`` preset strictly.
 
 Decisions
-  * float16 on disk (half of the training run's float32 file, about 8 MB): the predictor
+  * float16 on disk (half of the training run's float32 file): the predictor
     loads it back to its dtype (float32 on the CPU). The export refuses a tensor whose
     values do not fit float16 (|x| > 65504) and prints the largest relative rounding error.
   * Metadata in the safetensors header (strings): ``format`` (``sam3video-demo``),
-    ``model_config`` (``tiny``), ``step``, ``training_command``, ``source_commit``,
+    ``model_config`` (``demo``), ``step``, ``training_command``, ``source_commit``,
     ``train_step_seconds`` (the sum of the step times in ``log.jsonl`` up to the step),
     ``training_config`` (JSON, from ``last.pt``), ``source`` (the input's file name),
     ``exported`` (UTC time) and any ``--meta KEY=VALUE``. The run folder's ``commit.txt``
@@ -138,7 +139,7 @@ def to_float16(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 
 def check_fits(weights: dict[str, torch.Tensor]) -> None:
-    """Strict key and shape check against the ``tiny`` (= ``demo``) architecture."""
+    """Strict key and shape check against the ``demo`` architecture."""
     from sam3video.model.build import build_model_skeleton, load_state_dict_checked
 
     model = build_model_skeleton("demo", device="meta")
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         meta[key] = value
     meta.update(
         format="sam3video-demo",
-        model_config="tiny",
+        model_config="demo",
         dtype="float16",
         exported=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

@@ -1,13 +1,14 @@
 """One typed configuration for the whole SAM 3 video model.
 
 `Sam3VideoConfig` groups the sizes of every component (vision trunk, necks, text encoder,
-detector heads, tracker) plus the video heuristics. Two presets exist:
+detector heads, tracker) plus the video heuristics. Three presets exist:
 
 - ``full``: the official sizes; a model built from it loads Meta's ``sam3.pt`` strictly.
 - ``tiny``: the same architecture and state-dict key names with small sizes and a 224 px
   input, fast on a CPU. Used by the default test suite and by parity fixtures.
-- ``demo``: the ``tiny`` sizes under their own name; the predictor and the CLI load it with
-  the packaged weights trained on the shapes world (``assets/demo.safetensors``).
+- ``demo``: the ``tiny`` image and text encoders with a detector and tracker four times as
+  wide (``d_model`` 128); the predictor and the CLI load it with the packaged weights
+  trained on the shapes world (``assets/demo.safetensors``).
 
 SAM 3.1 (``sam3.1_multiplex.pt``) has its own two presets, ``sam3.1`` (Meta's sizes) and
 ``sam3.1-tiny`` (same keys, the 3.0 tiny sizes): the same detector with a three-way neck and
@@ -244,8 +245,30 @@ def tiny_config() -> Sam3VideoConfig:
 
 
 def demo_config() -> Sam3VideoConfig:
-    """The ``tiny`` sizes, named ``demo``: the preset of the packaged shapes-world weights."""
-    return tiny_config().replace(name="demo")
+    """The preset of the packaged shapes-world weights: the ``tiny`` image encoder, text
+    encoder and depths with the detector and tracker widened to ``d_model`` 128.
+
+    Why wider than ``tiny``: at ``d_model`` 32 the mask decoders' mask embeddings have
+    32 / 8 = 4 channels, too few to learn which object a click selects even on one frame
+    (``tools/probe_decoder_capacity.py``: IoU 0.00 at 32, 0.80 at 64, 0.87 at 128).
+
+    One mask per click (``multimask_max_pt_num=0``; tracked frames keep three candidates):
+    trained with three candidates and the best-of-three loss, the candidates learned to
+    cover three of a frame's objects whatever was clicked (the click unused); a single
+    output must follow the click."""
+    tiny = tiny_config()
+    d = 128
+    return tiny.replace(
+        name="demo",
+        detector=replace(tiny.detector, d_model=d, ffn_dim=2 * d),
+        tracker=replace(
+            tiny.tracker,
+            mem_dim=d // 4,
+            decoder_mlp_dim=2 * d,
+            memory_attention_ffn_dim=2 * d,
+            multimask_max_pt_num=0,
+        ),
+    )
 
 
 def sam31_config() -> Sam3VideoConfig:
