@@ -13,6 +13,9 @@ WEIGHTS: a training run's ``model.safetensors`` / ``last.pt`` or the packaged de
   detector scores and the presence probability. A model that grounds text scores present
   phrases above absent ones; one that learned phrase priors only gives the same numbers for
   every image.
+* **memory** (``--memory``): each object's ground-truth mask given on frame 0 of an 8-frame
+  clip (as a detection starts a track), then propagated through the tracker's memory alone;
+  the mean IoU per frame. Separates "can it follow an object" from "can it read a click".
 
 Findings for the shipped pre-release weights: README, "The demo model".
 """
@@ -24,20 +27,88 @@ import argparse
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sam3video.checkpoints import demo_weights
 from sam3video.data import heldout_seed, render_clip, vocabulary
 from sam3video.model.build import build_sam3_video_model
 
 
+def memory_probe(model, clips: int, num_frames: int = 8) -> list[float]:
+    """Mean IoU per frame offset of objects started from their frame-0 ground truth."""
+    from sam3video.model.tracker import FrameFeatures, FrameMemory
+    from sam3video.train.forward import _sam_heads
+
+    tracker, side = model.tracker, model.config.image_size
+    per_frame: list[list[float]] = [[] for _ in range(num_frames)]
+    for i in range(clips):
+        clip = render_clip(heldout_seed(i), num_frames=num_frames, size=(side, side))
+        images = (torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+        neck = model.detector.backbone.forward_image(images)
+        prep = tracker.prepare_features(neck.tracker_feats, neck.tracker_pos)
+
+        def frame(t: int, prep=prep) -> FrameFeatures:
+            return FrameFeatures(
+                tuple(h[t : t + 1] for h in prep.high_res),
+                prep.vision[t : t + 1],
+                prep.vision_pos[t : t + 1],
+            )
+
+        for k in range(len(clip.instances)):
+            gt = torch.from_numpy(clip.masks[k])
+            if gt[0].sum() < 30:
+                continue
+            f0 = frame(0)
+            size = (tracker.input_mask_size,) * 2
+            prompt = F.interpolate(
+                gt[0:1, None].float(), size=size, mode="bilinear", antialias=True
+            )
+            h = tracker.use_mask_as_output(f0.vision, f0.high_res, prompt)
+            cond = {
+                0: FrameMemory(
+                    maskmem_features=tracker.encode_memory(
+                        f0.vision, h.high_res_masks, h.object_score_logits, binarize=False
+                    ),
+                    obj_ptr=h.obj_ptr,
+                    object_score_logits=h.object_score_logits,
+                    iou_score=h.ious.max(-1).values,
+                )
+            }
+            others: dict[int, FrameMemory] = {}
+            for t in range(1, num_frames):
+                ft = frame(t)
+                pix = tracker.prepare_memory_conditioned_features(t, ft, cond, others, num_frames)
+                out = _sam_heads(tracker, pix, ft, None, None, None, tracker.use_multimask(0))
+                pred = out.high_res[0, 0] > 0
+                union = (pred | gt[t]).sum()
+                if union > 0:
+                    per_frame[t].append(float((pred & gt[t]).sum() / union))
+                others[t] = FrameMemory(
+                    maskmem_features=tracker.encode_memory(
+                        ft.vision, out.high_res, out.object_score_logits, binarize=False
+                    ),
+                    obj_ptr=out.obj_ptr,
+                    object_score_logits=out.object_score_logits,
+                    iou_score=out.ious.max(-1).values,
+                )
+    return [float(np.mean(v)) if v else float("nan") for v in per_frame[1:]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", nargs="?", help="default: the packaged demo weights")
     parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--memory", action="store_true", help="the memory probe only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = args.weights or str(demo_weights())
     model = build_sam3_video_model("demo", checkpoint_path=path, device="cpu").eval()
+    if args.memory:
+        with torch.no_grad():
+            ious = memory_probe(model, args.clips)
+        print(f"memory: IoU on frames 1..{len(ious)} {[round(v, 2) for v in ious]}, "
+              f"mean {np.mean(ious):.3f}")  # fmt: skip
+        return
     tracker, detector = model.tracker, model.detector
     side = model.config.image_size
     absent_pool = [p for p in vocabulary() if " " in p]
