@@ -29,6 +29,13 @@ from sam3video.train.data import ShapesSource, prepare_clip, step_rng
 from sam3video.train.forward import _sam_heads
 
 
+def click_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE x 20 + dice of ``(B, S, S)`` mask logits against float targets."""
+    prob = logits.sigmoid()
+    dice = 1 - (2 * (prob * target).sum((1, 2)) + 1) / (prob.sum((1, 2)) + target.sum((1, 2)) + 1)
+    return 20 * F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
+
+
 def overfit(d_model: int, steps: int, batch: int = 8, seed: int = 0) -> list[tuple[int, float]]:
     """Train the decoder of a ``d_model``-wide tiny model on one frame; (step, batch IoU)."""
     torch.manual_seed(seed)
@@ -77,12 +84,7 @@ def overfit(d_model: int, steps: int, batch: int = 8, seed: int = 0) -> list[tup
             False,
         )
         logits = heads.raw_multimasks[:, 0]
-        target = masks[picks].float()
-        prob = logits.sigmoid()
-        dice = 1 - (2 * (prob * target).sum((1, 2)) + 1) / (
-            prob.sum((1, 2)) + target.sum((1, 2)) + 1
-        )
-        loss = 20 * F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
+        loss = click_loss(logits, masks[picks].float())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -21,7 +21,7 @@ import argparse
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
+from probe_decoder_capacity import click_loss  # tools/ is the script's own folder
 
 from sam3video.data import heldout_seed, render_clip
 from sam3video.model.build import build_sam3_video_model
@@ -93,12 +93,7 @@ def main() -> None:
         frame = features(clip.images).expand(batch)
         labels = torch.ones(batch, 1, dtype=torch.int32)
         out = _sam_heads(tracker, frame.vision, frame, torch.tensor(coords), labels, None, False)
-        logits, target = out.raw_multimasks[:, 0], masks[picks].float()
-        prob = logits.sigmoid()
-        dice = 1 - (2 * (prob * target).sum((1, 2)) + 1) / (
-            prob.sum((1, 2)) + target.sum((1, 2)) + 1
-        )
-        loss = 20 * F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
+        loss = click_loss(out.raw_multimasks[:, 0], masks[picks].float())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
