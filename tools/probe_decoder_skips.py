@@ -6,11 +6,12 @@ The ``demo`` model of WEIGHTS with its image encoder and necks fixed; a freshly 
 (Xavier) prompt encoder and mask decoder train alone (AdamW, lr 1e-3) on single positive
 clicks inside the objects of fresh training frames of the shapes world (8 clicks per frame,
 BCE x 20 + dice on the one output mask). Every 200 steps: the mean IoU of one click at the
-most interior pixel of each object of 12 held-out frames. ``--no-skips`` zeroes the
-high-resolution features the decoder adds while upscaling (``conv_s0``/``conv_s1`` inputs).
+most interior pixel (`eval_demo.interior_click`) of each object of 12 held-out frames.
+``--no-skips`` zeroes the high-resolution features the decoder adds while upscaling
+(``conv_s0``/``conv_s1`` inputs).
 
 Measured 2026-12-07 (Intel Xeon, 1 thread, 1,000 steps, the trkB-stage weights of the demo
-recipe, whose tracker neck is its initial one): held-out IoU 0.25 with the skips, 0.57
+recipe, whose tracker neck is its initial one): held-out IoU 0.26 with the skips, 0.56
 without (README, "The demo model").
 """
 
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 
-import cv2
 import numpy as np
 import torch
-from probe_decoder_capacity import click_loss  # tools/ is the script's own folder
+from eval_demo import interior_click  # tools/ is the script's own folder
+from probe_decoder_capacity import click_loss
 
-from sam3video.data import heldout_seed, render_clip
+from sam3video.data import heldout_seed, sample_training_clip
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.tracker import FrameFeatures
 from sam3video.train.data import ShapesSource, prepare_clip, step_rng
@@ -59,14 +60,15 @@ def main() -> None:
         values = []
         with torch.no_grad():
             for i in range(clips):
-                clip = render_clip(heldout_seed(i), num_frames=1, size=(side, side))
-                images = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255
-                frame = features((images - 0.5) / 0.5)
-                for gt in clip.masks[:, 0]:
+                sample = sample_training_clip(
+                    heldout_seed(i), num_frames=1, size=(side, side), allow_heldout=True
+                )
+                clip = prepare_clip(sample, side)
+                frame = features(clip.images)
+                for gt in clip.masks[:, 0].numpy():
                     if gt.sum() < 20:
                         continue
-                    dist = cv2.distanceTransform(gt.astype(np.uint8), cv2.DIST_L2, 3)
-                    y, x = np.unravel_index(np.argmax(dist), dist.shape)
+                    x, y = interior_click(gt)
                     click = torch.tensor([[[x + 0.5, y + 0.5]]])
                     out = _sam_heads(
                         tracker, frame.vision, frame, click, torch.ones(1, 1, dtype=torch.int32),

@@ -35,62 +35,47 @@ from sam3video.model.build import build_sam3_video_model
 
 
 def memory_probe(model, clips: int, num_frames: int = 8) -> list[float]:
-    """Mean IoU per frame offset of objects started from their frame-0 ground truth."""
-    from sam3video.model.tracker import FrameFeatures, FrameMemory
-    from sam3video.train.forward import _sam_heads
+    """Mean IoU per frame offset of objects started from their frame-0 ground truth, through
+    the tracker's own inference step (`Sam3Tracker.track_step`)."""
+    from sam3video.data import sample_training_clip
+    from sam3video.model.tracker import FrameFeatures
+    from sam3video.train.data import prepare_clip
 
     tracker, side = model.tracker, model.config.image_size
     per_frame: list[list[float]] = [[] for _ in range(num_frames)]
     for i in range(clips):
-        clip = render_clip(heldout_seed(i), num_frames=num_frames, size=(side, side))
-        images = (torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
-        neck = model.detector.backbone.forward_image(images)
+        sample = sample_training_clip(
+            heldout_seed(i), num_frames=num_frames, size=(side, side), allow_heldout=True
+        )
+        clip = prepare_clip(sample, side)
+        neck = model.detector.backbone.forward_image(clip.images)
         prep = tracker.prepare_features(neck.tracker_feats, neck.tracker_pos)
-
-        def frame(t: int, prep=prep) -> FrameFeatures:
-            return FrameFeatures(
+        frames = [
+            FrameFeatures(
                 tuple(h[t : t + 1] for h in prep.high_res),
                 prep.vision[t : t + 1],
                 prep.vision_pos[t : t + 1],
             )
-
-        for k in range(len(clip.instances)):
-            gt = torch.from_numpy(clip.masks[k])
+            for t in range(num_frames)
+        ]
+        for gt in clip.masks:  # (T, S, S) bool per object
             if gt[0].sum() < 30:
                 continue
-            f0 = frame(0)
             size = (tracker.input_mask_size,) * 2
             prompt = F.interpolate(
                 gt[0:1, None].float(), size=size, mode="bilinear", antialias=True
             )
-            h = tracker.use_mask_as_output(f0.vision, f0.high_res, prompt)
-            cond = {
-                0: FrameMemory(
-                    maskmem_features=tracker.encode_memory(
-                        f0.vision, h.high_res_masks, h.object_score_logits, binarize=False
-                    ),
-                    obj_ptr=h.obj_ptr,
-                    object_score_logits=h.object_score_logits,
-                    iou_score=h.ious.max(-1).values,
-                )
-            }
-            others: dict[int, FrameMemory] = {}
+            out = tracker.track_step(
+                0, frames[0], {}, {}, num_frames, mask_inputs=prompt, is_init_cond_frame=True
+            )
+            cond, others = {0: out.to_memory()}, {}
             for t in range(1, num_frames):
-                ft = frame(t)
-                pix = tracker.prepare_memory_conditioned_features(t, ft, cond, others, num_frames)
-                out = _sam_heads(tracker, pix, ft, None, None, None, tracker.use_multimask(0))
-                pred = out.high_res[0, 0] > 0
+                out = tracker.track_step(t, frames[t], cond, others, num_frames)
+                pred = out.pred_masks_high_res[0, 0] > 0
                 union = (pred | gt[t]).sum()
                 if union > 0:
                     per_frame[t].append(float((pred & gt[t]).sum() / union))
-                others[t] = FrameMemory(
-                    maskmem_features=tracker.encode_memory(
-                        ft.vision, out.high_res, out.object_score_logits, binarize=False
-                    ),
-                    obj_ptr=out.obj_ptr,
-                    object_score_logits=out.object_score_logits,
-                    iou_score=out.ious.max(-1).values,
-                )
+                others[t] = out.to_memory()
     return [float(np.mean(v)) if v else float("nan") for v in per_frame[1:]]
 
 
