@@ -1,6 +1,6 @@
 """Do the mask decoder's high-resolution skips keep it from reading clicks? A held-out probe.
 
-    python tools/probe_decoder_skips.py WEIGHTS [--steps 1000] [--no-skips]
+    python tools/probe_decoder_skips.py WEIGHTS [--steps 1000] [--no-skips] [--save OUT]
 
 The ``demo`` model of WEIGHTS with its image encoder and necks fixed; a freshly initialised
 (Xavier) prompt encoder and mask decoder train alone (AdamW, lr 1e-3) on single positive
@@ -8,7 +8,9 @@ clicks inside the objects of fresh training frames of the shapes world (8 clicks
 BCE x 20 + dice on the one output mask). Every 200 steps: the mean IoU of one click at the
 most interior pixel (`eval_demo.interior_click`) of each object of 12 held-out frames.
 ``--no-skips`` zeroes the high-resolution features the decoder adds while upscaling
-(``conv_s0``/``conv_s1`` inputs).
+(``conv_s0``/``conv_s1`` outputs). ``--save OUT`` writes the whole model with the probe's
+prompt encoder and mask decoder (and, with ``--no-skips``, zeroed skip projections) as
+safetensors: the demo recipe's click warm start for a tracker stage.
 
 Measured 2026-12-07 (Intel Xeon, 1 thread, 1,000 steps, the trkB-stage weights of the demo
 recipe, whose tracker neck is its initial one): held-out IoU 0.26 with the skips, 0.56
@@ -21,9 +23,9 @@ import argparse
 
 import numpy as np
 import torch
-from eval_demo import interior_click  # tools/ is the script's own folder
 from probe_decoder_capacity import click_loss
 
+from eval_demo import interior_click  # tools/ is the script's own folder
 from sam3video.data import heldout_seed, sample_training_clip
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.tracker import FrameFeatures
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("weights")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--no-skips", action="store_true", help="zero the high-res features")
+    parser.add_argument("--save", help="write the model with the probe's decoder here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -101,6 +104,18 @@ def main() -> None:
         optimizer.step()
         if step % 200 == 199:
             print(f"step {step + 1}: held-out click IoU {heldout_iou():.3f}", flush=True)
+    if args.save:
+        from safetensors.torch import save_file
+
+        state = model.state_dict()
+        if args.no_skips:  # the zeroed features, as weights: the skips' projections output 0
+            for key in state:
+                if key.startswith(
+                    ("tracker.sam_mask_decoder.conv_s0.", "tracker.sam_mask_decoder.conv_s1.")
+                ):
+                    state[key] = torch.zeros_like(state[key])
+        save_file({k: v.contiguous() for k, v in state.items()}, args.save)
+        print(f"saved {args.save}", flush=True)
 
 
 if __name__ == "__main__":
