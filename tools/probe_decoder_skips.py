@@ -23,9 +23,9 @@ import argparse
 
 import numpy as np
 import torch
+from eval_demo import interior_click  # tools/ is the script's own folder
 from probe_decoder_capacity import click_loss
 
-from eval_demo import interior_click  # tools/ is the script's own folder
 from sam3video.data import heldout_seed, sample_training_clip
 from sam3video.model.build import build_sam3_video_model
 from sam3video.model.tracker import FrameFeatures
