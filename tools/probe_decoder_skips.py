@@ -23,7 +23,8 @@ import argparse
 
 import numpy as np
 import torch
-from eval_demo import interior_click  # tools/ is the script's own folder
+from demo_recipe import SKIPS  # tools/ is the script's own folder
+from eval_demo import interior_click
 from probe_decoder_capacity import click_loss
 
 from sam3video.data import heldout_seed, sample_training_clip
@@ -110,9 +111,7 @@ def main() -> None:
         state = model.state_dict()
         if args.no_skips:  # the zeroed features, as weights: the skips' projections output 0
             for key in state:
-                if key.startswith(
-                    ("tracker.sam_mask_decoder.conv_s0.", "tracker.sam_mask_decoder.conv_s1.")
-                ):
+                if key.startswith(SKIPS):
                     state[key] = torch.zeros_like(state[key])
         save_file({k: v.contiguous() for k, v in state.items()}, args.save)
         print(f"saved {args.save}", flush=True)
