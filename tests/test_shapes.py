@@ -413,6 +413,52 @@ def test_training_clip_tensors_match_the_world():
         assert phrases == (f"{colour} {shape}", shape, f"{colour} shape", "shape")
 
 
+def test_training_clip_of_the_occlusion_scenario_matches_its_world():
+    sample = sample_training_clip(12, num_frames=8, size=(96, 96), occlusion_hidden=3)
+    clip = occlusion_world(12, num_frames=8, size=(96, 96), hidden=3).render()
+    assert torch.equal(
+        (sample.frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1),
+        torch.from_numpy(clip.frames),
+    )
+    k = sample.obj_ids.index(clip.meta["occludee"])
+    assert sample.present[k].tolist() == [t not in clip.meta["empty_frames"] for t in range(8)]
+    assert len(clip.meta["empty_frames"]) == 3
+    with pytest.raises(ConfigError, match="no occluder size fits"):
+        sample_training_clip(12, num_frames=12, size=(96, 96), occlusion_hidden=10)
+
+
+def test_shapes_source_mixes_in_occlusion_clips():
+    from sam3video.train.data import ShapesSource, step_rng
+
+    def gaps(source, frames, steps=24):
+        """Per sample: whether some object is visible first and last but not throughout,
+        and the longest such hidden run."""
+        out = []
+        for step in range(steps):
+            present = source.sample(step_rng(3, step), frames).present
+            runs = [int((~p).sum()) for p in present if p[0] and p[-1] and not p.all()]
+            out.append(max(runs, default=0))
+        return out
+
+    plain = ShapesSource(size=64)
+    assert sum(g > 0 for g in gaps(plain, 8)) <= 2  # a random world rarely hides one mid-clip
+    # At 224 px an occluder fits every one of these seeds (smaller frames fall back more).
+    always = gaps(ShapesSource(size=224, p_occlusion=1.0), 8)
+    assert all(2 <= g <= 3 for g in always), always  # 8 // 4 .. (8 - 2) // 2 hidden frames
+    assert {2, 3} <= set(always)
+    assert all(g == 1 for g in gaps(ShapesSource(size=64, p_occlusion=1.0), 3, steps=6))
+    mixed = gaps(ShapesSource(size=224, p_occlusion=0.5), 8, steps=40)
+    assert 8 <= sum(g > 0 for g in mixed) <= 32
+    # p_occlusion 0 draws nothing extra: the data stream of runs without it is unchanged.
+    for step in range(3):
+        a, b = plain.sample(step_rng(9, step), 4), ShapesSource(size=64, p_occlusion=0.0)
+        assert a.seed == b.sample(step_rng(9, step), 4).seed
+        assert a.seed == int(step_rng(9, step).integers(0, HELDOUT_START))
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="p_occlusion"):
+            ShapesSource(p_occlusion=bad)
+
+
 # -- export -------------------------------------------------------------------------------
 
 

@@ -195,6 +195,15 @@ def test_cli_rejects_unknown_model(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
+def test_cli_passes_p_occlusion_to_the_shapes_world(tmp_path, capsys):
+    # An out-of-range share reaches ShapesSource's check (so the flag is passed through),
+    # and is refused before anything is built or written.
+    out = tmp_path / "run"
+    code = main(["train", "--data", "shapes", "--p-occlusion", "1.5", "--out", str(out)])
+    assert code == 2
+    assert "p_occlusion" in capsys.readouterr().err and not out.exists()
+
+
 def test_bfloat16_autocast_step(tmp_path):
     cfg = TrainConfig(task="both", steps=1, batch=1, num_frames=2, dtype="bfloat16", warmup=0)
     trainer = Trainer(cfg, SquaresSource(), log=lambda r: None)

@@ -62,7 +62,7 @@ def stage(args: argparse.Namespace) -> None:
     )
     trainer = Trainer(
         config,
-        ShapesSource(size=224),
+        ShapesSource(size=224, p_occlusion=args.p_occlusion),
         vocabulary=vocabulary(),
         log=lambda r: r["step"] % 10 == 0 and print(format_record(r), flush=True),
     )
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--p-mask", type=float, default=0.1)
     p.add_argument("--p-box", type=float, default=0.3)
     p.add_argument("--freeze", nargs="*", default=[])
+    p.add_argument("--p-occlusion", type=float, default=0.0, help="share of occlusion clips")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=None, help="default: 11 tracker, 13 detector")

@@ -1,6 +1,8 @@
 """Training samples of the shapes world as torch tensors.
 
-`sample_training_clip(seed, ...)` renders a random world (`ShapesWorld`) and returns a
+`sample_training_clip(seed, ...)` renders a random world (`ShapesWorld`; with
+``occlusion_hidden=K`` the occlusion scenario instead, `occlusion_world`: one object wholly
+hidden behind another for K frames in the middle of the clip) and returns a
 `TrainingClip`: frames (T, 3, H, W) float in [0, 1], the visible masks (N, T, H, W) of the
 objects that are visible on at least one frame (the others are dropped: nothing to learn
 from them), their boxes, presence, phrases, and the vocabulary phrases that match no object
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from sam3video.data import seeds
+from sam3video.data.scenarios import occlusion_world
 from sam3video.data.shapes import COLOURS, SHAPES, vocabulary
 from sam3video.data.world import ShapesWorld
 from sam3video.errors import InvalidInputError
@@ -49,16 +52,22 @@ def sample_training_clip(
     size: tuple[int, int] = (224, 224),
     *,
     allow_heldout: bool = False,
+    occlusion_hidden: int | None = None,
     **world_kwargs: Any,
 ) -> TrainingClip:
-    """Render the training clip of ``seed`` (``world_kwargs`` go to `ShapesWorld`)."""
+    """Render the training clip of ``seed`` (``world_kwargs`` go to `ShapesWorld`);
+    ``occlusion_hidden``: the `occlusion_world` of ``seed`` with that many hidden frames
+    (raises `ConfigError` where no occluder fits, as `occlusion_world` does)."""
     seed = seeds.check_seed(seed)
     if not allow_heldout and seeds.split_of_seed(seed) != "train":
         raise InvalidInputError(
             f"seed: expected a training seed (< {seeds.HELDOUT_START}), got the held-out seed "
             f"{seed} (pass allow_heldout=True to use it anyway)"
         )
-    world = ShapesWorld(seed, num_frames, size, **world_kwargs)
+    if occlusion_hidden is None:
+        world = ShapesWorld(seed, num_frames, size, **world_kwargs)
+    else:
+        world = occlusion_world(seed, num_frames, size, hidden=occlusion_hidden, **world_kwargs)
     clip = world.render()
     keep = np.flatnonzero(clip.present.any(axis=1))
     instances = [clip.instances[i] for i in keep]

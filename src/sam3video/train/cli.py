@@ -63,6 +63,14 @@ def add_train_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]
         metavar="P",
         help="share of detector queries with a phrase absent from the frame (default 0.2)",
     )
+    c.add_argument(
+        "--p-occlusion",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="--data shapes: share of clips that are the occlusion scenario, one object "
+        "wholly hidden behind another mid-clip (default 0)",
+    )
     c.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     c.add_argument("--weight-decay", type=float, default=0.05)
     c.add_argument("--warmup", type=int, default=None, help="warmup steps (default 5%% of steps)")
@@ -113,7 +121,7 @@ def run_train(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     if args.data == "shapes":
         from sam3video.data import vocabulary as shapes_vocabulary
 
-        source = ShapesSource(size=image_size)
+        source = ShapesSource(size=image_size, p_occlusion=args.p_occlusion)
         vocabulary = shapes_vocabulary()
     else:
         source = YtvisSource(args.data, frames_root=args.frames_root)

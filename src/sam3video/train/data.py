@@ -12,7 +12,9 @@ the randomness of a training step comes from generators seeded by ``(seed, step)
 resumed run draws exactly the data the uninterrupted run would have drawn.
 
 * `ShapesSource`: the procedural world (``sam3video.data``), a fresh world per sample from
-  the training seeds only.
+  the training seeds only; with ``p_occlusion`` that share of the samples is the occlusion
+  scenario (one object wholly hidden behind another in the middle of the clip), so that
+  short training clips still contain whole occlusions.
 * `YtvisSource`: YTVIS / SA-Co JSON (the layout ``sam3video track`` writes and SA-Co's
   ground truth), frames read from ``frames_root / file_names[t]``; annotations sharing an
   ``obj_id`` are one object with several phrases; a video's ``video_np_pairs`` with
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sam3video.errors import InvalidInputError, SourceNotFoundError
+from sam3video.errors import ConfigError, InvalidInputError, SourceNotFoundError
 from sam3video.model.ops import box_xyxy_to_cxcywh, masks_to_boxes
 from sam3video.train.losses import DetectorTargets
 
@@ -108,19 +110,37 @@ def check_sample(sample: Any) -> None:
 class ShapesSource:
     """Clips of the procedural shapes world (``sam3video.data``), training seeds only."""
 
-    def __init__(self, size: int = 224, **world_kwargs: Any) -> None:
+    def __init__(self, size: int = 224, p_occlusion: float = 0.0, **world_kwargs: Any) -> None:
         from sam3video.data import HELDOUT_START, sample_training_clip
 
+        if isinstance(p_occlusion, bool) or not 0.0 <= p_occlusion <= 1.0:
+            raise InvalidInputError(
+                f"p_occlusion: expected a probability in [0, 1], got {p_occlusion!r}"
+            )
         self._sample = sample_training_clip
         self._limit = HELDOUT_START
         self.size = size
+        self.p_occlusion = float(p_occlusion)
         self.world_kwargs = world_kwargs
 
     def sample(self, rng: np.random.Generator, num_frames: int) -> Any:
+        """A random world; with probability ``p_occlusion`` (clips of >= 3 frames) the
+        occlusion scenario with ``num_frames // 4`` to ``(num_frames - 2) // 2`` hidden frames
+        (at least 1), or the random world of the same seed where no occluder fits it."""
         seed = int(rng.integers(0, self._limit))
-        return self._sample(
-            seed, num_frames=num_frames, size=(self.size, self.size), **self.world_kwargs
-        )
+        size = (self.size, self.size)
+        # No draw when p_occlusion is 0: runs without it keep their exact data stream.
+        if self.p_occlusion > 0 and num_frames >= 3 and rng.random() < self.p_occlusion:
+            most = max(1, (num_frames - 2) // 2)
+            hidden = int(rng.integers(min(max(1, num_frames // 4), most), most + 1))
+            try:
+                return self._sample(
+                    seed, num_frames=num_frames, size=size, occlusion_hidden=hidden,
+                    **self.world_kwargs,
+                )  # fmt: skip
+            except ConfigError:
+                pass
+        return self._sample(seed, num_frames=num_frames, size=size, **self.world_kwargs)
 
 
 class YtvisSource:
