@@ -42,6 +42,9 @@ def stage(args: argparse.Namespace) -> None:
     from sam3video.train.loop import TrainConfig, Trainer, format_record
 
     torch.set_num_threads(args.threads)
+    # --radius widens the random world's object sizes (radius as a share of the frame); the
+    # occlusion scenario and the demo scene have objects smaller than its default 0.07-0.18.
+    world = {"radius": tuple(args.radius)} if args.radius else {}
     config = TrainConfig(
         model="demo",
         task=args.task,
@@ -62,7 +65,7 @@ def stage(args: argparse.Namespace) -> None:
     )
     trainer = Trainer(
         config,
-        ShapesSource(size=224, p_occlusion=args.p_occlusion),
+        ShapesSource(size=224, p_occlusion=args.p_occlusion, **world),
         vocabulary=vocabulary(),
         log=lambda r: r["step"] % 10 == 0 and print(format_record(r), flush=True),
     )
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--p-box", type=float, default=0.3)
     p.add_argument("--freeze", nargs="*", default=[])
     p.add_argument("--p-occlusion", type=float, default=0.0, help="share of occlusion clips")
+    p.add_argument("--radius", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="object radius range of the random world (share of the frame)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=None, help="default: 11 tracker, 13 detector")
