@@ -34,6 +34,7 @@ from sam3video.video.planner import (
     suppress_shrinkage,
 )
 from tests._manifest import FIXTURES
+from tests._packed import unpack_bits
 
 SCENARIO_FILES = {
     "planner_scenarios_a": ["default", "cap", "image"],
@@ -42,14 +43,8 @@ SCENARIO_FILES = {
 HEURISTIC_FIELDS = {f.name for f in dataclasses.fields(VideoHeuristics)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Hundreds of tiny ops: thread hand-offs cost more than they bring (and a busy machine
-    # makes them much slower), so this module runs single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Hundreds of tiny ops: thread hand-offs cost more than they bring, so one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +55,6 @@ def scenario_files():
 @pytest.fixture(scope="module")
 def ops_fx():
     return torch.load(FIXTURES / "planner_ops.pt")["tensors"]
-
-
-def _unpack(tensors: dict, key: str) -> torch.Tensor:
-    shape = tuple(tensors[f"{key}_shape"].tolist())
-    bits = np.unpackbits(tensors[key].numpy())[: int(np.prod(shape))]
-    return torch.from_numpy(bits.reshape(shape).astype(bool))
 
 
 def _heuristics(spec: dict) -> VideoHeuristics:
@@ -97,8 +86,8 @@ def _play(fx: dict, name: str) -> dict:
     h = _heuristics(spec["heuristics"])
     det_all = tensors[f"{name}/det_masks"].float() * 0.5
     trk_all = tensors[f"{name}/trk_masks"].float() * 0.5
-    frame_masks_all = _unpack(tensors, f"{name}/frame_masks")
-    out_masks_all = _unpack(tensors, f"{name}/out_masks")
+    frame_masks_all = unpack_bits(tensors, f"{name}/frame_masks")
+    out_masks_all = unpack_bits(tensors, f"{name}/out_masks")
     od = ot = of = oo = 0
     meta = TrackerMetadata()
     seen = {"recondition": 0, "occlusion": 0, "removed": 0, "dropped": 0, "shrunk": 0}

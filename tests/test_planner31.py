@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -34,6 +33,7 @@ from sam3video.video.planner31 import (
     unconfirmed_status_frame,
 )
 from tests._manifest import FIXTURES
+from tests._packed import unpack_bits
 
 SCENARIO_FILES = {
     "planner31_scenarios_a": ["default", "image", "duplicates", "sizes"],
@@ -43,12 +43,8 @@ FIELDS = {f.name for f in dataclasses.fields(VideoHeuristics31)}
 RENAMED = {"use_iom_recondition": "use_iom"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Hundreds of tiny ops: thread hand-offs cost more than they bring, so one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +55,6 @@ def scenario_files():
 @pytest.fixture(scope="module")
 def ops_fx():
     return torch.load(FIXTURES / "planner31_ops.pt")["tensors"]
-
-
-def _unpack(tensors: dict, key: str) -> torch.Tensor:
-    shape = tuple(tensors[f"{key}_shape"].tolist())
-    bits = np.unpackbits(tensors[key].numpy())[: int(np.prod(shape))]
-    return torch.from_numpy(bits.reshape(shape).astype(bool))
 
 
 def _heuristics(spec: dict) -> VideoHeuristics31:
@@ -111,8 +101,8 @@ def _play(fx: dict, name: str) -> dict:
     mem_size, video_size = fx["meta"]["mem_size"], tuple(fx["meta"]["video_size"])
     h = _heuristics(spec["heuristics"])
     t = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{name}/")}
-    frame_masks_all = _unpack(t, "frame_masks")
-    out_masks_all = _unpack(t, "out_masks")
+    frame_masks_all = unpack_bits(t, "frame_masks")
+    out_masks_all = unpack_bits(t, "out_masks")
     steps = spec["steps"]
     passes = _passes(spec)
     meta = TrackerMetadata31()
