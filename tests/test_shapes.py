@@ -431,8 +431,8 @@ def test_shapes_source_mixes_in_occlusion_clips():
     from sam3video.train.data import ShapesSource, step_rng
 
     def gaps(source, frames, steps=24):
-        """Per sample: whether some object is visible first and last but not throughout,
-        and the longest such hidden run."""
+        """Per sample: the most frames an object visible on the first and the last frame
+        is hidden for (0: no object is hidden mid-clip)."""
         out = []
         for step in range(steps):
             present = source.sample(step_rng(3, step), frames).present
@@ -451,9 +451,9 @@ def test_shapes_source_mixes_in_occlusion_clips():
     assert 8 <= sum(g > 0 for g in mixed) <= 32
     # p_occlusion 0 draws nothing extra: the data stream of runs without it is unchanged.
     for step in range(3):
-        a, b = plain.sample(step_rng(9, step), 4), ShapesSource(size=64, p_occlusion=0.0)
-        assert a.seed == b.sample(step_rng(9, step), 4).seed
-        assert a.seed == int(step_rng(9, step).integers(0, HELDOUT_START))
+        assert plain.sample(step_rng(9, step), 4).seed == int(
+            step_rng(9, step).integers(0, HELDOUT_START)
+        )
     for bad in (-0.1, 1.5, True):
         with pytest.raises(InvalidInputError, match="p_occlusion"):
             ShapesSource(p_occlusion=bad)
