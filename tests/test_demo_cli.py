@@ -310,6 +310,28 @@ def test_eval_demo_scores_the_ground_truth_as_perfect(tmp_path):
     assert clip.masks[k, 0, y, x]
 
 
+def test_eval_demo_overrides_heuristic_fields_by_name_and_type():
+    import argparse
+
+    from sam3video.video.planner import VideoHeuristics
+
+    tool = _tool("eval_demo")
+    parser = argparse.ArgumentParser()
+    base = VideoHeuristics()
+    got = tool.override_heuristics(
+        base, ["new_det_thresh=0.5", "hotstart_delay=20", "suppress_det_close_to_boundary=true"],
+        parser,
+    )  # fmt: skip
+    assert (got.new_det_thresh, got.hotstart_delay) == (0.5, 20)
+    assert type(got.hotstart_delay) is int and got.suppress_det_close_to_boundary is True
+    assert got.assoc_iou_thresh == base.assoc_iou_thresh  # the rest unchanged
+    assert tool.override_heuristics(base, [], parser) == base
+    # unknown, no value, wrong type, and refused by the heuristics' own checks
+    for bad in ("no_such_field=1", "new_det_thresh", "hotstart_delay=0.5", "hotstart_delay=3"):
+        with pytest.raises(SystemExit):
+            tool.override_heuristics(base, [bad], parser)
+
+
 # --------------------------------------------------------------------- tools/demo_recipe.py
 
 

@@ -36,6 +36,7 @@ The table goes to stdout; everything (summary, per clip, timings) to ``OUT/repor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -237,6 +238,27 @@ def _rate(rows: list[dict], outcome: str) -> float:
     return sum(r["outcome"] == outcome for r in rows) / len(rows) if rows else math.nan
 
 
+def override_heuristics(heuristics: Any, overrides: list[str], parser: Any) -> Any:
+    """``heuristics`` with ``NAME=VALUE`` fields replaced (the value cast to the field's type)."""
+    fields = {f.name: f for f in dataclasses.fields(heuristics)}
+    changes = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            parser.error(
+                f"--heuristic: expected NAME=VALUE with NAME in {sorted(fields)}, got {item!r}"
+            )
+        kind = type(getattr(heuristics, name))
+        try:
+            changes[name] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
+        except ValueError:
+            parser.error(f"--heuristic {name}: expected a {kind.__name__}, got {value!r}")
+    try:
+        return dataclasses.replace(heuristics, **changes)
+    except ValueError as err:  # the heuristics' own checks (ConfigError)
+        parser.error(f"--heuristic: {err}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=10, help="random held-out clips")
@@ -254,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("eval_demo"))
+    parser.add_argument(
+        "--heuristic",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a field of the video heuristics (e.g. new_det_thresh=0.5); repeatable",
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "src"))
@@ -276,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Sam3VideoPredictor(
         checkpoint_path=args.checkpoint, model_config=args.model, device=args.device
     )
+    predictor.heuristics = override_heuristics(predictor.heuristics, args.heuristic, parser)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -381,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
     }
     report.update(summary=summary, timing=timing, clips=per_clip, occlusion=occlusion)
+    report["heuristics"] = dataclasses.asdict(predictor.heuristics)
     text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False)
     (out / "report.json").write_text(text + "\n")
     print(f"{'metric':<28} value")

@@ -1,6 +1,6 @@
 """Does a trained tiny model use its prompts? Two probes on held-out shapes-world frames.
 
-    python tools/probe_demo.py [WEIGHTS] [--clips N]
+    python tools/probe_demo.py [WEIGHTS] [--clips N] [--memory | --sizes]
 
 WEIGHTS: a training run's ``model.safetensors`` / ``last.pt`` or the packaged demo weights
 (default). Prints, per object visible on a clip's first frame:
@@ -16,6 +16,10 @@ WEIGHTS: a training run's ``model.safetensors`` / ``last.pt`` or the packaged de
 * **memory** (``--memory``): each object's ground-truth mask given on frame 0 of an 8-frame
   clip (as a detection starts a track), then propagated through the tracker's memory alone;
   the mean IoU per frame. Separates "can it follow an object" from "can it read a click".
+* **sizes** (``--sizes``): the detector alone on the first frames of held-out random worlds
+  drawn with small objects (radius 4-6.5 % of the frame) and with the default sizes (7-18 %):
+  per visible object, the top score x presence for its "<colour> <shape>" phrase; the mean
+  and the share that reach 0.5 (the detection threshold) and 0.7 (the birth threshold).
 
 Findings for the shipped pre-release weights: README, "The demo model".
 """
@@ -30,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from sam3video.checkpoints import demo_weights
-from sam3video.data import heldout_seed, render_clip, vocabulary
+from sam3video.data import ShapesWorld, heldout_seed, render_clip, vocabulary
 from sam3video.model.build import build_sam3_video_model
 
 
@@ -79,11 +83,35 @@ def memory_probe(model, clips: int, num_frames: int = 8) -> list[float]:
     return [float(np.mean(v)) if v else float("nan") for v in per_frame[1:]]
 
 
+SIZE_RANGES = ((0.04, 0.065), (0.07, 0.18))  # small (the occludee's, the demo's) / default
+
+
+def size_probe(model, clips: int) -> dict[tuple[float, float], list[float]]:
+    """Per radius range of `SIZE_RANGES`: each visible object's best detection score x
+    presence for its own phrase, on frame 0 of ``clips`` held-out random worlds (seeds
+    ``heldout_seed(500 + j)``, away from the other probes' and `tools/eval_demo.py`'s)."""
+    side = model.config.image_size
+    scores: dict[tuple[float, float], list[float]] = {}
+    for radius in SIZE_RANGES:
+        scores[radius] = []
+        for j in range(clips):
+            clip = ShapesWorld(heldout_seed(500 + j), 1, (side, side), radius=radius).render()
+            image = torch.from_numpy(clip.frames[:1]).permute(0, 3, 1, 2).float() / 255
+            image = (image - 0.5) / 0.5
+            for k, inst in enumerate(clip.instances):
+                if clip.masks[k, 0].any():
+                    out = model.detector(image, [f"{inst.colour} {inst.shape}"])
+                    joint = out.pred_logits[0].sigmoid().flatten() * out.presence_logit.sigmoid()
+                    scores[radius].append(float(joint.max()))
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", nargs="?", help="default: the packaged demo weights")
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--memory", action="store_true", help="the memory probe only")
+    parser.add_argument("--sizes", action="store_true", help="the object-size probe only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = args.weights or str(demo_weights())
@@ -93,6 +121,15 @@ def main() -> None:
             ious = memory_probe(model, args.clips)
         print(f"memory: IoU on frames 1..{len(ious)} {[round(v, 2) for v in ious]}, "
               f"mean {np.mean(ious):.3f}")  # fmt: skip
+        return
+    if args.sizes:
+        with torch.no_grad():
+            by_size = size_probe(model, args.clips)
+        for (lo, hi), v in by_size.items():
+            v = np.asarray(v)
+            print(f"sizes: radius {lo}-{hi}, {v.size} objects: mean top score x presence "
+                  f"{v.mean():.3f}, >= 0.5: {np.mean(v >= 0.5):.2f}, "
+                  f">= 0.7: {np.mean(v >= 0.7):.2f}")  # fmt: skip
         return
     tracker, detector = model.tracker, model.detector
     side = model.config.image_size
