@@ -1,4 +1,5 @@
-"""Does a trained tiny model use its prompts? Two probes on held-out shapes-world frames.
+"""Does a trained tiny model use its prompts, and which objects does it see? Probes on held-out
+shapes-world frames.
 
     python tools/probe_demo.py [WEIGHTS] [--clips N] [--memory | --sizes]
 
