@@ -326,8 +326,12 @@ def test_eval_demo_overrides_heuristic_fields_by_name_and_type():
     assert type(got.hotstart_delay) is int and got.suppress_det_close_to_boundary is True
     assert got.assoc_iou_thresh == base.assoc_iou_thresh  # the rest unchanged
     assert tool.override_heuristics(base, [], parser) == base
-    # unknown, no value, wrong type, and refused by the heuristics' own checks
-    for bad in ("no_such_field=1", "new_det_thresh", "hotstart_delay=0.5", "hotstart_delay=3"):
+    off = tool.override_heuristics(got, ["suppress_det_close_to_boundary=FALSE"], parser)
+    assert off.suppress_det_close_to_boundary is False and off.new_det_thresh == 0.5
+    # unknown, no value, wrong types, and refused by the heuristics' own checks
+    bad_items = ("no_such_field=1", "new_det_thresh", "hotstart_delay=0.5",
+                 "suppress_det_close_to_boundary=yes", "hotstart_delay=3")  # fmt: skip
+    for bad in bad_items:
         with pytest.raises(SystemExit):
             tool.override_heuristics(base, [bad], parser)
 

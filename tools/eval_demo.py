@@ -238,9 +238,17 @@ def _rate(rows: list[dict], outcome: str) -> float:
     return sum(r["outcome"] == outcome for r in rows) / len(rows) if rows else math.nan
 
 
+def _parse_bool(value: str) -> bool:
+    """``true``/``1`` or ``false``/``0`` (any case); anything else is a ValueError."""
+    flag = {"true": True, "1": True, "false": False, "0": False}.get(value.lower())
+    if flag is None:
+        raise ValueError(value)
+    return flag
+
+
 def override_heuristics(heuristics: Any, overrides: list[str], parser: Any) -> Any:
     """``heuristics`` with ``NAME=VALUE`` fields replaced (the value cast to the field's type)."""
-    fields = {f.name: f for f in dataclasses.fields(heuristics)}
+    fields = {f.name for f in dataclasses.fields(heuristics)}
     changes = {}
     for item in overrides:
         name, sep, value = item.partition("=")
@@ -250,7 +258,7 @@ def override_heuristics(heuristics: Any, overrides: list[str], parser: Any) -> A
             )
         kind = type(getattr(heuristics, name))
         try:
-            changes[name] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
+            changes[name] = _parse_bool(value) if kind is bool else kind(value)
         except ValueError:
             parser.error(f"--heuristic {name}: expected a {kind.__name__}, got {value!r}")
     try:

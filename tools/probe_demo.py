@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from sam3video.checkpoints import demo_weights
 from sam3video.data import ShapesWorld, heldout_seed, render_clip, vocabulary
+from sam3video.io.transforms import to_model_batch
 from sam3video.model.build import build_sam3_video_model
 
 
@@ -97,8 +98,7 @@ def size_probe(model, clips: int) -> dict[tuple[float, float], list[float]]:
         scores[radius] = []
         for j in range(clips):
             clip = ShapesWorld(heldout_seed(500 + j), 1, (side, side), radius=radius).render()
-            image = torch.from_numpy(clip.frames[:1]).permute(0, 3, 1, 2).float() / 255
-            image = (image - 0.5) / 0.5
+            image = to_model_batch(clip.frames[:1], side)
             for k, inst in enumerate(clip.instances):
                 if clip.masks[k, 0].any():
                     out = model.detector(image, [f"{inst.colour} {inst.shape}"])
@@ -139,8 +139,7 @@ def main() -> None:
     with torch.no_grad():
         for i in range(args.clips):
             clip = render_clip(heldout_seed(i), num_frames=1, size=(side, side))
-            images = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255
-            images = (images - 0.5) / 0.5
+            images = to_model_batch(clip.frames, side)
             neck = detector.backbone.forward_image(images)
             prep = tracker.prepare_features(neck.tracker_feats, neck.tracker_pos)
             pix = prep.vision[0:1] + tracker.no_mem_embed.reshape(1, -1, 1, 1)
