@@ -61,7 +61,7 @@ def stage(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         log_every=10,
         rollout=RolloutConfig(p_mask=args.p_mask, p_box=args.p_box),
-        freeze=(TRUNK, *args.freeze),
+        freeze=(*(() if args.train_trunk else (TRUNK,)), *args.freeze),
     )
     trainer = Trainer(
         config,
@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--p-occlusion", type=float, default=0.0, help="share of occlusion clips")
     p.add_argument("--radius", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="object radius range of the random world (share of the frame)")
+    p.add_argument(
+        "--train-trunk",
+        action="store_true",
+        help="train the ViT trunk too (its stages cannot be merged with another task's)",
+    )
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=None, help="default: 11 tracker, 13 detector")
