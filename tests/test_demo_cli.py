@@ -363,3 +363,12 @@ def test_demo_recipe_merges_by_ownership_and_zeroes_the_skips(tmp_path):
     with pytest.raises(SystemExit, match="frozen trunk differs"):
         recipe.main(["merge", str(tmp_path / "det.safetensors"),
                      str(tmp_path / "trk.safetensors"), str(out)])  # fmt: skip
+
+
+def test_demo_recipe_stage_freezes_the_trunk_unless_asked_to_train_it():
+    recipe = _tool("demo_recipe")
+    common = ["stage", "--task", "tracker", "--init", "w.safetensors", "--out", "o"]
+    args = recipe.build_parser().parse_args([*common, "--freeze", "a.", "b."])
+    assert recipe.frozen_prefixes(args) == (recipe.TRUNK, "a.", "b.")
+    args = recipe.build_parser().parse_args([*common, "--train-trunk", "--freeze", "a."])
+    assert recipe.frozen_prefixes(args) == ("a.",)

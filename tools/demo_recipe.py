@@ -33,6 +33,12 @@ TRACKER_OWNS = ("tracker.", "detector.backbone.vision_backbone.sam2_convs.")
 SKIPS = ("tracker.sam_mask_decoder.conv_s0.", "tracker.sam_mask_decoder.conv_s1.")
 
 
+def frozen_prefixes(args: argparse.Namespace) -> tuple[str, ...]:
+    """The parameter prefixes a stage freezes: the ViT trunk (unless ``--train-trunk``), then
+    the ``--freeze`` ones."""
+    return (*(() if args.train_trunk else (TRUNK,)), *args.freeze)
+
+
 def stage(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file
 
@@ -61,7 +67,7 @@ def stage(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         log_every=10,
         rollout=RolloutConfig(p_mask=args.p_mask, p_box=args.p_box),
-        freeze=(*(() if args.train_trunk else (TRUNK,)), *args.freeze),
+        freeze=frozen_prefixes(args),
     )
     trainer = Trainer(
         config,
@@ -103,7 +109,7 @@ def zero_skips(args: argparse.Namespace) -> None:
     print(f"zeroed {len(zeroed)} tensors: {', '.join(zeroed)}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("stage", help="one single-task training run of the demo preset")
@@ -141,7 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("source")
     p.add_argument("out")
     p.set_defaults(run=zero_skips)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if getattr(args, "seed", 0) is None:
         args.seed = 11 if args.task == "tracker" else 13
     args.run(args)
