@@ -372,3 +372,26 @@ def test_demo_recipe_stage_freezes_the_trunk_unless_asked_to_train_it():
     assert recipe.frozen_prefixes(args) == (recipe.TRUNK, "a.", "b.")
     args = recipe.build_parser().parse_args([*common, "--train-trunk", "--freeze", "a."])
     assert recipe.frozen_prefixes(args) == ("a.",)
+
+
+# --------------------------------------------------------------------- tools/probe_demo.py
+
+
+def test_probe_demo_grounds_a_batch_of_phrases_as_one_call_per_phrase():
+    import warnings
+
+    from sam3video.model.build import build_sam3_video_model
+
+    probe = _tool("probe_demo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # synthetic weights
+        detector = build_sam3_video_model("tiny", device="cpu").detector.eval()
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    phrases = ["red circle", "blue star", "shape"]
+    with torch.no_grad():
+        neck = detector.backbone.forward_image(images, need_tracker=False)
+        batched = probe.ground_phrases(detector, neck, phrases)
+        for j, phrase in enumerate(phrases):
+            single = detector(images, [phrase])
+            torch.testing.assert_close(batched.pred_logits[j], single.pred_logits[0])
+            torch.testing.assert_close(batched.presence_logit[j], single.presence_logit[0])

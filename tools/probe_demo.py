@@ -85,6 +85,16 @@ def memory_probe(model, clips: int, num_frames: int = 8) -> list[float]:
     return [float(np.mean(v)) if v else float("nan") for v in per_frame[1:]]
 
 
+def ground_phrases(detector, neck, phrases: list[str]):
+    """The detector's outputs for each of ``phrases`` on the first image of a computed ``neck``
+    (`Sam3Detector.forward_image`): the phrases as a batch of prompts, no backbone pass each."""
+    n = len(phrases)
+    feats = [f[:1].expand(n, -1, -1, -1) for f in neck.detector_feats]
+    pos = [q[:1].expand(n, -1, -1, -1) for q in neck.detector_pos]
+    text_feats, text_mask = detector.backbone.forward_text(phrases, device=feats[0].device)
+    return detector.forward_grounding(feats, pos, text_feats, text_mask)
+
+
 SIZE_RANGES = ((0.04, 0.065), (0.07, 0.18))  # small (the occludee's, the demo's) / default
 
 
@@ -98,12 +108,14 @@ def size_probe(model, clips: int) -> dict[tuple[float, float], list[float]]:
         scores[radius] = []
         for j in range(clips):
             clip = ShapesWorld(heldout_seed(500 + j), 1, (side, side), radius=radius).render()
+            visible = [o for k, o in enumerate(clip.instances) if clip.masks[k, 0].any()]
+            if not visible:
+                continue
             image = to_model_batch(clip.frames[:1], side)
-            for k, inst in enumerate(clip.instances):
-                if clip.masks[k, 0].any():
-                    out = model.detector(image, [f"{inst.colour} {inst.shape}"])
-                    joint = out.pred_logits[0].sigmoid().flatten() * out.presence_logit.sigmoid()
-                    scores[radius].append(float(joint.max()))
+            neck = model.detector.backbone.forward_image(image, need_tracker=False)
+            out = ground_phrases(model.detector, neck, [f"{o.colour} {o.shape}" for o in visible])
+            joint = out.pred_logits.sigmoid() * out.presence_logit.sigmoid().reshape(-1, 1)
+            scores[radius] += [float(v) for v in joint.max(dim=1).values]
     return scores
 
 
@@ -170,10 +182,11 @@ def main() -> None:
                 )
             present = sorted({f"{o.colour} {o.shape}" for o in clip.instances})
             absent = [p for p in absent_pool if p not in present][:3]
-            for phrase in present + absent:
-                out = detector(images[0:1], [phrase])
-                top = [round(float(v), 2) for v in out.pred_logits[0].sigmoid().topk(3).values]
-                presence = float(out.presence_logit.sigmoid())
+            phrases = present + absent
+            out = ground_phrases(detector, neck, phrases)
+            for j, phrase in enumerate(phrases):
+                top = [round(float(v), 2) for v in out.pred_logits[j].sigmoid().topk(3).values]
+                presence = float(out.presence_logit[j].sigmoid())
                 tag = "present" if phrase in present else "absent"
                 print(f"  text {phrase!r} ({tag}): top scores {top}, presence {presence:.2f}")
     print(
