@@ -88,11 +88,9 @@ def memory_probe(model, clips: int, num_frames: int = 8) -> list[float]:
 def ground_phrases(detector, neck, phrases: list[str]):
     """The detector's outputs for each of ``phrases`` on the first image of a computed ``neck``
     (`Sam3Detector.forward_image`): the phrases as a batch of prompts, no backbone pass each."""
-    n = len(phrases)
-    feats = [f[:1].expand(n, -1, -1, -1) for f in neck.detector_feats]
-    pos = [q[:1].expand(n, -1, -1, -1) for q in neck.detector_pos]
-    text_feats, text_mask = detector.backbone.forward_text(phrases, device=feats[0].device)
-    return detector.forward_grounding(feats, pos, text_feats, text_mask)
+    device = neck.detector_feats[0].device
+    text_feats, text_mask = detector.backbone.forward_text(phrases, device=device)
+    return detector.forward_grounding_on_image(neck, text_feats, text_mask)
 
 
 SIZE_RANGES = ((0.04, 0.065), (0.07, 0.18))  # small (the occludee's, the demo's) / default

@@ -25,7 +25,7 @@ from sam3video.errors import InvalidInputError
 from sam3video.model.decoder import TransformerDecoder, inverse_sigmoid
 from sam3video.model.encoder import TransformerEncoderFusion
 from sam3video.model.geometry_encoder import SequenceGeometryEncoder
-from sam3video.model.neck import DualViTDetNeck
+from sam3video.model.neck import DualViTDetNeck, NeckOutput
 from sam3video.model.ops import box_cxcywh_to_xyxy
 from sam3video.model.scoring import DotProductScoring
 from sam3video.model.segmentation_head import UniversalSegmentationHead
@@ -185,6 +185,28 @@ class Sam3Detector(nn.Module):
             pred_boxes_xyxy=box_cxcywh_to_xyxy(boxes),
             pred_masks=masks,
             queries=hs_last,
+        )
+
+    def forward_grounding_on_image(
+        self,
+        neck: NeckOutput,
+        text_feats: Tensor,
+        text_mask: Tensor,
+        geometry: GeometryPrompt | None = None,
+        image: int = 0,
+    ) -> DetectorOutput:
+        """K prompts on one image of a computed backbone output (``forward_image``): that
+        image's detector pyramid is expanded (a view, no copy) over the K rows of
+        ``text_feats (K, 32, C)`` / ``text_mask (K, 32)``, so the backbone runs once per image
+        whatever the number of prompts."""
+        k = text_feats.shape[0]
+        i = slice(image, image + 1)
+        return self.forward_grounding(
+            [f[i].expand(k, -1, -1, -1) for f in neck.detector_feats],
+            [p[i].expand(k, -1, -1, -1) for p in neck.detector_pos],
+            text_feats,
+            text_mask,
+            geometry,
         )
 
     def forward(

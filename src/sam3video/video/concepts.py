@@ -111,10 +111,8 @@ class ConceptDetector:
         neck = backbone() if todo else None
         for batch in [b for b in batches if b]:
             group = [concepts[n] for n in batch]
-            k = len(batch)
-            out = self.model.detector.forward_grounding(
-                [f.expand(k, -1, -1, -1) for f in neck.detector_feats],
-                [p.expand(k, -1, -1, -1) for p in neck.detector_pos],
+            out = self.model.detector.forward_grounding_on_image(
+                neck,
                 torch.cat([c.text_feats for c in group]),
                 torch.cat([c.text_mask for c in group]),
                 group[0].geometry,
